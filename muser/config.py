@@ -1,0 +1,176 @@
+"""Run configuration: plain dataclasses for every command, named presets, and a JSON round trip.
+
+The CLI maps its options onto these fields and hands one object to one library function, so everything
+the CLI does can be called (and tested) from Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class ShardConfig:
+    src: str = ""  # dataset folder as the user has it (fma_small/, GTZAN root, MTT root, any folder)
+    dst: str = ""  # output folder for tar shards, manifest.json and errors.jsonl
+    source: str = "auto"  # auto | fma | gtzan | mtt | folder
+    sample_rate: int = 16000  # every sample is resampled to this rate (Hz)
+    codec: str = "flac"  # flac (16-bit, compact) | pcm (raw int16, fastest reads)
+    workers: int | None = None  # decode/encode processes; None = all cores
+    max_count: int = 1000  # samples per shard at most
+    max_size: int = 512 * 1024**2  # bytes per shard at most
+    split_dir: str | None = None  # GTZAN fault-filtered lists (train_filtered.txt, ...)
+    metadata: str | None = None  # FMA fma_metadata/ folder, or a folder source's CSV/JSONL sidecar
+    subset: str = "small"  # FMA subset: small | medium | large | full
+    max_errors: float = 0.01  # fraction of failed tracks above which the run exits with status 2
+    overwrite: bool = False  # start over instead of resuming
+
+
+@dataclass
+class DataConfig:
+    shards: list[str] = field(default_factory=list)  # shard folders (mixed), or shard URLs/patterns
+    split: str = "train"  # which split of each folder to train on
+    valid_split: str = "valid"  # used by --eval-every when present
+    crop_seconds: float = 3.0  # random crop per sample in training
+    batch_size: int = 32  # global batch (split across ranks)
+    num_workers: int = 2  # DataLoader workers per rank
+    shuffle_buffer: int = 1000  # samples held for shuffling
+    templates: str | None = None  # a user templates file (one template per line)
+    field_dropout: float = 0.2  # probability of dropping each optional metadata field in training
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "tiny"  # tiny | base
+    sample_rate: int = 16000  # the model's input rate; audio is float32 in [-1, 1] at this rate
+    embed_dim: int = 128  # shared embedding dimension after the projections W_a, W_s, W_t
+    # waveform tower
+    wave_channels: tuple[int, ...] = (32, 32, 64, 64, 128)  # residual stage widths after the front end
+    wave_frontend_filters: int = 32  # learnable strided conv filterbank size
+    wave_frontend_stride: int = 10  # hop of the front end in samples
+    wave_frontend_kernel: int = 40  # filter length in samples
+    # spectrogram tower
+    spec_kind: str = "mel"  # mel | cqt
+    n_fft: int = 1024
+    hop_length: int = 256
+    n_mels: int = 64
+    fmin: float = 0.0
+    fmax: float | None = None  # None = Nyquist (full band)
+    trainable_filters: bool = False  # let nnAudio learn the mel/STFT kernels
+    spec_channels: tuple[int, ...] = (16, 32, 64, 128)  # 2-D residual stage widths
+    specaugment: bool = True  # time/frequency masks, training mode only
+    # text tower
+    text_encoder: str | None = None  # transformers model dir or hub id; None = small encoder built in code
+    text_hidden: int = 128  # built-in encoder width
+    text_layers: int = 2  # built-in encoder depth
+    text_heads: int = 2  # built-in encoder heads
+    vocab_size: int = 2000  # WordPiece vocabulary trained on corpus texts (built-in encoder)
+    text_max_length: int = 64  # tokens per sentence
+    text_pooling: str = "mean"  # mean | cls
+    text_freeze_layers: int = 0  # freeze the embeddings and this many lower layers
+    audio_embedding: str = "both"  # what encode_audio returns: waveform | spectrogram | both
+
+
+@dataclass
+class TrainConfig:
+    output: str = "runs/muser"  # run folder: config.json, metrics.jsonl, last.pt, model/
+    gpus: int = 0  # 0 = CPU; N > 1 re-launches under torchrun
+    procs: int = 1  # CPU processes (gloo) for testing distributed code without GPUs
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+    steps: int = 200  # optimiser steps (ignored when epochs is set)
+    epochs: float | None = None  # passes over the training samples instead of a step count
+    lr: float = 1e-3  # towers and projections
+    text_lr: float | None = None  # pretrained text encoder (default lr / 10 when pretrained)
+    warmup: int = 20  # linear warmup steps before the cosine decay
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    precision: str = "bf16"  # bf16 (autocast on GPU) | fp32
+    grad_accum: int = 1
+    loss_terms: tuple[str, ...] = ("at", "st")  # at = L(A,T), st = L(S,T), as = L(A,S)
+    duplicate_aware: bool = True  # identical captions in a batch are positives, not negatives
+    save_every: int = 100  # checkpoint period in steps
+    eval_every: int = 0  # retrieval/zero-shot on the valid split every K steps (0 = never)
+    log_every: int = 10
+    seed: int = 0
+    resume: bool = False
+
+
+@dataclass
+class EvalConfig:
+    task: str = "gtzan"  # gtzan | mtt | fma | shards
+    checkpoint: str = "random"  # a model/ folder, a run folder, or `random`
+    data: str | None = None  # raw dataset root or a shard folder; default $MUSER_DATA/<task>
+    protocol: str = "all"  # probe | zeroshot | finetune | retrieval | all
+    fractions: tuple[float, ...] = (1.0,)  # training fractions for few-shot curves
+    seeds: int = 3
+    folds: int = 5  # stratified K-fold when the dataset has no split
+    output: str = "eval_out"
+    baseline: str | None = None  # mfcc
+    chunk_seconds: float = 3.0  # chunk length for chunk-averaged track embeddings
+    batch_size: int = 32
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    return json.loads(json.dumps(asdict(cfg)))
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build `cls` from a dict, restoring tuples and refusing unknown keys with a clear message."""
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        default = known[name].default
+        factory = known[name].default_factory  # type: ignore[misc]
+        template = default if default is not dataclasses.MISSING else (
+            factory() if factory is not dataclasses.MISSING else None
+        )
+        kwargs[name] = tuple(value) if isinstance(template, tuple) and isinstance(value, list) else value
+    return cls(**kwargs)
+
+
+def save_json(cfg: Any, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+
+
+def load_json(cls: type[T], path: str | Path) -> T:
+    return from_dict(cls, json.loads(Path(path).read_text()))
+
+
+# Named model presets. `tiny` runs a training step on CPU in well under a second (CI, `muser demo`);
+# `base` is paper scale (tens of millions of parameters, a pretrained text encoder in real runs).
+PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(preset="tiny"),
+    "base": ModelConfig(
+        preset="base",
+        embed_dim=512,
+        wave_channels=(128, 128, 256, 256, 512, 512),
+        wave_frontend_filters=128,
+        spec_channels=(64, 128, 256, 512),
+        n_mels=128,
+        text_hidden=512,
+        text_layers=6,
+        text_heads=8,
+        vocab_size=8000,
+    ),
+}
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    """A copy of the named preset with field overrides; unknown names are a clear error."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    cfg = dataclasses.replace(PRESETS[name])
+    return from_dict(ModelConfig, {**to_dict(cfg), **overrides})
