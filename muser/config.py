@@ -59,12 +59,16 @@ class ModelConfig:
     spec_kind: str = "mel"  # mel | cqt
     n_fft: int = 1024
     hop_length: int = 256
-    n_mels: int = 64
+    n_mels: int = 64  # mel bands (spec_kind=cqt: CQT bins, capped at what fits below fmax)
     fmin: float = 0.0
     fmax: float | None = None  # None = Nyquist (full band)
     trainable_filters: bool = False  # let nnAudio learn the mel/STFT kernels
     spec_channels: tuple[int, ...] = (16, 32, 64, 128)  # 2-D residual stage widths
+    cqt_bins_per_octave: int = 12  # spec_kind=cqt: bins per octave from fmin (C1 when fmin is 0) to fmax
     specaugment: bool = True  # time/frequency masks, training mode only
+    specaug_masks: int = 2  # masks of each kind (frequency, time) per example
+    specaug_freq_width: int = 8  # widest frequency mask in bins
+    specaug_time_width: int = 20  # widest time mask in frames
     # text tower
     text_encoder: str | None = None  # transformers model dir or hub id; None = small encoder built in code
     text_hidden: int = 128  # built-in encoder width
@@ -102,6 +106,8 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     resume: bool = False
+    sync_bn: bool = True  # several GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)
+    eval_tracks: int = 1000  # --eval-every reads at most this many valid tracks
 
 
 @dataclass
@@ -117,6 +123,15 @@ class EvalConfig:
     baseline: str | None = None  # mfcc
     chunk_seconds: float = 3.0  # chunk length for chunk-averaged track embeddings
     batch_size: int = 32
+    label_task: str | None = None  # manifest label vocabulary to score (shards task; default per task)
+    preset: str = "tiny"  # architecture of `--checkpoint random`
+    random_baseline: bool = True  # also probe the same architecture with random weights (real checkpoints)
+    num_workers: int = 0  # reader workers for feature extraction
+    device: str = "auto"  # auto | cpu | cuda
+    cache_dir: str | None = None  # shard + feature cache; default OUT/../.muser_cache
+    finetune_epochs: int = 3  # PT+FT: contrastive epochs over the train split's label sentences
+    finetune_lr: float = 1e-4
+    seed: int = 0
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -134,8 +149,10 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     for name, value in data.items():
         default = known[name].default
         factory = known[name].default_factory  # type: ignore[misc]
-        template = default if default is not dataclasses.MISSING else (
-            factory() if factory is not dataclasses.MISSING else None
+        template = (
+            default
+            if default is not dataclasses.MISSING
+            else (factory() if factory is not dataclasses.MISSING else None)
         )
         kwargs[name] = tuple(value) if isinstance(template, tuple) and isinstance(value, list) else value
     return cls(**kwargs)

@@ -1,0 +1,258 @@
+"""The MUSER model: three towers (waveform, spectrogram, text), projections W_a, W_s, W_t into one
+L2-normalised space, and save/load as safetensors + JSON (nothing is ever unpickled)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_model, save_model
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+from muser.config import ModelConfig, from_dict, preset, to_dict
+from muser.models.spectrogram import SpectrogramEncoder
+from muser.models.text import TextEncoder
+from muser.models.waveform import WaveformEncoder
+
+FORMAT_VERSION = 1
+MODEL_TYPE = "muser"
+AUDIO_EMBEDDINGS = ("waveform", "spectrogram", "both")
+
+
+def check_audio(wave: Any, min_samples: int = 1) -> torch.Tensor:
+    """Validate the one amplitude convention: a floating (B, T) tensor in [-1, 1]; returns it as float32."""
+    if not isinstance(wave, torch.Tensor):
+        raise ValueError(f"audio must be a torch.Tensor of shape (batch, samples), got {type(wave).__name__}")
+    if not wave.is_floating_point():
+        raise ValueError(
+            f"audio must be float in [-1, 1], got dtype {wave.dtype}; divide int16 PCM by 32768 first"
+        )
+    if wave.dim() != 2:
+        raise ValueError(f"audio must have shape (batch, samples), got {tuple(wave.shape)}; mono only")
+    if wave.shape[1] < min_samples:
+        raise ValueError(f"audio clips need at least {min_samples} samples, got {wave.shape[1]}")
+    # A cheap guard against the original code's fault (PCM fed at int16 scale): a small tolerance lets
+    # resampler overshoot through, anything far outside [-1, 1] is a different convention.
+    peak = float(wave.detach().abs().amax()) if wave.numel() else 0.0
+    if not peak <= 1.5:  # also catches NaN
+        raise ValueError(f"audio must lie in [-1, 1] (float, full scale 1.0), got a peak of {peak:g}")
+    return wave.float()
+
+
+class MUSER(nn.Module):
+    """Tri-modal encoder. `forward(batch)` returns whichever of audio/spec/text the batch has inputs for,
+    each (B, embed_dim) and L2-normalised; logit scales live in the loss (muser.losses)."""
+
+    def __init__(self, config: ModelConfig, text: TextEncoder) -> None:
+        super().__init__()
+        if config.audio_embedding not in AUDIO_EMBEDDINGS:
+            raise ValueError(f"audio_embedding must be one of {', '.join(AUDIO_EMBEDDINGS)}")
+        self.config = config
+        self.waveform = WaveformEncoder(
+            config.wave_channels,
+            config.wave_frontend_filters,
+            config.wave_frontend_kernel,
+            config.wave_frontend_stride,
+        )
+        self.spectrogram = SpectrogramEncoder(
+            sample_rate=config.sample_rate,
+            kind=config.spec_kind,
+            n_fft=config.n_fft,
+            hop_length=config.hop_length,
+            n_mels=config.n_mels,
+            fmin=config.fmin,
+            fmax=config.fmax,
+            trainable_filters=config.trainable_filters,
+            channels=config.spec_channels,
+            cqt_bins_per_octave=config.cqt_bins_per_octave,
+            specaugment=config.specaugment,
+            specaug_masks=config.specaug_masks,
+            specaug_freq_width=config.specaug_freq_width,
+            specaug_time_width=config.specaug_time_width,
+        )
+        self.text = text
+        d = config.embed_dim
+        # W_a, W_s, W_t: bias-free linear maps as in CLIP (a bias only shifts every embedding alike).
+        self.proj_audio = nn.Linear(self.waveform.out_dim, d, bias=False)
+        self.proj_spec = nn.Linear(self.spectrogram.out_dim, d, bias=False)
+        self.proj_text = nn.Linear(self.text.out_dim, d, bias=False)
+
+    # ---- construction -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, tokenizer_texts: Iterable[str] | None = None) -> MUSER:
+        """A freshly initialised model; the text tower is loaded from config.text_encoder when set, else
+        built in code with a WordPiece tokenizer trained on `tokenizer_texts` (default: music vocabulary)."""
+        if config.text_encoder:
+            text = TextEncoder.from_pretrained(
+                config.text_encoder, config.text_max_length, config.text_pooling, config.text_freeze_layers
+            )
+        else:
+            text = TextEncoder.build(
+                tokenizer_texts,
+                vocab_size=config.vocab_size,
+                hidden=config.text_hidden,
+                layers=config.text_layers,
+                heads=config.text_heads,
+                max_length=config.text_max_length,
+                pooling=config.text_pooling,
+                freeze_layers=config.text_freeze_layers,
+            )
+        return cls(config, text)
+
+    @classmethod
+    def from_preset(cls, name: str, tokenizer_texts: Iterable[str] | None = None, **overrides: Any) -> MUSER:
+        """`MUSER.from_preset("tiny")`; overrides are ModelConfig fields (e.g. embed_dim=256)."""
+        return cls.from_config(preset(name, **overrides), tokenizer_texts)
+
+    # ---- properties ---------------------------------------------------------------------------------
+
+    @property
+    def tokenizer(self):
+        """The text tower's transformers tokenizer (PreTrainedTokenizerFast for the built-in one)."""
+        return self.text.tokenizer
+
+    @property
+    def text_is_pretrained(self) -> bool:
+        return self.text.source is not None
+
+    @property
+    def device(self) -> torch.device:
+        return self.proj_audio.weight.device
+
+    @property
+    def min_samples(self) -> int:
+        """Shortest clip (samples) the waveform tower accepts."""
+        return self.waveform.min_samples
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by group (frozen text layers are left out), for per-group learning rates."""
+        groups = {
+            "waveform": self.waveform,
+            "spectrogram": self.spectrogram,
+            "text": self.text,
+            "projections": nn.ModuleList([self.proj_audio, self.proj_spec, self.proj_text]),
+        }
+        return {k: [p for p in m.parameters() if p.requires_grad] for k, m in groups.items()}
+
+    # ---- encoding -----------------------------------------------------------------------------------
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Sentences -> input_ids, attention_mask (B, L) on the CPU (the loader calls this in workers)."""
+        return self.text.tokenize(texts)
+
+    def _embed_waveform(self, wave: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.proj_audio(self.waveform(wave)), dim=-1)
+
+    def _embed_spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.proj_spec(self.spectrogram(wave)), dim=-1)
+
+    def _embed_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        dev = self.device
+        return F.normalize(self.proj_text(self.text(input_ids.to(dev), attention_mask.to(dev))), dim=-1)
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """batch: audio (B, T) float in [-1, 1] and/or input_ids, attention_mask (B, L) ->
+        {"audio", "spec", "text"}: (B, embed_dim) L2-normalised, each present when its input is."""
+        out = {}
+        if "audio" in batch:
+            wave = check_audio(batch["audio"], self.min_samples).to(self.device)
+            out["audio"] = self._embed_waveform(wave)
+            out["spec"] = self._embed_spectrogram(wave)
+        if "input_ids" in batch:
+            if "attention_mask" not in batch:
+                raise ValueError("batch has input_ids but no attention_mask; tokenize with model.tokenize")
+            out["text"] = self._embed_text(batch["input_ids"], batch["attention_mask"])
+        return out
+
+    def encode_audio(self, wave: torch.Tensor, which: str | None = None) -> torch.Tensor:
+        """wave: (B, T) float in [-1, 1] at config.sample_rate -> (B, embed_dim) L2-normalised.
+
+        which: waveform | spectrogram | both (the normalised mean); default config.audio_embedding.
+        """
+        which = which or self.config.audio_embedding
+        if which not in AUDIO_EMBEDDINGS:
+            raise ValueError(f"which must be one of {', '.join(AUDIO_EMBEDDINGS)}, not {which!r}")
+        wave = check_audio(wave, self.min_samples).to(self.device)
+        if which == "waveform":
+            return self._embed_waveform(wave)
+        if which == "spectrogram":
+            return self._embed_spectrogram(wave)
+        return F.normalize(self._embed_waveform(wave) + self._embed_spectrogram(wave), dim=-1)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """Sentences -> (B, embed_dim) L2-normalised (wrap in torch.no_grad() for inference)."""
+        enc = self.tokenize(texts)
+        return self._embed_text(enc["input_ids"], enc["attention_mask"])
+
+    # ---- persistence --------------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write config.json, model.safetensors (every tower, the text encoder included), text/config.json
+        and tokenizer/ so that from_pretrained works offline without the original text encoder folder."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        from muser import __version__
+
+        meta = {
+            "model_type": MODEL_TYPE,
+            "format_version": FORMAT_VERSION,
+            "muser_version": __version__,
+            "model": to_dict(self.config),
+            "text": {"pretrained": self.text_is_pretrained, "source": self.text.source},
+        }
+        # save_model (not save_file) drops tensors shared between modules (tied embeddings) safely.
+        save_model(self, str(out / "model.safetensors"), metadata={"format": "pt"})
+        self.text.backbone.config.save_pretrained(out / "text")
+        self.tokenizer.save_pretrained(out / "tokenizer")
+        (out / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+        return out
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> MUSER:
+        """Load a folder written by save_pretrained (offline; safetensors only, nothing unpickled)."""
+        root = Path(directory)
+        meta_path = root / "config.json"
+        meta = None
+        if meta_path.is_file():
+            try:
+                meta = json.loads(meta_path.read_text())
+            except json.JSONDecodeError:
+                meta = None
+        if not isinstance(meta, dict) or meta.get("model_type") != MODEL_TYPE:
+            raise ValueError(
+                f"{root} is not a MUSER model folder (needs config.json with model_type 'muser' as written "
+                "by MUSER.save_pretrained)"
+            )
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(
+                f"{root} was saved in MUSER format {meta['format_version']}; this muser reads up to "
+                f"{FORMAT_VERSION}: upgrade muser"
+            )
+        missing = [
+            p for p in ("model.safetensors", "text/config.json", "tokenizer") if not (root / p).exists()
+        ]
+        if missing:
+            raise ValueError(f"{root} is an incomplete MUSER model folder: missing {', '.join(missing)}")
+        config = from_dict(ModelConfig, meta["model"])
+        source = meta.get("text", {}).get("source")
+        tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer", local_files_only=True)
+        text_config = AutoConfig.from_pretrained(root / "text", local_files_only=True)
+        # The text backbone is rebuilt from its own config; its weights come from model.safetensors below.
+        backbone = AutoModel.from_config(text_config)
+        text = TextEncoder(
+            backbone,
+            tokenizer,
+            config.text_pooling,
+            config.text_max_length,
+            config.text_freeze_layers,
+            source,
+        )
+        model = cls(config, text)
+        load_model(model, str(root / "model.safetensors"), strict=True, device=str(map_location))
+        return model.to(map_location)

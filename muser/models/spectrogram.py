@@ -1,0 +1,193 @@
+"""F_spec: the spectrogram tower (nnAudio log-mel or CQT front end on the model's device, per-band
+normalisation, SpecAugment in training only, 2-D residual CNN, mean/max pooling).
+
+Unlike the paper's released code there is no image-style resize or centre crop: the whole clip and the
+whole band (up to Nyquist unless `fmax` says otherwise) reach the CNN, on a log scale.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+
+import torch
+from nnAudio.features import CQT1992v2, MelSpectrogram
+from torch import nn
+
+LOG_EPS = 1e-6  # floor of log(power + eps): about -60 dB below a full-scale bin, keeps silence finite
+CQT_DEFAULT_FMIN = 32.70  # C1, the usual lowest CQT bin when the config asks for fmin = 0
+
+
+def make_frontend(
+    kind: str,
+    sample_rate: int,
+    n_fft: int,
+    hop_length: int,
+    n_bins: int,
+    fmin: float,
+    fmax: float | None,
+    trainable: bool,
+    bins_per_octave: int = 12,
+) -> nn.Module:
+    """An nnAudio front end: (B, T) -> (B, F, frames) power (mel) or magnitude (CQT).
+
+    Zero ("constant") padding at the edges: the loader pads short chunks with zeros too, and it works for
+    any clip length, whereas reflect padding needs clips longer than half the longest kernel.
+    """
+    nyquist = sample_rate / 2
+    if fmax is not None and not 0 <= fmin < fmax <= nyquist:
+        raise ValueError(f"need 0 <= fmin < fmax <= {nyquist:g} Hz (Nyquist); got fmin={fmin}, fmax={fmax}")
+    if kind == "mel":
+        # htk=False + norm=1 is librosa's (and torchaudio's norm="slaney", mel_scale="slaney") filterbank.
+        return MelSpectrogram(
+            sr=sample_rate,
+            n_fft=n_fft,
+            n_mels=n_bins,
+            hop_length=hop_length,
+            window="hann",
+            center=True,
+            pad_mode="constant",
+            power=2.0,
+            htk=False,
+            fmin=fmin,
+            fmax=fmax,
+            norm=1,
+            trainable_mel=trainable,
+            trainable_STFT=trainable,
+            verbose=False,
+        )
+    if kind == "cqt":
+        low = fmin if fmin > 0 else CQT_DEFAULT_FMIN
+        top = fmax if fmax is not None else nyquist
+        # As many bins as fit below the top frequency (nnAudio refuses bins above Nyquist).
+        fit = math.floor(bins_per_octave * math.log2(top / low))
+        if fit < 1:
+            raise ValueError(f"no CQT bin fits between fmin={low} Hz and fmax={top} Hz")
+        return CQT1992v2(
+            sr=sample_rate,
+            hop_length=hop_length,
+            fmin=low,
+            n_bins=min(n_bins, fit) if n_bins > 0 else fit,
+            bins_per_octave=bins_per_octave,
+            pad_mode="constant",
+            trainable=trainable,
+            verbose=False,
+        )
+    raise ValueError(f"unknown spec_kind {kind!r}; choose mel or cqt")
+
+
+class SpecAugment(nn.Module):
+    """Frequency and time masks (Park et al. 2019), drawn per example; identity in eval mode.
+
+    Masked cells are set to 0, the mean after per-band normalisation, so a mask carries no energy cue.
+    """
+
+    def __init__(self, masks: int = 2, freq_width: int = 8, time_width: int = 20) -> None:
+        super().__init__()
+        self.masks, self.freq_width, self.time_width = masks, freq_width, time_width
+
+    def _mask(self, b: int, size: int, width: int, device: torch.device) -> torch.Tensor:
+        """(b, size) bool: union of `masks` random intervals of width < `width` per row."""
+        width = min(width, size)
+        w = torch.randint(0, width + 1, (b, self.masks, 1), device=device)
+        start = (torch.rand(b, self.masks, 1, device=device) * (size - w + 1)).long()
+        pos = torch.arange(size, device=device)
+        return ((pos >= start) & (pos < start + w)).any(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, F, frames) -> same shape, masked in training mode."""
+        if not self.training or self.masks == 0:
+            return x
+        b, f, t = x.shape
+        freq = self._mask(b, f, self.freq_width, x.device)[:, :, None]
+        time = self._mask(b, t, self.time_width, x.device)[:, None, :]
+        return x.masked_fill(freq | time, 0.0)
+
+
+class ResBlock2d(nn.Module):
+    """Two 3x3 conv-BN layers with a shortcut, ReLU, then 2x2 max-pool (ResNet basic block)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = (
+            nn.Identity()
+            if c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+        )
+        # ceil_mode keeps the last odd row/column (the top mel band, the clip's last frame).
+        self.pool = nn.MaxPool2d(2, ceil_mode=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return self.pool(torch.relu(y + self.shortcut(x)))
+
+
+class SpectrogramEncoder(nn.Module):
+    """Raw audio (B, T) float in [-1, 1] -> features (B, out_dim) through a log spectrogram."""
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        kind: str = "mel",
+        n_fft: int = 1024,
+        hop_length: int = 256,
+        n_mels: int = 64,
+        fmin: float = 0.0,
+        fmax: float | None = None,
+        trainable_filters: bool = False,
+        channels: tuple[int, ...] = (16, 32, 64, 128),
+        cqt_bins_per_octave: int = 12,
+        specaugment: bool = True,
+        specaug_masks: int = 2,
+        specaug_freq_width: int = 8,
+        specaug_time_width: int = 20,
+    ) -> None:
+        super().__init__()
+        if not channels:
+            raise ValueError("spec_channels must name at least one residual stage width")
+        self.frontend = make_frontend(
+            kind, sample_rate, n_fft, hop_length, n_mels, fmin, fmax, trainable_filters, cqt_bins_per_octave
+        )
+        self.n_bins = self._count_bins()
+        # Per-band normalisation: BatchNorm1d over the frequency axis learns each band's mean/variance of
+        # log power over the data (affine), so quiet high bands are not drowned by the bass.
+        self.band_norm = nn.BatchNorm1d(self.n_bins)
+        self.specaugment = SpecAugment(
+            specaug_masks if specaugment else 0, specaug_freq_width, specaug_time_width
+        )
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, channels[0], 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels[0]),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2, ceil_mode=True),  # halve both axes before the (costly) residual stages
+        )
+        widths = (channels[0], *channels)
+        self.stages = nn.Sequential(*(ResBlock2d(a, b) for a, b in pairwise(widths)))
+        self.out_dim = 2 * channels[-1]
+
+    def _count_bins(self) -> int:
+        if isinstance(self.frontend, MelSpectrogram):
+            return int(self.frontend.mel_basis.shape[0])
+        return int(self.frontend.cqt_kernels_real.shape[0])
+
+    def log_spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
+        """wave: (B, T) -> (B, F, frames) log power (mel) or log magnitude squared (CQT), float32."""
+        # The front end runs in fp32 even under bf16 autocast: power spectra span ~10 decades and a
+        # bf16 STFT (8-bit mantissa) would wipe out the quiet bands before the log.
+        with torch.autocast(device_type=wave.device.type, enabled=False):
+            spec = self.frontend(wave.float())
+            if isinstance(self.frontend, CQT1992v2):
+                spec = spec.pow(2)
+            return torch.log(spec + LOG_EPS)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        """wave: (B, T) float audio in [-1, 1] -> (B, out_dim)."""
+        x = self.specaugment(self.band_norm(self.log_spectrogram(wave)))
+        x = self.stages(self.stem(x.unsqueeze(1)))
+        x = x.flatten(2)  # (B, C, F' * frames'): pool over the whole time-frequency plane
+        return torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1)

@@ -1,0 +1,94 @@
+"""The built-in WordPiece tokenizer: trained with `tokenizers` on corpus sentences (or, with none given, on
+a built-in music vocabulary) and wrapped as a transformers PreTrainedTokenizerFast."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+# Words a metadata sentence is made of when no corpus is given: template glue, genres (top-level and
+# common sub-genres), tags, moods, instruments and tempo words. Each is a whole token after training.
+TEMPLATE_SENTENCES = (
+    "A song of {}, belongs to {} music, whose style is {}.",
+    "This is a {} track with {} and a {} mood.",
+    "A {} piece by an artist, from the album, released in the year.",
+    "Music in the genre of {}, tagged {}, that sounds {}.",
+    "A recording of {} featuring {}, feeling {}.",
+)
+GENRES = (
+    "blues classical country disco hiphop hip-hop jazz metal pop reggae rock electronic experimental folk "
+    "instrumental international spoken soul rnb r&b funk punk indie ambient techno house trance dubstep "
+    "drum and bass breakbeat trip-hop lo-fi gospel latin salsa bossa nova samba flamenco world afrobeat "
+    "ska dub grunge emo hardcore post-rock shoegaze psychedelic progressive synthpop new wave industrial "
+    "opera baroque romantic chamber orchestral soundtrack easy listening lounge old-time historic"
+).split()
+TAGS = (
+    "guitar acoustic electric bass drums piano keyboard synth strings violin cello harp flute sax saxophone "
+    "trumpet horns choir vocal vocals male female singer voice no-vocals instrumental beat beats loud quiet "
+    "soft slow fast rhythm tempo upbeat dance harpsichord sitar organ percussion orchestra solo duet choral "
+    "electronica noise ambient classic modern weird repetitive heavy light clean distorted mellow"
+).split()
+MOODS = (
+    "happy sad calm energetic aggressive relaxing inspiring dark bright melancholic romantic dreamy "
+    "epic peaceful angry uplifting nostalgic tense groovy chill joyful sombre hopeful playful"
+).split()
+
+
+def music_vocabulary() -> list[str]:
+    """Sentences covering template words, genres (plus muser.synth.STYLES when present), tags and moods."""
+    words = list(GENRES)
+    try:  # the synthetic corpus' label names, when that module is installed; not needed otherwise
+        from muser.synth import STYLES
+
+        words += [str(s) for s in STYLES]
+    except ImportError:
+        pass
+    pools = (words, TAGS, MOODS)
+    sentences = []
+    # Fill each template with cycling words so every word appears in context at least once.
+    longest = max(len(p) for p in pools)
+    for i, template in itertools.product(range(longest), TEMPLATE_SENTENCES):
+        fills = [pool[(i + k) % len(pool)] for k, pool in enumerate(pools)]
+        sentences.append(template.format(*fills))
+    sentences += [" ".join(words), " ".join(TAGS), " ".join(MOODS), "fast-rhythm slow-rhythm music"]
+    return sentences
+
+
+def train_wordpiece(
+    texts: Iterable[str] | None = None, vocab_size: int = 2000, max_length: int = 64
+) -> PreTrainedTokenizerFast:
+    """A lower-casing BERT-style WordPiece tokenizer trained on `texts` (default: music_vocabulary()).
+
+    Encodes a sentence as [CLS] ... [SEP]; pads with [PAD] (id 0).
+    """
+    corpus = list(texts) if texts is not None else music_vocabulary()
+    if not corpus:
+        raise ValueError("tokenizer_texts is empty; give at least one sentence (or None for the built-in)")
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, min_frequency=1, special_tokens=list(SPECIAL_TOKENS), show_progress=False
+    )
+    tok.train_from_iterator(corpus, trainer)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    tok.decoder = decoders.WordPiece()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=max_length,
+    )
