@@ -1,0 +1,197 @@
+"""Folder source: any tree of audio files, described by embedded tags (mutagen), a same-name .txt credit
+note, and an optional CSV/JSONL sidecar keyed by relative path (sidecar wins, then tags, then the note)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from muser.shards.sources.base import (
+    SourceListing,
+    Track,
+    as_list,
+    compact,
+    file_error,
+    finish,
+    is_audio,
+    key_safe,
+    short_hash,
+    year_of,
+)
+
+LABEL_TASKS = {"genre": "single"}
+_SPLITS = {
+    "train": "train",
+    "training": "train",
+    "valid": "valid",
+    "validation": "valid",
+    "val": "valid",
+    "test": "test",
+    "all": "all",
+}
+_FIELDS = {
+    "title",
+    "artist",
+    "album",
+    "year",
+    "date",
+    "genre",
+    "genres",
+    "parent_genres",
+    "tags",
+    "mood",
+    "description",
+    "comment",
+    "split",
+    "path",
+}
+# "<title> by <artist>" on a credit note's first line, stopping before the licence boilerplate.
+_CREDIT = re.compile(
+    r"^(?P<title>.+?) by (?P<artist>.+?)(?:\s+(?:is licensed|is in the|\(c\)|licensed)(?=\s|$).*)?$",
+    re.IGNORECASE,
+)
+
+
+def folder_id(rel: str) -> str:
+    """Key of a file at relative path `rel`: the sanitised path (no extension) plus a hash of the full
+    path, so `a.wav` and `a.flac`, or two paths that sanitise alike, never share a key."""
+    stem = rel.rsplit(".", 1)[0]
+    return f"folder_{key_safe(stem, 80)}_{short_hash(rel)}"
+
+
+def read_tags(path: Path) -> dict[str, Any]:
+    """title/artist/album/genres/year/description from embedded tags (Vorbis comments, ID3, EasyID3)."""
+    import mutagen
+
+    try:
+        f = mutagen.File(path, easy=True)
+    except Exception:  # tags are best effort: a broken file is reported by the decoder, not here
+        return {}
+    tags = getattr(f, "tags", None)
+    if not tags:
+        return {}
+    keys = {k.lower() if isinstance(k, str) else k for k in tags.keys()}
+
+    def get(*names: str) -> list[str]:
+        for name in names:
+            for key in (name, name.upper()):
+                if key in tags:
+                    values = tags[key]
+                    values = getattr(values, "text", values)  # ID3 frames keep their strings in .text
+                    return [str(v) for v in (values if isinstance(values, list) else [values])]
+        return []
+
+    if "tit2" in keys or any(isinstance(k, str) and k.startswith("COMM") for k in tags.keys()):
+        # ID3 inside WAV/AIFF: mutagen has no easy interface there, so read the frames by id.
+        comments = [str(t) for k in tags.keys() if k.startswith("COMM") for t in tags[k].text]
+        out = {
+            "title": get("TIT2"),
+            "artist": get("TPE1"),
+            "album": get("TALB"),
+            "genre": get("TCON"),
+            "date": get("TDRC", "TYER"),
+            "comment": comments,
+        }
+    else:
+        out = {k: get(k) for k in ("title", "artist", "album", "genre", "date")}
+        out["comment"] = get("comment", "description")
+    first = {k: (v[0].strip() if v else None) for k, v in out.items()}
+    return {
+        "title": first["title"],
+        "artist": first["artist"],
+        "album": first["album"],
+        "genres": [g for v in out["genre"] for g in as_list(v)],
+        "year": year_of(first["date"]),
+        "description": first["comment"],
+    }
+
+
+def read_credit(path: Path) -> dict[str, Any]:
+    """A same-name .txt note (as shipped with freesound/FMA downloads): first line as description, and
+    title/artist when it reads "<title> by <artist> ..."."""
+    note = path.with_suffix(".txt")
+    if not note.is_file():
+        return {}
+    text = note.read_text(encoding="utf-8", errors="replace").strip()
+    if not text:
+        return {}
+    first = text.splitlines()[0].strip().rstrip(".")
+    out: dict[str, Any] = {"description": first, "extra": {"credits": text}}
+    m = _CREDIT.match(first)
+    if m:
+        out["title"], out["artist"] = m.group("title").strip(' "'), m.group("artist").strip()
+    return out
+
+
+def read_sidecar(path: Path) -> dict[str, dict[str, Any]]:
+    """Rows of a CSV (header row) or JSONL file keyed by their `path` column (relative, '/'-separated)."""
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    elif path.suffix.lower() in (".jsonl", ".ndjson"):
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        raise ValueError(f"--metadata {path} must be a .csv or .jsonl file keyed by relative path")
+    out = {}
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or not row.get("path"):
+            raise ValueError(f"row {i + 1} of {path} has no 'path' column (the file's path relative to SRC)")
+        out[str(row["path"]).replace("\\", "/").removeprefix("./")] = row
+    return out
+
+
+def _from_sidecar(row: dict[str, Any], where: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {k: row.get(k) for k in ("title", "artist", "album", "description")}
+    meta["description"] = meta["description"] or row.get("comment")
+    meta["year"] = year_of(row.get("year") or row.get("date"))
+    meta["genres"] = as_list(row.get("genres") or row.get("genre"))
+    for k in ("parent_genres", "tags", "mood"):
+        meta[k] = as_list(row.get(k))
+    meta["extra"] = {k: v for k, v in row.items() if k not in _FIELDS and v not in (None, "")}
+    split = str(row.get("split") or "").strip().lower()
+    if split and split not in _SPLITS:
+        raise ValueError(f"{where}: split {row['split']!r} is not one of train, valid, test, all")
+    meta["split"] = _SPLITS.get(split)
+    return {k: v for k, v in meta.items() if v not in (None, "", [], {})}
+
+
+def discover(root: Path, metadata: str | None = None) -> SourceListing:
+    """Every audio file under `root` (sorted), with metadata from tags, credit notes and the sidecar."""
+    sidecar: dict[str, dict[str, Any]] = {}
+    notes = []
+    if metadata:
+        side = Path(metadata) if Path(metadata).is_file() else root / metadata
+        if not side.is_file():
+            raise ValueError(f"--metadata {metadata} not found (looked at it as given and inside {root})")
+        sidecar = read_sidecar(side)
+        notes.append(f"metadata from {side.name}: {len(sidecar)} rows")
+    files = {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if is_audio(p)}
+    if not files and not sidecar:
+        raise ValueError(
+            f"no audio files ({', '.join(['.wav', '.flac', '.ogg', '.mp3', '...'])}) found under {root}"
+        )
+    tracks = []
+    for rel in sorted(set(files) | set(sidecar)):
+        path = files.get(rel)
+        error = file_error(path, f"{Path(metadata).name if metadata else 'metadata'}")
+        meta: dict[str, Any] = {}
+        if path is not None and error is None:
+            meta.update({k: v for k, v in read_credit(path).items() if v})
+            meta.update({k: v for k, v in read_tags(path).items() if v})  # tags beat the credit note
+        if rel in sidecar:
+            side_meta = _from_sidecar(sidecar[rel], f"{metadata} row {rel!r}")
+            extra = {**meta.get("extra", {}), **side_meta.pop("extra", {})}
+            meta.update(side_meta)  # the sidecar wins: it is the user's own correction of the tags
+            meta["extra"] = extra
+        if not meta.get("title") and path is not None:  # what music players show for untagged files
+            meta["title"] = path.stem.replace("_", " ").strip()
+            meta.setdefault("extra", {})["title_from"] = "filename"
+        split = meta.pop("split", "all")
+        if meta.get("genres"):
+            meta["labels"] = {"genre": meta["genres"][0]}
+        meta.setdefault("extra", {})["path"] = rel
+        tracks.append(Track(folder_id(rel), path, "folder", split, compact(meta), error))
+    return SourceListing("folder", root, finish(tracks), dict(LABEL_TASKS), notes)
