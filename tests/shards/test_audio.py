@@ -1,0 +1,143 @@
+"""Decoding, downmixing, resampling and encoding of shard audio (muser.shards.audio)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from muser.shards.audio import AudioError, decode, decode_member, encode, load, resample, to_int16
+
+
+def _tone(rate: int, seconds: float = 1.0, freq: float = 440.0, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    x = 0.5 * np.sin(2 * np.pi * freq * t)
+    return np.stack([x * (c + 1) / channels for c in range(channels)], axis=1).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "name,fmt,subtype,rate,channels",
+    [
+        ("a.wav", "WAV", "PCM_16", 44100, 2),
+        ("b.wav", "WAVEX", "PCM_24", 48000, 6),  # WAVE_FORMAT_EXTENSIBLE, surround
+        ("c.flac", "FLAC", "PCM_16", 22050, 1),
+        ("d.ogg", "OGG", "VORBIS", 44100, 2),
+        ("e.opus", "OGG", "OPUS", 48000, 2),
+        ("f.mp3", "MP3", "MPEG_LAYER_III", 44100, 2),
+        ("g.wav", "WAV", "FLOAT", 8000, 1),
+    ],
+)
+def test_decodes_every_format_to_mono_float32_at_the_target_rate(
+    tmp_path, name, fmt, subtype, rate, channels
+):
+    path = tmp_path / name
+    sf.write(path, _tone(rate, channels=channels), rate, format=fmt, subtype=subtype)
+    y = decode(path, 16000)
+    assert y.dtype == np.float32 and y.ndim == 1
+    assert abs(len(y) - 16000) <= 0.02 * 16000  # lossy codecs pad a little
+    assert np.abs(y).max() <= 1.0
+    # downmix is the channel mean: channel c carries (c + 1) / channels of the tone
+    expected_peak = 0.5 * np.mean([(c + 1) / channels for c in range(channels)])
+    assert np.abs(y[2000:-2000]).max() == pytest.approx(expected_peak, rel=0.1)
+
+
+def test_resample_keeps_a_tone_clean():
+    # 1 kHz at 44.1 kHz -> 16 kHz: compare the middle with the analytic tone at the new rate
+    x = (0.5 * np.sin(2 * np.pi * 1000 * np.arange(44100) / 44100)).astype(np.float32)
+    y = resample(x, 44100, 16000)
+    assert len(y) == 16000
+    ref = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(16000) / 16000)
+    err = y[500:-500] - ref[500:-500]
+    snr = 10 * np.log10(np.sum(ref[500:-500] ** 2) / np.sum(err**2))
+    assert snr > 40
+
+
+def test_resample_is_identity_at_the_same_rate():
+    x = np.linspace(-1, 1, 100, dtype=np.float32)
+    assert resample(x, 16000, 16000) is x
+
+
+def test_unicode_path(tmp_path):
+    path = tmp_path / "Ünïcødé — 音楽.wav"
+    sf.write(path, _tone(16000), 16000)
+    assert len(decode(path, 16000)) == 16000
+
+
+@pytest.mark.parametrize("codec", ["flac", "pcm"])
+def test_encode_round_trips_the_int16_samples_and_clips(codec):
+    x = np.array([0.0, 0.5, -0.5, 1.0, -1.0, 1.7, -3.0], dtype=np.float32)
+    data = encode(x, 16000, codec)
+    y, rate = decode_member(data, codec, 16000)
+    assert rate == 16000
+    np.testing.assert_array_equal(to_int16(y), to_int16(x))
+    assert y.max() == 1.0 and y.min() == -1.0  # clipped, not wrapped around
+    if codec == "pcm":
+        assert len(data) == 2 * len(x)
+    else:
+        info = sf.info(io.BytesIO(data))
+        assert (info.format, info.subtype, info.channels) == ("FLAC", "PCM_16", 1)
+
+
+def test_encode_is_deterministic():
+    x = np.random.default_rng(0).uniform(-1, 1, 5000).astype(np.float32)
+    assert encode(x, 16000, "flac") == encode(x.copy(), 16000, "flac")
+
+
+def test_unknown_codec_is_a_clear_error():
+    with pytest.raises(ValueError, match="codec"):
+        encode(np.zeros(10, np.float32), 16000, "mp3")
+
+
+def _bad_file(tmp_path, kind: str):
+    """A file of one bad kind: empty, not audio, missing, or the first half of a valid file."""
+    if kind == "empty":
+        (tmp_path / "empty.wav").write_bytes(b"")
+        return tmp_path / "empty.wav"
+    if kind == "text":
+        (tmp_path / "text.mp3").write_text("hello, not audio " * 20)
+        return tmp_path / "text.mp3"
+    if kind == "missing":
+        return tmp_path / "missing.wav"
+    fmt, subtype, ext = {
+        "wav": ("WAV", "PCM_16", "wav"),
+        "flac": ("FLAC", "PCM_16", "flac"),
+        "mp3": ("MP3", "MPEG_LAYER_III", "mp3"),
+        "ogg": ("OGG", "VORBIS", "ogg"),
+    }[kind]
+    path = tmp_path / f"half.{ext}"
+    sf.write(path, _tone(44100, seconds=2.0), 44100, format=fmt, subtype=subtype)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind,reason",
+    [
+        ("empty", "empty file"),
+        ("text", "not readable"),
+        ("missing", "no such file"),
+        ("wav", "truncated"),
+        ("flac", "not readable"),
+        ("mp3", "truncated"),
+        ("ogg", "not readable"),
+    ],
+)
+def test_bad_input_raises_audio_error_with_the_reason(tmp_path, kind, reason):
+    with pytest.raises(AudioError, match=reason):
+        load(_bad_file(tmp_path, kind))
+
+
+def test_zero_length_and_non_finite_audio(tmp_path):
+    sf.write(tmp_path / "zero.wav", np.zeros((0, 1), np.float32), 16000)
+    with pytest.raises(AudioError, match="no audio samples"):
+        load(tmp_path / "zero.wav")
+    sf.write(tmp_path / "nan.wav", np.array([0.1, np.nan, 0.2], np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="NaN"):
+        load(tmp_path / "nan.wav")
+
+
+def test_audio_error_is_a_value_error():
+    assert issubclass(AudioError, ValueError)

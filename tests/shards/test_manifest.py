@@ -1,0 +1,109 @@
+"""manifest.json: atomic rewrites, clear errors for non-shard folders, vocabularies, verification."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+
+import pytest
+
+from muser.shards import manifest as mf
+
+
+def _folder(tmp_path):
+    """A two-shard folder with a manifest that lists both (bytes are arbitrary: only hashes matter here)."""
+    m = mf.new_manifest(16000, "flac", ["gtzan"], {"codec": "flac"})
+    for i, data in enumerate([b"a" * 100, b"b" * 300]):
+        name = mf.shard_name("train", i)
+        (tmp_path / name).write_bytes(data)
+        entry = {
+            "name": name,
+            "samples": 2,
+            "seconds": 1.5,
+            "sha256": mf.sha256_file(tmp_path / name),
+            "bytes": len(data),
+            "keys": [f"k{i}a", f"k{i}b"],
+        }
+        mf.add_shard(m, "train", entry)
+    mf.write_manifest(tmp_path, m)
+    return m
+
+
+def test_round_trip_totals_and_keys(tmp_path):
+    m = _folder(tmp_path)
+    back = mf.read_manifest(tmp_path)
+    assert back == m
+    assert back["splits"]["train"]["samples"] == 4 and back["splits"]["train"]["seconds"] == 3.0
+    assert mf.committed_keys(back) == {"k0a", "k0b", "k1a", "k1b"}
+    assert [p.name for p in mf.shard_paths(tmp_path, "train")] == ["train-000000.tar", "train-000001.tar"]
+    with pytest.raises(ValueError, match="no split 'test'"):
+        mf.shard_paths(tmp_path, "test")
+
+
+def test_splits_keep_the_canonical_order(tmp_path):
+    m = mf.new_manifest(16000, "pcm", ["x"], {})
+    for split in ("all", "test", "train", "valid"):
+        mf.add_shard(
+            m,
+            split,
+            {"name": mf.shard_name(split, 0), "samples": 1, "seconds": 1.0, "sha256": "", "bytes": 0},
+        )
+    assert list(m["splits"]) == ["train", "valid", "test", "all"]
+
+
+def test_a_failed_rewrite_leaves_the_previous_manifest_intact(tmp_path, monkeypatch):
+    m = _folder(tmp_path)
+    before = (tmp_path / mf.MANIFEST).read_bytes()
+
+    def no_rename(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", no_rename)
+    m["complete"] = True
+    with pytest.raises(OSError, match="disk full"):
+        mf.write_manifest(tmp_path, m)
+    assert (tmp_path / mf.MANIFEST).read_bytes() == before
+    assert not mf.read_manifest(tmp_path)["complete"]
+
+
+def test_not_a_shard_folder_is_one_clear_sentence(tmp_path):
+    with pytest.raises(ValueError, match="is not a folder"):
+        mf.read_manifest(tmp_path / "nope")
+    with pytest.raises(ValueError, match=r"not a shard folder: manifest.json is missing .*muser shard"):
+        mf.read_manifest(tmp_path)
+    (tmp_path / mf.MANIFEST).write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        mf.read_manifest(tmp_path)
+    (tmp_path / mf.MANIFEST).write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ValueError, match="not a MUSER shard manifest"):
+        mf.read_manifest(tmp_path)
+    (tmp_path / mf.MANIFEST).write_text(json.dumps({"format_version": 99, "splits": {}}))
+    with pytest.raises(ValueError, match="format_version 99.*upgrade"):
+        mf.read_manifest(tmp_path)
+
+
+def test_label_vocab_is_sorted_with_counts():
+    counts = {"tags": Counter({"slow": 2, "guitar": 5}), "genre": Counter({"rock": 1, "blues": 3})}
+    vocab = mf.label_vocab(counts, {"tags": "multi"})
+    assert list(vocab) == ["genre", "tags"]
+    assert vocab["tags"] == {
+        "type": "multi",
+        "classes": ["guitar", "slow"],
+        "counts": {"guitar": 5, "slow": 2},
+    }
+    assert vocab["genre"]["type"] == "single" and vocab["genre"]["classes"] == ["blues", "rock"]
+
+
+def test_verify_reports_every_kind_of_mismatch(tmp_path):
+    _folder(tmp_path)
+    assert mf.verify(tmp_path) == []
+    (tmp_path / "train-000000.tar").write_bytes(b"x" * 100)  # same size, other bytes
+    (tmp_path / "train-000001.tar").write_bytes(b"b" * 299)
+    (tmp_path / "valid-000000.tar").write_bytes(b"stray")
+    problems = {p["name"]: p["reason"] for p in mf.verify(tmp_path)}
+    assert problems["train-000000.tar"].startswith("sha256")
+    assert problems["train-000001.tar"] == "size 299 bytes, manifest says 300"
+    assert problems["valid-000000.tar"] == "not listed in the manifest"
+    (tmp_path / "train-000001.tar").unlink()
+    assert {"name": "train-000001.tar", "reason": "missing"} in mf.verify(tmp_path)
