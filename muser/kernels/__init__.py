@@ -1,0 +1,94 @@
+"""The contrastive loss behind one public function, and the decision of where it runs.
+
+`contrastive_loss` runs the fused Triton kernels on CUDA and the PyTorch reference elsewhere. Whether
+Triton can run is decided once per process (`_triton_mode`); CUDA tensors then run compiled kernels and
+CPU tensors the same kernels under the Triton interpreter (slow: for tests). Tests force a path with
+`impl=` or by setting `_override_impl`, as nanochat's flash-attention dispatch does.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+from muser.kernels.contrastive_ref import contrastive_loss_ref
+
+__all__ = ["contrastive_loss"]
+
+_IMPLS = ("auto", "triton", "reference")
+
+# Tests (and users chasing a numerical question) set this to "triton" or "reference" to override "auto".
+_override_impl: str | None = None
+
+
+@functools.cache
+def _triton_mode() -> tuple[str | None, str]:
+    """("native" | "interpret" | None, reason), decided once per process.
+
+    "native": CUDA tensors run compiled kernels (CPU tensors still run under the interpreter);
+    "interpret": no CUDA, or TRITON_INTERPRET=1: every launch goes through Triton's interpreter.
+    """
+    if importlib.util.find_spec("triton") is None:
+        return None, "Triton is not installed (pip install triton, Linux only)"
+    import triton
+
+    if torch.cuda.is_available() and not triton.knobs.runtime.interpret:
+        return "native", "Triton runs natively on CUDA tensors and interpreted on CPU tensors"
+    return "interpret", "Triton runs under its interpreter"
+
+
+def _triton() -> ModuleType:
+    from muser.kernels import contrastive_triton
+
+    return contrastive_triton
+
+
+def _resolve(impl: str, device: torch.device) -> str:
+    if impl not in _IMPLS:
+        raise ValueError(f"contrastive_loss: impl must be one of {', '.join(_IMPLS)}, got {impl!r}")
+    if impl == "auto" and _override_impl is not None:
+        impl = _override_impl
+    if impl == "reference":
+        return "reference"
+    if impl == "auto":
+        # The interpreter is for testing only: "auto" uses Triton when it runs natively on a CUDA tensor.
+        if device.type != "cuda":
+            return "reference"
+        return "triton" if _triton_mode()[0] == "native" else "reference"
+    mode, reason = _triton_mode()
+    if mode is None:
+        raise RuntimeError(
+            f"contrastive_loss: impl='triton' cannot run here ({reason}); use impl='reference'"
+        )
+    return "triton"
+
+
+def contrastive_loss(
+    q: Tensor,
+    k: Tensor,
+    logit_scale: Tensor,
+    q_ids: Tensor | None = None,
+    k_ids: Tensor | None = None,
+    row_offset: int = 0,
+    symmetric: bool = True,
+    impl: str = "auto",
+) -> Tensor:
+    """Duplicate-aware InfoNCE with exact gradients for q, k and logit_scale; returns an fp32 scalar.
+
+    q: (M, D) and k: (N, D) L2-normalised embeddings (fp32, bf16 or fp16; accumulation is fp32).
+    logit_scale: scalar tensor (the exp'd inverse temperature); s_ij = logit_scale * <q_i, k_j>.
+    q_ids: (M,), k_ids: (N,) integer caption ids; j is a positive of row i when k_ids[j] == q_ids[i], so
+    identical captions are not negatives. Without ids the positive of row i is column row_offset + i.
+    Row loss_i = logsumexp_j s_ij - mean_{j in P(i)} s_ij. With symmetric and M == N the result is
+    (mean row loss + mean column loss) / 2, otherwise the mean row loss. A row (or, symmetric, a column)
+    without a positive is a ValueError naming it.
+    impl: "auto" (Triton on CUDA, reference elsewhere), "triton" (CPU tensors run under the Triton
+    interpreter) or "reference".
+    """
+    if _resolve(impl, q.device) == "reference":
+        return contrastive_loss_ref(q, k, logit_scale, q_ids, k_ids, row_offset, symmetric)
+    return _triton().contrastive_loss_triton(q, k, logit_scale, q_ids, k_ids, row_offset, symmetric)

@@ -1,0 +1,104 @@
+"""Readable PyTorch ground truth of the duplicate-aware contrastive loss, and the CPU path.
+
+It materialises the (M, N) logits in fp32, so it is exact and simple but O(M x N) in memory; the Triton
+kernels in `contrastive_triton.py` compute the same numbers without that matrix. The input checks and the
+error messages live here too so that both paths fail the same way.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def check_inputs(
+    q: Tensor, k: Tensor, logit_scale: Tensor, q_ids: Tensor | None, k_ids: Tensor | None, row_offset: int
+) -> None:
+    """Raise ValueError with one actionable sentence when the arguments cannot describe a loss."""
+    if q.dim() != 2 or k.dim() != 2 or q.shape[1] != k.shape[1]:
+        raise ValueError(
+            f"contrastive_loss: q and k must be (M, D) and (N, D) with the same D, got {tuple(q.shape)} "
+            f"and {tuple(k.shape)}"
+        )
+    if q.shape[0] == 0 or k.shape[0] == 0:
+        raise ValueError("contrastive_loss: q and k need at least one row each")
+    if q.dtype not in (torch.float32, torch.bfloat16, torch.float16) or k.dtype != q.dtype:
+        raise ValueError(
+            f"contrastive_loss: q and k must share one dtype of float32/bfloat16/float16, got {q.dtype} "
+            f"and {k.dtype}"
+        )
+    if q.device != k.device or logit_scale.device != q.device:
+        raise ValueError("contrastive_loss: q, k and logit_scale must be on the same device")
+    if logit_scale.numel() != 1:
+        raise ValueError(
+            f"contrastive_loss: logit_scale must be a scalar tensor, got shape {tuple(logit_scale.shape)}"
+        )
+    if (q_ids is None) != (k_ids is None):
+        raise ValueError("contrastive_loss: pass both q_ids and k_ids (caption ids) or neither")
+    if q_ids is not None and k_ids is not None:
+        if q_ids.shape != (q.shape[0],) or k_ids.shape != (k.shape[0],):
+            raise ValueError(
+                f"contrastive_loss: q_ids must be ({q.shape[0]},) and k_ids ({k.shape[0]},), got "
+                f"{tuple(q_ids.shape)} and {tuple(k_ids.shape)}"
+            )
+        if q_ids.dtype.is_floating_point or k_ids.dtype.is_floating_point:
+            raise ValueError("contrastive_loss: q_ids and k_ids must be integer tensors (caption ids)")
+    elif row_offset < 0 or row_offset + q.shape[0] > k.shape[0]:
+        row = 0 if row_offset < 0 else k.shape[0] - row_offset
+        raise no_positive(
+            "row", row, f"its positive column {row_offset + row} is outside k's {k.shape[0]} rows"
+        )
+
+
+def no_positive(side: str, index: int, why: str) -> ValueError:
+    """The error for a row (query) or column (key) whose positive set P is empty."""
+    fix = "check row_offset and the ids" if side == "row" else "pass symmetric=False or matching ids"
+    return ValueError(f"contrastive_loss: {side} {index} has no positive ({why}); {fix}")
+
+
+def positive_mask(
+    q_ids: Tensor | None, k_ids: Tensor | None, m: int, n: int, row_offset: int, device
+) -> Tensor:
+    """t: (M, N) bool, t_ij = [k_ids[j] == q_ids[i]], or [j == row_offset + i] without ids."""
+    if q_ids is not None and k_ids is not None:
+        return q_ids.to(device)[:, None] == k_ids.to(device)[None, :]
+    rows = torch.arange(m, device=device)[:, None] + row_offset
+    return rows == torch.arange(n, device=device)[None, :]
+
+
+def contrastive_loss_ref(
+    q: Tensor,
+    k: Tensor,
+    logit_scale: Tensor,
+    q_ids: Tensor | None = None,
+    k_ids: Tensor | None = None,
+    row_offset: int = 0,
+    symmetric: bool = True,
+) -> Tensor:
+    """Mean duplicate-aware InfoNCE over rows (and columns when symmetric and M == N), as an fp32 scalar.
+
+    q: (M, D) and k: (N, D) L2-normalised embeddings; logit_scale: scalar tensor, s_ij = scale * <q_i, k_j>.
+    Row loss_i = logsumexp_j s_ij - mean_{j in P(i)} s_ij with P(i) = {j : k_ids[j] == q_ids[i]}, or
+    {row_offset + i} without ids. Symmetric: (mean row loss + mean column loss) / 2.
+    """
+    check_inputs(q, k, logit_scale, q_ids, k_ids, row_offset)
+    m, n = q.shape[0], k.shape[0]
+    t = positive_mask(q_ids, k_ids, m, n, row_offset, q.device)
+    row_count = t.sum(1)
+    if not bool(row_count.all()):
+        row = int((row_count == 0).nonzero()[0])
+        raise no_positive("row", row, f"no k_ids equal q_ids[{row}]")
+
+    # fp32 accumulation whatever the input dtype; autograd casts the gradients back to it.
+    s = logit_scale.float().reshape(()) * (q.float() @ k.float().T)
+    pos = torch.where(t, s, torch.zeros_like(s))
+    row_loss = torch.logsumexp(s, dim=1) - pos.sum(1) / row_count
+    if not (symmetric and m == n):
+        return row_loss.mean()
+
+    col_count = t.sum(0)
+    if not bool(col_count.all()):
+        col = int((col_count == 0).nonzero()[0])
+        raise no_positive("column", col, f"no q_ids equal k_ids[{col}]")
+    col_loss = torch.logsumexp(s, dim=0) - pos.sum(0) / col_count
+    return 0.5 * (row_loss.mean() + col_loss.mean())

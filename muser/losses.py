@@ -1,0 +1,148 @@
+"""The tri-modal training objective L(A,T) + L(S,T) (+ L(A,S)), its learnable scales, and gather-with-grad.
+
+Under torch.distributed every rank computes the loss of its own rows against the gathered global columns
+(open_clip's local loss), which costs O(B_local x B_global) instead of O(B_global^2) per rank.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from muser.kernels import contrastive_loss
+
+# term -> (row modality, column modality) in the model's output dict.
+PAIRS = {"at": ("audio", "text"), "st": ("spec", "text"), "as": ("audio", "spec")}
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather along dim 0 whose backward sums every rank's gradient for this rank's slice.
+
+    Gradient scale: rank r's loss L_r is the mean over its local rows, and the global loss is
+    L = mean_r L_r. The backward all-reduce (sum) gives each embedding d(sum_r L_r)/de = W dL/de, W the world
+    size; DDP then averages parameter gradients over ranks, dividing by W, so the parameters receive exactly
+    dL/dtheta of one process at the global batch. (Averaging here as well would shrink them by W.)
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        rank, world = _world()
+        ctx.rank, ctx.rows = rank, x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """x: (B, ...) on every rank -> (W * B, ...) in rank order, differentiable; identity with one process."""
+    if _world()[1] == 1:
+        return x
+    return _GatherWithGrad.apply(x)
+
+
+def _gather_ids(ids: Tensor) -> Tensor:
+    parts = [torch.empty_like(ids) for _ in range(_world()[1])]
+    dist.all_gather(parts, ids.contiguous())
+    return torch.cat(parts)
+
+
+class TriModalLoss(nn.Module):
+    """Sum of symmetric contrastive terms between the model's embeddings, one learnable logit scale per term.
+
+    The scales are stored as the scale itself (not its log) so that `clamp_()` after each optimiser step
+    bounds exactly what multiplies the logits; forward never clamps (clamping there freezes the gradient at
+    the ceiling, a fault of the original code).
+    """
+
+    def __init__(
+        self,
+        terms: tuple[str, ...] = ("at", "st"),
+        init_scale: float = 1 / 0.07,
+        max_scale: float = 100.0,
+        duplicate_aware: bool = True,
+        impl: str = "auto",
+    ) -> None:
+        super().__init__()
+        unknown = [t for t in terms if t not in PAIRS]
+        if unknown or not terms or len(set(terms)) != len(terms):
+            raise ValueError(f"loss terms must be distinct names from {sorted(PAIRS)}, got {list(terms)}")
+        if not 1.0 <= init_scale <= max_scale:
+            raise ValueError(f"init_scale must lie in [1, max_scale={max_scale}], got {init_scale}")
+        self.terms = tuple(terms)
+        self.max_scale = float(max_scale)
+        self.duplicate_aware = duplicate_aware
+        self.impl = impl
+        self.logit_scales = nn.ParameterDict(
+            {t: nn.Parameter(torch.tensor(float(init_scale))) for t in terms}
+        )
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Clamp every logit scale in place to [1, max_scale]; the trainer calls it after each step."""
+        for p in self.logit_scales.values():
+            p.clamp_(1.0, self.max_scale)
+
+    def scales(self) -> dict[str, float]:
+        return {t: float(p.detach()) for t, p in self.logit_scales.items()}
+
+    def forward(
+        self, emb: dict[str, Tensor], caption_ids: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """emb: {"audio", "spec", "text"} -> (B, D) L2-normalised; caption_ids: (B,) int64 or None.
+
+        Returns (total, parts) with parts[term] the scalar loss of each term. Under torch.distributed the
+        values are this rank's share: their mean over ranks is the loss of the global batch.
+        """
+        rank, world = _world()
+        gathered: dict[str, Tensor] = {}
+
+        def everyone(name: str) -> Tensor:
+            # Each modality is gathered once even when two terms use it (text for "at" and "st").
+            if name not in gathered:
+                gathered[name] = gather_with_grad(emb[name])
+            return gathered[name]
+
+        ids_local = caption_ids if self.duplicate_aware else None
+        if ids_local is not None:
+            # The loader yields ids on CPU; NCCL gathers and the kernels need them beside the embeddings.
+            ids_local = ids_local.to(next(iter(emb.values())).device)
+        ids_global = _gather_ids(ids_local) if ids_local is not None and world > 1 else ids_local
+        parts: dict[str, Tensor] = {}
+        for term in self.terms:
+            rows, cols = PAIRS[term]
+            missing = [m for m in (rows, cols) if m not in emb]
+            if missing:
+                raise ValueError(
+                    f"loss term {term!r} needs embeddings {missing}; the model output lacks them"
+                )
+            scale = self.logit_scales[term]
+            # Caption ids describe text, so only the text pairs get duplicate-aware positives.
+            ids, all_ids = (ids_local, ids_global) if cols == "text" else (None, None)
+            if world == 1:
+                parts[term] = contrastive_loss(emb[rows], emb[cols], scale, ids, all_ids, impl=self.impl)
+                continue
+            # Local rows vs global columns gives the row losses of this rank's rows; local columns vs global
+            # rows gives the column losses of its columns. Their mean over ranks is the symmetric loss.
+            offset = rank * emb[rows].shape[0]
+            row_part = contrastive_loss(
+                emb[rows], everyone(cols), scale, ids, all_ids, offset, symmetric=False, impl=self.impl
+            )
+            col_part = contrastive_loss(
+                emb[cols], everyone(rows), scale, ids, all_ids, offset, symmetric=False, impl=self.impl
+            )
+            parts[term] = 0.5 * (row_part + col_part)
+        total = torch.stack(list(parts.values())).sum()
+        return total, parts

@@ -1,0 +1,202 @@
+"""contrastive_loss: the reference and the Triton kernels (interpreted on CPU) vs a float64 evaluation."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import muser.kernels as kernels
+from muser.kernels import contrastive_loss
+from muser.kernels.contrastive_ref import contrastive_loss_ref
+
+TRITON_MODE, TRITON_REASON = kernels._triton_mode()
+needs_triton = pytest.mark.skipif(TRITON_MODE is None, reason=TRITON_REASON)
+# Native Triton needs CUDA tensors; the interpreter takes CPU ones (that is how CI runs the kernels).
+DEVICE = "cuda" if TRITON_MODE == "native" else "cpu"
+
+# Tolerances relative to the largest magnitude of the compared quantity. Inputs are rounded to the dtype
+# first and the float64 truth uses the same rounded values, so only accumulation and output rounding count.
+# The kernels round dS to the input dtype before the gradient matmul (as flash attention does).
+TOL = {torch.float32: (2e-5, 2e-5), torch.float16: (2e-3, 4e-3), torch.bfloat16: (4e-3, 3e-2)}  # (loss, grad)
+
+
+def _case_inputs(
+    case: str, m: int, n: int, d: int, dtype: torch.dtype, dup: int | None, device: str = DEVICE
+):
+    """Fresh random unit vectors (and caption ids with duplicates) per case, reproducible from its name."""
+    gen = torch.Generator().manual_seed(zlib.crc32(case.encode()))
+    q = F.normalize(torch.randn(m, d, generator=gen, dtype=torch.float64), dim=1)
+    k = F.normalize(torch.randn(n, d, generator=gen, dtype=torch.float64), dim=1)
+    # Pull the positives together so that the loss is not dominated by noise (as after some training).
+    scale = torch.tensor(float(torch.empty(()).uniform_(5.0, 60.0, generator=gen)), dtype=torch.float32)
+    q_ids = k_ids = None
+    if dup is not None:
+        k_ids = torch.randint(0, dup, (n,), generator=gen) * 7919 - 3  # arbitrary (also negative) ids
+        q_ids = k_ids.clone() if m == n else k_ids[torch.randint(0, n, (m,), generator=gen)]
+    q = q.to(dtype).to(device).requires_grad_()
+    k = k.to(dtype).to(device).requires_grad_()
+    scale = scale.to(device).requires_grad_()
+    return q, k, scale, q_ids, k_ids
+
+
+def _float64_truth(q, k, scale, q_ids, k_ids, row_offset, symmetric, upstream):
+    """The formula of the issue evaluated directly in float64, with its autograd gradients."""
+    q64 = q.detach().double().cpu().requires_grad_()
+    k64 = k.detach().double().cpu().requires_grad_()
+    s64 = scale.detach().double().cpu().requires_grad_()
+    m, n = q64.shape[0], k64.shape[0]
+    if q_ids is None:
+        t = torch.zeros(m, n, dtype=torch.bool)
+        t[torch.arange(m), torch.arange(m) + row_offset] = True
+    else:
+        t = q_ids.cpu()[:, None] == k_ids.cpu()[None, :]
+    s = s64 * q64 @ k64.T
+    tf = t.double()
+    rows = [
+        torch.log(torch.exp(s[i] - s[i].max()).sum()) + s[i].max() - (s[i] * tf[i]).sum() / tf[i].sum()
+        for i in range(m)
+    ]
+    loss = torch.stack(rows).mean()
+    if symmetric and m == n:
+        cols = [
+            torch.log(torch.exp(s[:, j] - s[:, j].max()).sum())
+            + s[:, j].max()
+            - (s[:, j] * tf[:, j]).sum() / tf[:, j].sum()
+            for j in range(n)
+        ]
+        loss = 0.5 * (loss + torch.stack(cols).mean())
+    (loss * upstream).backward()
+    return loss.detach(), q64.grad, k64.grad, s64.grad
+
+
+def _run(impl, q, k, scale, q_ids, k_ids, row_offset, symmetric, upstream):
+    loss = contrastive_loss(q, k, scale, q_ids, k_ids, row_offset, symmetric, impl=impl)
+    (loss * upstream).backward()
+    grads = (q.grad.clone(), k.grad.clone(), scale.grad.clone())
+    q.grad = k.grad = scale.grad = None
+    return (loss.detach(), *grads)
+
+
+def _close(actual, expected, rel, what):
+    actual, expected = actual.detach().double().cpu(), expected.detach().double().cpu()
+    err = (actual - expected).abs().max().item()
+    bound = (
+        rel * max(1.0, expected.abs().max().item())
+        if expected.numel() == 1
+        else rel * expected.abs().max().item()
+    )
+    assert err <= bound, f"{what}: max error {err:.3g} > {bound:.3g}"
+
+
+SHAPES = [
+    # name, M, N, D, row_offset, duplicate-id range (None: diagonal positives), symmetric
+    ("1x1", 1, 1, 16, 0, None, True),
+    ("37x37", 37, 37, 16, 0, None, True),
+    ("37x37-dup", 37, 37, 16, 0, 5, True),
+    ("37x37-rows-only", 37, 37, 24, 0, None, False),
+    ("23x70-offset", 23, 70, 16, 40, None, True),
+    ("23x70-dup", 23, 70, 20, 0, 9, True),
+]
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+@pytest.mark.parametrize("impl", ["reference", pytest.param("triton", marks=needs_triton)])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).split(".")[1])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: s[0])
+def test_matches_float64_formula(impl, dtype, shape):
+    name, m, n, d, offset, dup, symmetric = shape
+    case = f"{impl}-{dtype}-{name}"
+    q, k, scale, q_ids, k_ids = _case_inputs(case, m, n, d, dtype, dup)
+    upstream = -1.7  # non-unit (and negative) upstream gradient
+    got = _run(impl, q, k, scale, q_ids, k_ids, offset, symmetric, upstream)
+    want = _float64_truth(q, k, scale, q_ids, k_ids, offset, symmetric, upstream)
+    loss_tol, grad_tol = TOL[dtype]
+    assert got[0].dtype == torch.float32 and got[0].dim() == 0
+    assert got[1].dtype == dtype and got[2].dtype == dtype and got[3].dtype == torch.float32
+    for what, a, b, tol in zip(
+        ("loss", "dq", "dk", "dscale"), got, want, (loss_tol, grad_tol, grad_tol, grad_tol), strict=True
+    ):
+        _close(a, b, tol, f"{case} {what}")
+
+
+@needs_triton
+@pytest.mark.parametrize("shape", SHAPES[1:], ids=lambda s: s[0])
+def test_triton_matches_reference_fp32(shape):
+    name, m, n, d, offset, dup, symmetric = shape
+    q, k, scale, q_ids, k_ids = _case_inputs(f"vs-ref-{name}", m, n, d, torch.float32, dup)
+    ref = _run("reference", q, k, scale, q_ids, k_ids, offset, symmetric, 0.3)
+    tri = _run("triton", q, k, scale, q_ids, k_ids, offset, symmetric, 0.3)
+    for what, a, b in zip(("loss", "dq", "dk", "dscale"), tri, ref, strict=True):
+        _close(a, b, 1e-5, f"{name} {what}")
+
+
+@needs_triton
+def test_triton_recovers_underflowed_columns():
+    # Every similarity is -scale = -100: the fixed column shift (bound - 70 = 30) underflows each column sum
+    # (exp(-130) == 0 in fp32), which must trigger the exact second pass instead of returning inf.
+    d = 16
+    base = F.normalize(torch.randn(1, d), dim=1)
+    k = F.normalize(base + 1e-3 * torch.randn(19, d), dim=1).to(DEVICE).requires_grad_()
+    q = (-k.detach()).clone().requires_grad_()
+    scale = torch.tensor(100.0, device=DEVICE, requires_grad=True)
+    tri = _run("triton", q, k, scale, None, None, 0, True, 1.0)
+    want = _float64_truth(q, k, scale, None, None, 0, True, 1.0)
+    assert all(torch.isfinite(x).all() for x in tri)
+    # s ~ -100 carries fp32 rounding of ~4e-6 while the gradients are ~1e-2 and dscale ~1e-5 (cancellation):
+    # the bounds reflect that conditioning, which the reference shares.
+    _close(tri[0], want[0], 2e-5, "loss")
+    _close(tri[1], want[1], 1e-3, "dq")
+    _close(tri[2], want[2], 1e-3, "dk")
+    assert abs(tri[3].item() - want[3].item()) < 1e-5
+
+
+@pytest.mark.parametrize("impl", ["reference", pytest.param("triton", marks=needs_triton)])
+def test_row_or_column_without_positive_is_named(impl):
+    q, k, scale, _, _ = _case_inputs("nopos", 5, 8, 16, torch.float32, None)
+    with pytest.raises(ValueError, match="row 3 has no positive"):
+        contrastive_loss(q, k, scale, torch.tensor([1, 2, 3, 99, 1]), torch.arange(8), impl=impl)
+    with pytest.raises(ValueError, match="row 4 has no positive"):
+        contrastive_loss(q, k, scale, row_offset=4, impl=impl)
+    q2, k2, scale2, _, _ = _case_inputs("nopos-col", 4, 4, 16, torch.float32, None)
+    with pytest.raises(ValueError, match="column 2 has no positive"):
+        contrastive_loss(q2, k2, scale2, torch.tensor([0, 1, 1, 3]), torch.tensor([0, 1, 2, 3]), impl=impl)
+    # The same ids are fine without the column term.
+    contrastive_loss(
+        q2, k2, scale2, torch.tensor([0, 1, 1, 3]), torch.tensor([0, 1, 2, 3]), symmetric=False, impl=impl
+    )
+
+
+def test_bad_arguments_are_value_errors():
+    q, k, scale, _, _ = _case_inputs("bad", 4, 4, 16, torch.float32, None, device="cpu")
+    with pytest.raises(ValueError, match="same D"):
+        contrastive_loss(q, k[:, :8], scale)
+    with pytest.raises(ValueError, match="both q_ids and k_ids"):
+        contrastive_loss(q, k, scale, q_ids=torch.arange(4))
+    with pytest.raises(ValueError, match="impl must be one of"):
+        contrastive_loss(q, k, scale, impl="cuda")
+
+
+def test_auto_dispatch_and_override(monkeypatch):
+    q, k, scale, _, _ = _case_inputs("dispatch", 6, 6, 16, torch.float32, None, device="cpu")
+    calls = []
+    monkeypatch.setattr(
+        kernels, "contrastive_loss_ref", lambda *a: calls.append("reference") or torch.tensor(0.0)
+    )
+    contrastive_loss(q, k, scale)  # CPU tensors: "auto" never picks the interpreter
+    assert calls == ["reference"]
+    monkeypatch.setattr(kernels, "_override_impl", "reference")
+    contrastive_loss(q, k, scale)
+    assert calls == ["reference", "reference"]
+
+
+@needs_triton
+def test_override_hook_forces_triton(monkeypatch):
+    q, k, scale, _, _ = _case_inputs("override", 6, 6, 16, torch.float32, None)
+    monkeypatch.setattr(kernels, "_override_impl", "triton")
+    loss = contrastive_loss(q, k, scale)
+    assert "ContrastiveLossFunction" in type(loss.grad_fn).__name__
+    ref = contrastive_loss_ref(q, k, scale)
+    _close(loss, ref, 1e-6, "loss")

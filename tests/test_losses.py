@@ -1,0 +1,165 @@
+"""TriModalLoss: terms, learnable scales, and distributed parity (2 gloo processes at B/2 vs 1 at B)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+import muser.kernels as kernels
+from muser.kernels.contrastive_ref import contrastive_loss_ref
+from muser.losses import TriModalLoss, gather_with_grad
+
+BATCH, FEATURES, DIM = 8, 12, 16
+MODALITIES = ("audio", "spec", "text")
+
+
+def _embeddings(batch: int = BATCH, seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        m: F.normalize(torch.randn(batch, DIM, generator=gen), dim=1).requires_grad_() for m in MODALITIES
+    }
+
+
+def test_parts_are_the_contrastive_terms():
+    emb = _embeddings()
+    ids = torch.tensor([5, 5, 1, 2, 3, 4, 9, 9])  # two duplicated captions
+    loss = TriModalLoss(terms=("at", "st", "as"))
+    total, parts = loss(emb, ids)
+    assert set(parts) == {"at", "st", "as"}
+    scale = torch.tensor(1 / 0.07)
+    expected = {
+        "at": contrastive_loss_ref(emb["audio"], emb["text"], scale, ids, ids),
+        "st": contrastive_loss_ref(emb["spec"], emb["text"], scale, ids, ids),
+        "as": contrastive_loss_ref(emb["audio"], emb["spec"], scale),  # caption ids describe text only
+    }
+    for term, value in expected.items():
+        torch.testing.assert_close(parts[term], value)
+    torch.testing.assert_close(total, sum(expected.values()))
+    total.backward()
+    assert all(p.grad is not None and p.grad.abs() > 0 for p in loss.logit_scales.values())
+
+
+def test_duplicate_awareness_changes_targets():
+    emb = _embeddings(seed=1)
+    ids = torch.tensor([0, 0, 0, 1, 2, 3, 4, 5])
+    aware, _ = TriModalLoss(terms=("at",))(emb, ids)
+    plain, _ = TriModalLoss(terms=("at",), duplicate_aware=False)(emb, ids)
+    no_ids, _ = TriModalLoss(terms=("at",))(emb, None)
+    torch.testing.assert_close(plain, no_ids)
+    assert not torch.allclose(aware, plain)
+
+
+def test_scales_are_stored_as_scales_and_clamped_in_place():
+    loss = TriModalLoss()
+    assert set(loss.logit_scales) == {"at", "st"}
+    assert loss.scales() == pytest.approx({"at": 1 / 0.07, "st": 1 / 0.07})
+    param = loss.logit_scales["at"]
+    with torch.no_grad():
+        loss.logit_scales["at"].fill_(250.0)
+        loss.logit_scales["st"].fill_(0.2)
+    loss.clamp_()
+    assert loss.logit_scales["at"] is param  # same Parameter object: the optimiser state stays attached
+    assert loss.scales() == {"at": 100.0, "st": 1.0}
+
+
+def test_bad_configuration_and_inputs_raise():
+    with pytest.raises(ValueError, match="loss terms"):
+        TriModalLoss(terms=("at", "xx"))
+    with pytest.raises(ValueError, match="init_scale"):
+        TriModalLoss(init_scale=500.0)
+    emb = _embeddings()
+    del emb["spec"]
+    with pytest.raises(ValueError, match="needs embeddings \\['spec'\\]"):
+        TriModalLoss()(emb, None)
+
+
+def test_gather_is_identity_in_one_process():
+    x = torch.randn(3, 4)
+    assert gather_with_grad(x) is x
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Distributed parity: a replicated linear "encoder" per modality, as DDP would hold it. One process sees the
+# global batch; two gloo processes see half each, their parameter gradients averaged as DDP averages them.
+
+
+def _encoders(seed: int = 3) -> torch.nn.ModuleDict:
+    torch.manual_seed(seed)
+    return torch.nn.ModuleDict({m: torch.nn.Linear(FEATURES, DIM) for m in MODALITIES})
+
+
+def _global_batch() -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    gen = torch.Generator().manual_seed(11)
+    feats = {m: torch.randn(BATCH, FEATURES, generator=gen) for m in MODALITIES}
+    ids = torch.tensor([7, 3, 7, 1, 2, 3, 8, 4])  # duplicates across the two halves and within one
+    return feats, ids
+
+
+def _step(feats, ids, impl):
+    encoders, objective = _encoders(), TriModalLoss(terms=("at", "st", "as"), impl=impl)
+    emb = {m: F.normalize(encoders[m](feats[m]), dim=1) for m in MODALITIES}
+    for e in emb.values():
+        e.retain_grad()
+    total, parts = objective(emb, ids)
+    total.backward()
+    return {
+        "total": total.detach(),
+        **{f"part.{t}": v.detach() for t, v in parts.items()},
+        **{f"emb.{m}": e.grad for m, e in emb.items()},
+        **{f"param.{n}": p.grad for n, p in encoders.named_parameters()},
+        **{f"scale.{t}": p.grad for t, p in objective.logit_scales.items()},
+    }
+
+
+def _impls() -> list[str]:
+    return ["reference"] + (["triton"] if kernels._triton_mode()[0] is not None else [])
+
+
+def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        feats, ids = _global_batch()
+        rows = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
+        results = {}
+        for impl in _impls():
+            got = _step({m: f[rows] for m, f in feats.items()}, ids[rows], impl)
+            for key, value in got.items():
+                if key.startswith(("param.", "scale.", "total", "part.")):
+                    # DDP averages parameter gradients; the global loss is the mean of the ranks' shares.
+                    dist.all_reduce(value)
+                    value /= world
+                results[f"{impl}.{key}"] = value
+        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.distributed
+def test_two_processes_match_one_process(tmp_path):
+    world = 2
+    mp.spawn(_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
+    feats, ids = _global_batch()
+    for impl in _impls():
+        single = _step(feats, ids, impl)
+        for key, want in single.items():
+            got = ranks[0][f"{impl}.{key}"]
+            if key.startswith("emb."):
+                # Each rank holds W x dL/de for its own rows (DDP's average divides that W out again).
+                got = torch.cat([r[f"{impl}.{key}"] for r in ranks]) / world
+            else:
+                torch.testing.assert_close(ranks[1][f"{impl}.{key}"], got)  # replicated values agree
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=f"{impl} {key}")
