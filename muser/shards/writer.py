@@ -1,7 +1,8 @@
 """Parallel, crash-safe sharding: Track records -> `{split}-{NNNNNN}.tar` shards, manifest.json, errors.jsonl.
 
-Worker processes decode, resample and encode; the parent consumes their results in track order and
-alone writes tars, so the bytes depend only on the input and the options, never on the worker count.
+Worker processes (muser.shards.pool) decode, resample and encode; the parent consumes their results in
+track order and alone writes tars, so the bytes depend only on the input and the options (including the
+resampler, recorded in the manifest), never on the worker count.
 Commit protocol per shard: write `.NAME.tmp`, fsync, rename to NAME, append the errors seen so far to
 errors.jsonl, then atomically replace manifest.json (which lists the shard with its keys). A killed run
 leaves at most uncommitted leftovers, which the next run removes before it continues after the last
@@ -14,22 +15,19 @@ from __future__ import annotations
 import io
 import json
 import math
-import multiprocessing as mp
 import os
 import re
 import tarfile
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from muser.config import ShardConfig, to_dict
 from muser.shards import manifest as mf
-from muser.shards.audio import CODECS, AudioError, decode, encode
+from muser.shards.audio import CODECS, resampler_name
+from muser.shards.pool import results
 
 # Options that change what the shards contain; a resume with any of them different is refused.
 OUTPUT_OPTIONS = (
@@ -42,6 +40,7 @@ OUTPUT_OPTIONS = (
     "split_dir",
     "metadata",
     "subset",
+    "resampler",  # not a ShardConfig field: the audio module's choice, recorded so a resume cannot mix two
 )
 _TMP_RE = re.compile(r"^\.[A-Za-z0-9_]+-\d{6}\.tar\.tmp$")
 _MTIME = 1_700_000_000  # fixed member mtime: identical input gives identical tar bytes
@@ -114,7 +113,7 @@ def write_shards(cfg: ShardConfig, progress: bool = True, listing: Any = None) -
     workers = max(1, cfg.workers or os.cpu_count() or 1)
     started = time.perf_counter()
     with _progress(progress, len(todo)) as bar:
-        for track, result in _results(todo, cfg, workers):
+        for track, result in results(todo, cfg, workers):
             if isinstance(result, str):
                 run.error(track, result)
             else:
@@ -167,7 +166,14 @@ def _resume_or_start(dst: Path, cfg: ShardConfig, options: dict, source: str) ->
     old = manifest.get("options", {})
     changed = [k for k in OUTPUT_OPTIONS if old.get(k) != options[k]]
     if changed:
-        detail = ", ".join(f"{k} {old.get(k)!r} -> {options[k]!r}" for k in changed)
+        # A key missing from the old options means an older muser wrote the folder (e.g. before the
+        # resampler was recorded): its shards may differ from ours, so it counts as a change.
+        detail = ", ".join(
+            f"{k} {old[k]!r} -> {options[k]!r}"
+            if k in old
+            else f"{k} not recorded (older muser) -> {options[k]!r}"
+            for k in changed
+        )
         raise ValueError(
             f"{dst} was sharded with different options ({detail}); pass --overwrite to start "
             f"over, or choose another DST"
@@ -202,6 +208,7 @@ def _options(cfg: ShardConfig, source: str) -> dict[str, Any]:
             opts[k] = str(Path(opts[k]).resolve())
     opts["dst"] = str(Path(cfg.dst).resolve())
     opts["source"] = source  # `auto` and the detected source name shard the same way
+    opts["resampler"] = resampler_name()
     return opts
 
 
@@ -234,113 +241,6 @@ def _ordered(tracks: list) -> list:
     return sorted(
         tracks, key=lambda t: (rank.get(t.split, len(rank)), t.split if t.split not in rank else "")
     )
-
-
-# --- workers -------------------------------------------------------------------------------------------
-
-
-def encode_track(path: str, sample_rate: int, codec: str) -> tuple[bytes, int] | str:
-    """Worker job: a file -> (member bytes, samples at sample_rate), or the reason it failed."""
-    try:
-        y = decode(path, sample_rate)
-        return encode(y, sample_rate, codec), len(y)
-    except AudioError as err:
-        msg = str(err)
-        return msg[len(path) + 2 :] if msg.startswith(f"{path}: ") else msg
-    except Exception as err:  # one odd file must not stop a 100k-track run: it is reported instead
-        return f"{type(err).__name__}: {err}"
-
-
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)  # the parallelism is across processes; threads would oversubscribe
-
-
-def _job(track: Any, cfg: ShardConfig) -> tuple | None:
-    return None if track.error or track.path is None else (str(track.path), cfg.sample_rate, cfg.codec)
-
-
-def _pool(workers: int) -> ProcessPoolExecutor:
-    # forkserver: torch/torchaudio threads deadlock in forked children; preloading the audio module in
-    # the server makes each worker start from an already-imported torch.
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["muser.shards.audio"])
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
-    try:  # a pool that cannot start at all is our problem, not every track's: fail loudly, once
-        pool.submit(int).result()
-    except BrokenProcessPool as err:
-        pool.shutdown(cancel_futures=True)
-        raise RuntimeError(
-            "could not start worker processes (when calling write_shards from a script, guard it with "
-            "`if __name__ == '__main__':`); or pass --workers 1"
-        ) from err
-    return pool
-
-
-def _known_error(track: Any) -> str:
-    return track.error or "no audio file for this track"
-
-
-def _results(
-    tracks: list, cfg: ShardConfig, workers: int, job_fn: Callable[..., Any] = encode_track
-) -> Iterator[tuple[Any, Any]]:
-    """(track, result) in track order; results come from `workers` processes (in-process when 1)."""
-    if workers == 1:
-        import torch
-
-        # One track at a time gains nothing from intra-op threads, and on a busy machine they contend:
-        # resampling measured ~9x slower with 2 threads than with 1 on 2 shared cores.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            for t in tracks:
-                args = _job(t, cfg)
-                yield t, (job_fn(*args) if args else _known_error(t))
-        finally:
-            torch.set_num_threads(threads)
-        return
-    pool = _pool(workers)
-    window: deque = deque()
-    todo = iter(tracks)
-    try:
-        while True:
-            while len(window) < 4 * workers:  # bounded look-ahead keeps memory flat
-                t = next(todo, None)
-                if t is None:
-                    break
-                args = _job(t, cfg)
-                window.append((t, pool.submit(job_fn, *args) if args else None))
-            if not window:
-                return
-            t, fut = window.popleft()
-            if fut is None:
-                yield t, _known_error(t)
-                continue
-            try:
-                result = fut.result()
-            except BrokenProcessPool:
-                # A decoder died (e.g. a C library crash on a hostile file). We cannot tell which of the
-                # in-flight files did it, so each is retried alone in a fresh process.
-                pool.shutdown(cancel_futures=True)
-                suspects = [t] + [s for s, _ in window]
-                window.clear()
-                for s in suspects:
-                    args = _job(s, cfg)
-                    yield s, (_isolated(job_fn, args) if args else _known_error(s))
-                pool = _pool(workers)
-                continue
-            yield t, result
-    finally:
-        pool.shutdown(cancel_futures=True)
-
-
-def _isolated(job_fn: Callable[..., Any], args: tuple) -> Any:
-    with _pool(1) as pool:
-        try:
-            return pool.submit(job_fn, *args).result()
-        except BrokenProcessPool:
-            return "the decoder process crashed on this file"
 
 
 # --- the parent: tar writing and commits -------------------------------------------------------------

@@ -8,7 +8,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from muser.shards.audio import AudioError, decode, decode_member, encode, load, resample, to_int16
+from muser.shards import decode as shard_decode
+from muser.shards.audio import (
+    AudioError,
+    decode,
+    decode_member,
+    encode,
+    from_int16,
+    load,
+    resample,
+    resampler_name,
+    to_int16,
+)
 
 
 def _tone(rate: int, seconds: float = 1.0, freq: float = 440.0, channels: int = 1) -> np.ndarray:
@@ -43,20 +54,39 @@ def test_decodes_every_format_to_mono_float32_at_the_target_rate(
     assert np.abs(y[2000:-2000]).max() == pytest.approx(expected_peak, rel=0.1)
 
 
-def test_resample_keeps_a_tone_clean():
+@pytest.mark.parametrize("resampler,min_snr", [("soxr", 100), ("torchaudio", 90)])
+def test_resample_keeps_a_tone_clean(resampler, min_snr):
     # 1 kHz at 44.1 kHz -> 16 kHz: compare the middle with the analytic tone at the new rate
     x = (0.5 * np.sin(2 * np.pi * 1000 * np.arange(44100) / 44100)).astype(np.float32)
-    y = resample(x, 44100, 16000)
-    assert len(y) == 16000
+    y = resample(x, 44100, 16000, resampler=resampler)
+    assert len(y) == 16000 and y.dtype == np.float32
     ref = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(16000) / 16000)
     err = y[500:-500] - ref[500:-500]
     snr = 10 * np.log10(np.sum(ref[500:-500] ** 2) / np.sum(err**2))
-    assert snr > 40
+    assert snr > min_snr
+
+
+def test_resample_removes_a_tone_above_the_new_nyquist():
+    # 9 kHz cannot exist at 16 kHz: whatever is left after resampling is aliasing (folded to 7 kHz)
+    x = (0.5 * np.sin(2 * np.pi * 9000 * np.arange(44100) / 44100)).astype(np.float32)
+    y = resample(x, 44100, 16000)[500:-500]
+    assert 10 * np.log10(0.125 / np.mean(y.astype(np.float64) ** 2)) > 100
+
+
+def test_soxr_output_length_is_the_rounded_ratio():
+    for n, orig in [(11025, 22050), (44101, 44100), (7, 22050), (3, 8000)]:
+        assert len(resample(np.zeros(n, np.float32), orig, 16000)) == round(n * 16000 / orig)
 
 
 def test_resample_is_identity_at_the_same_rate():
     x = np.linspace(-1, 1, 100, dtype=np.float32)
     assert resample(x, 16000, 16000) is x
+
+
+def test_unknown_resampler_is_a_clear_error():
+    with pytest.raises(ValueError, match="resampler 'sinc'.*soxr, torchaudio"):
+        resample(np.zeros(10, np.float32), 16000, 16000, resampler="sinc")
+    assert resampler_name() == "soxr-HQ"
 
 
 def test_unicode_path(tmp_path):
@@ -72,12 +102,35 @@ def test_encode_round_trips_the_int16_samples_and_clips(codec):
     y, rate = decode_member(data, codec, 16000)
     assert rate == 16000
     np.testing.assert_array_equal(to_int16(y), to_int16(x))
-    assert y.max() == 1.0 and y.min() == -1.0  # clipped, not wrapped around
+    assert y.max() == 32767 / 32768 and y.min() == -1.0  # clipped, not wrapped around
     if codec == "pcm":
         assert len(data) == 2 * len(x)
     else:
         info = sf.info(io.BytesIO(data))
         assert (info.format, info.subtype, info.channels) == ("FLAC", "PCM_16", 1)
+
+
+def test_int16_scale_is_32768_both_ways():
+    ints = np.arange(-32768, 32768, dtype=np.int16)  # every int16
+    floats = from_int16(ints)
+    np.testing.assert_array_equal(floats, shard_decode.to_float(ints))  # the reader's conversion
+    assert floats[0] == -1.0 and floats[-1] == 32767 / 32768 and floats[32768] == 0.0
+    np.testing.assert_array_equal(to_int16(floats), ints)
+    np.testing.assert_array_equal(
+        to_int16(np.array([1.0, 2.0, -2.0, 0.5, -0.5], np.float32)), [32767, 32767, -32768, 16384, -16384]
+    )
+
+
+@pytest.mark.parametrize("codec", ["flac", "pcm"])
+def test_known_int16_values_round_trip_exactly_through_the_reader(codec):
+    ints = np.array([-32768, -32767, -12345, -1, 0, 1, 777, 16384, 32766, 32767], dtype=np.int16)
+    x = shard_decode.to_float(ints)  # what training sees for these integers
+    track = shard_decode.Track(encode(x, 16000, codec), codec, 16000, expected_rate=16000)
+    got = track.read(0, track.frames)
+    track.close()
+    np.testing.assert_array_equal(got, ints)
+    np.testing.assert_array_equal(shard_decode.to_float(got), x)
+    assert shard_decode.to_float(got)[0] == -1.0
 
 
 def test_encode_is_deterministic():

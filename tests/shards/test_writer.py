@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import soundfile as sf
 
 from muser.config import ShardConfig
 from muser.shards import manifest as mf
-from muser.shards import writer
+from muser.shards import pool, writer
 from muser.shards.sources.base import AUDIO_EXTENSIONS, SourceListing, Track
 from muser.shards.writer import TooManyErrors, parse_size, write_shards
 
@@ -226,6 +227,46 @@ def test_different_options_are_refused_and_overwrite_starts_over(tmp_path):
     assert {s["ext"] for s in _read_ours(out).values()} == {"pcm"}
     assert mf.read_manifest(out)["codec"] == "pcm"
     assert (out / "notes.txt").read_text() == "mine" and (out / "keep.tar").read_bytes() == b"not one of ours"
+
+
+def test_the_resampler_is_recorded_and_a_resume_cannot_mix_two(tmp_path):
+    listing = _listing(tmp_path / "src", n=3)
+    out = tmp_path / "out"
+    write_shards(_cfg(tmp_path / "src", out), False, listing)
+    manifest = mf.read_manifest(out)
+    assert manifest["options"]["resampler"] == "soxr-HQ"
+    manifest["options"]["resampler"] = "torchaudio-kaiser_best"
+    mf.write_manifest(out, manifest)
+    with pytest.raises(ValueError, match=r"resampler 'torchaudio-kaiser_best' -> 'soxr-HQ'.*--overwrite"):
+        write_shards(_cfg(tmp_path / "src", out), False, listing)
+    del manifest["options"]["resampler"]  # as written before the resampler was recorded
+    mf.write_manifest(out, manifest)
+    with pytest.raises(ValueError, match=r"resampler not recorded \(older muser\).*--overwrite"):
+        write_shards(_cfg(tmp_path / "src", out), False, listing)
+    write_shards(_cfg(tmp_path / "src", out, overwrite=True), False, listing)
+    assert mf.read_manifest(out)["options"]["resampler"] == "soxr-HQ"
+
+
+def _crashing_job(path: str, sample_rate: int, codec: str):
+    """Worker job that kills its process (like a segfaulting decoder) on files named crash*."""
+    if Path(path).name.startswith("crash"):
+        os._exit(3)
+    return pool.encode_track(path, sample_rate, codec)
+
+
+def test_a_crashing_worker_costs_only_its_own_file(tmp_path):
+    listing = _listing(tmp_path / "src", n=3)
+    crash = tmp_path / "src" / "crash.wav"
+    crash.write_bytes((tmp_path / "src" / "track 0.wav").read_bytes())
+    tracks = listing.tracks[:1] + [Track("boom", crash, "test", "train", {})] + listing.tracks[1:]
+    got = list(
+        pool.results(tracks, _cfg(tmp_path / "src", tmp_path / "out"), workers=2, job_fn=_crashing_job)
+    )
+    assert [t.id for t, _ in got] == ["t00", "boom", "t01", "t02"]  # track order survives the retry
+    assert got[1][1] == "the decoder process crashed on this file"
+    for _, result in got[:1] + got[2:]:
+        audio, samples = result
+        assert samples == 8000 and sf.info(io.BytesIO(audio)).frames == 8000
 
 
 def _read_ours(dst: Path) -> dict[str, dict]:
