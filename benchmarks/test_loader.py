@@ -19,6 +19,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from muser.shards.audio import to_int16
 from muser.shards.reader import make_loader
 from tests.shards import shardkit
 
@@ -55,7 +56,7 @@ def _corpus(root: Path) -> tuple[list[Path], list[dict]]:
         sf.write(path, x.astype(np.float32), FILE_RATE, subtype="PCM_16")
         files.append(path)
         y = AF.resample(torch.from_numpy(x.astype(np.float32)), FILE_RATE, RATE).numpy()
-        audio = np.round(np.clip(y, -1, 1) * 32767).astype(np.int16)
+        audio = to_int16(y)  # the shard writer's own float -> int16 convention
         meta = {"id": path.stem, "duration": len(audio) / RATE, "sample_rate": RATE, "genres": ["rock"]}
         tracks.append({"key": path.stem, "audio": audio, "meta": meta})
     return files, tracks
