@@ -1,0 +1,104 @@
+"""MUSER's PT+FT protocol: continue contrastive training of a copy of the model on label sentences of the
+training tracks, then classify every test track by prompt similarity (as in zero-shot).
+
+The training pairs are (chunk of a training track, label sentence of that track); caption ids are the
+hash of the sentence, so chunks that share a label are positives of each other rather than negatives
+(the duplicate-aware objective of pretraining). Multi-label tracks draw one of their tags per chunk and
+epoch, which matches the single-tag prompts used to classify.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from pathlib import Path
+
+import torch
+
+from muser.shards.text import caption_id, label_prompt
+
+
+def _chunks(shard_dir: Path, splits: list[str], keys: set[str], chunk_seconds: float, batch_size: int):
+    """(audio (T,), key) for every chunk of the wanted tracks, in reader order."""
+    from muser.shards.reader import make_loader
+
+    for split in splits:
+        loader = make_loader(
+            str(shard_dir),
+            split=split,
+            mode="eval",
+            batch_size=batch_size,
+            crop_seconds=chunk_seconds,
+            num_workers=0,
+        )
+        for batch in loader:
+            for i, key in enumerate(batch["key"]):
+                if key in keys:
+                    yield batch["audio"][i], key
+
+
+def finetune(
+    model: torch.nn.Module,
+    shard_dir: str | Path,
+    splits: list[str],
+    labels: dict[str, list[str]],
+    label_task: str,
+    epochs: int = 3,
+    lr: float = 1e-4,
+    batch_size: int = 32,
+    chunk_seconds: float = 3.0,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.nn.Module, list[float]]:
+    """A fine-tuned copy of `model` and its per-step losses; the original model is left untouched.
+
+    labels: track key -> its labels (one for single-label tasks) for the training tracks only.
+    """
+    from muser.losses import TriModalLoss
+
+    if not labels:
+        raise ValueError("fine-tuning needs at least one labelled training track")
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    tuned = copy.deepcopy(model).to(device).train()
+    loss_fn = TriModalLoss(terms=("at", "st")).to(device)
+    params = [p for p in tuned.parameters() if p.requires_grad] + list(loss_fn.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    # A shuffle buffer of a few batches mixes tracks without holding the whole training audio in memory.
+    buffer_size = 8 * batch_size
+    losses: list[float] = []
+
+    def step(items: list[tuple[torch.Tensor, str]]) -> None:
+        texts = [label_prompt(label_task, rng.choice(labels[key])) for _, key in items]
+        enc = tuned.tokenize(texts)
+        batch = {
+            "audio": torch.stack([a for a, _ in items]).to(device),
+            "input_ids": enc["input_ids"].to(device),
+            "attention_mask": enc["attention_mask"].to(device),
+        }
+        ids = torch.tensor([caption_id(t) for t in texts], dtype=torch.int64, device=device)
+        total, _ = loss_fn(tuned(batch), ids)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        loss_fn.clamp_()
+        losses.append(float(total.detach()))
+
+    keys = set(labels)
+    for _ in range(epochs):
+        buffer: list[tuple[torch.Tensor, str]] = []
+        for item in _chunks(Path(shard_dir), splits, keys, chunk_seconds, batch_size):
+            buffer.append(item)
+            if len(buffer) >= buffer_size:
+                rng.shuffle(buffer)
+                step(buffer[:batch_size])
+                buffer = buffer[batch_size:]
+        rng.shuffle(buffer)
+        # The tail: full batches, then a last one only if it has at least two pairs (a loss needs negatives).
+        while len(buffer) >= 2:
+            step(buffer[:batch_size])
+            buffer = buffer[batch_size:]
+    if not losses:
+        raise ValueError("fine-tuning found fewer than two training chunks")
+    return tuned.eval(), losses

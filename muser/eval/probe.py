@@ -1,0 +1,146 @@
+"""Linear and MLP probes on frozen track embeddings, with a small hyperparameter grid chosen on validation.
+
+Heads: scikit-learn logistic regression (one-vs-rest for multi-label; the grid is over C, the inverse
+weight decay) and a one-hidden-layer torch MLP (grid over learning rate and weight decay). Features are
+standardised with training statistics. The chosen hyperparameters are refit on all training tracks
+(fit + validation) before scoring the test tracks.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.multiclass import OneVsRestClassifier
+
+from muser.eval.metrics import macro_roc_auc
+from muser.eval.splits import carve_validation
+
+LOGISTIC_GRID: tuple[dict, ...] = tuple({"C": c} for c in (0.01, 0.1, 1.0, 10.0))
+MLP_GRID: tuple[dict, ...] = tuple(
+    {"lr": lr, "weight_decay": wd} for lr in (1e-3, 1e-2) for wd in (1e-4, 1e-2)
+)
+
+
+@dataclass
+class ProbeResult:
+    scores: np.ndarray  # (N_test, C) class scores (probabilities for logistic, logits for the MLP)
+    hparams: dict = field(default_factory=dict)  # the grid point chosen on validation data
+    valid_score: float = 0.0  # its validation score (accuracy or macro ROC-AUC)
+
+
+def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    mean = train.mean(axis=0, keepdims=True)
+    std = train.std(axis=0, keepdims=True) + 1e-6
+    return [((x - mean) / std).astype(np.float32) for x in (train, *others)]
+
+
+def _fit_logistic(x: np.ndarray, y: np.ndarray, num_classes: int, multilabel: bool, hp: dict, seed: int):
+    def predict(xq: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(xq), num_classes), dtype=np.float64)
+        if multilabel:
+            out[:] = model.predict_proba(xq)
+        elif len(present) == 1:
+            out[:, present[0]] = 1.0  # a one-class training set can only predict that class
+        else:
+            out[:, model.classes_] = model.predict_proba(xq)
+        return out
+
+    with warnings.catch_warnings():
+        # One-vs-rest warns about tags absent from a small training set (they predict a constant).
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        present = np.unique(y) if not multilabel else None
+        model = None
+        if multilabel:
+            model = OneVsRestClassifier(LogisticRegression(C=hp["C"], max_iter=500, random_state=seed))
+            model.fit(x, y)
+        elif len(present) > 1:
+            model = LogisticRegression(C=hp["C"], max_iter=500, random_state=seed)
+            model.fit(x, y)
+    return predict
+
+
+def _fit_mlp(x: np.ndarray, y: np.ndarray, num_classes: int, multilabel: bool, hp: dict, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    hidden = 256
+    net = torch.nn.Sequential(
+        torch.nn.Linear(x.shape[1], hidden),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(0.2),
+        torch.nn.Linear(hidden, num_classes),
+    )
+    opt = torch.optim.AdamW(net.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+    xt = torch.from_numpy(x)
+    yt = torch.from_numpy(y).float() if multilabel else torch.from_numpy(y).long()
+    loss_fn = torch.nn.BCEWithLogitsLoss() if multilabel else torch.nn.CrossEntropyLoss()
+    batch = 256
+    # A fixed budget of optimiser steps rather than epochs keeps few-shot fits from being starved.
+    steps = 200
+    net.train()
+    for _ in range(steps):
+        pick = torch.randint(len(xt), (min(batch, len(xt)),), generator=gen)
+        opt.zero_grad(set_to_none=True)
+        loss_fn(net(xt[pick]), yt[pick]).backward()
+        opt.step()
+    net.eval()
+
+    def predict(xq: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.from_numpy(xq)).double().numpy()
+
+    return predict
+
+
+def _validation_score(y: np.ndarray, scores: np.ndarray, multilabel: bool) -> float:
+    if multilabel:
+        try:
+            return macro_roc_auc(y, scores)[0]
+        except ValueError:
+            return 0.0
+    # Accuracy, with the mean true-class rank score as a tie-break for tiny validation sets.
+    acc = float((scores.argmax(axis=1) == y).mean())
+    ranks = (scores < scores[np.arange(len(y)), y][:, None]).mean()
+    return acc + 1e-3 * float(ranks)
+
+
+def fit_predict(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    num_classes: int,
+    head: str = "logistic",
+    multilabel: bool = False,
+    seed: int = 0,
+    valid: tuple[np.ndarray, np.ndarray] | None = None,
+) -> ProbeResult:
+    """Choose hyperparameters on validation data, refit on all training tracks, score the test tracks.
+
+    x_train: (N, D) features; y_train: (N,) class indices or (N, C) multi-hot; x_test: (M, D).
+    valid: optional (x, y) validation set; by default 20% of the training tracks, stratified.
+    """
+    if head not in ("logistic", "mlp"):
+        raise ValueError(f"unknown probe head {head!r}; use logistic or mlp")
+    fitter, grid = (_fit_logistic, LOGISTIC_GRID) if head == "logistic" else (_fit_mlp, MLP_GRID)
+    if valid is None:
+        fit_idx, val_idx = carve_validation(np.arange(len(x_train)), y_train, fraction=0.2, seed=seed)
+        x_fit, y_fit, x_val, y_val = x_train[fit_idx], y_train[fit_idx], x_train[val_idx], y_train[val_idx]
+        x_all, y_all = x_train, y_train
+    else:
+        x_fit, y_fit, (x_val, y_val) = x_train, y_train, valid
+        x_all, y_all = np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val])
+    x_fit_s, x_val_s = _standardise(x_fit, x_val)
+    best_hp, best = grid[0], -np.inf
+    for hp in grid:
+        predict = fitter(x_fit_s, y_fit, num_classes, multilabel, hp, seed)
+        value = _validation_score(y_val, predict(x_val_s), multilabel)
+        if value > best:
+            best_hp, best = hp, value
+    x_all_s, x_test_s = _standardise(x_all, x_test)
+    predict = fitter(x_all_s, y_all, num_classes, multilabel, best_hp, seed)
+    return ProbeResult(scores=predict(x_test_s), hparams=dict(best_hp), valid_score=float(best))

@@ -1,0 +1,161 @@
+"""Downstream tasks: which label vocabulary each task scores, how, and where its data comes from.
+
+gtzan: single-label "genre", accuracy. fma: single-label "genre_top", accuracy on the 8 most frequent top
+genres (the 8 of FMA-small). mtt: multi-label "tags", macro ROC-AUC and PR-AUC over the 50 most frequent
+tags. shards: any shard folder with a label vocabulary (the first one, or EvalConfig.label_task).
+A raw dataset folder is sharded once into a cache folder and reused by later runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    label_task: str | None  # label vocabulary in the manifest; None = the shard folder's own
+    source: str  # ShardConfig.source for raw folders
+    top_k: int | None  # keep the K most frequent classes (None = all)
+    layout: str  # what a raw dataset folder must look like (for error messages)
+
+
+TASKS: dict[str, TaskSpec] = {
+    "gtzan": TaskSpec("gtzan", "genre", "gtzan", None, "genres/<genre>/<genre>.000NN.wav (GTZAN layout)"),
+    "fma": TaskSpec(
+        "fma", "genre_top", "fma", 8, "fma_small/NNN/NNNNNN.mp3 with fma_metadata/tracks.csv (FMA layout)"
+    ),
+    "mtt": TaskSpec(
+        "mtt", "tags", "mtt", 50, "annotations_final.csv with mp3 folders 0-9, a-f (MagnaTagATune layout)"
+    ),
+    "shards": TaskSpec(
+        "shards", None, "auto", None, "a shard folder with manifest.json (from `muser shard`)"
+    ),
+}
+
+
+@dataclass
+class Labels:
+    label_task: str  # the manifest vocabulary used
+    multilabel: bool
+    classes: list[str]  # kept classes, in index order
+    y: np.ndarray  # (N,) int64 class index or (N, C) int64 multi-hot over the kept classes
+    keep: np.ndarray  # (N,) bool: tracks that have at least one kept label
+
+
+def task_spec(name: str) -> TaskSpec:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def default_data_dir(task: str) -> Path:
+    """$MUSER_DATA/<task>; a clear error when the variable is unset."""
+    root = os.environ.get("MUSER_DATA")
+    if not root:
+        raise ValueError(
+            f"no --data given and $MUSER_DATA is not set; pass --data DIR or set MUSER_DATA so that "
+            f"$MUSER_DATA/{task} holds the dataset"
+        )
+    return Path(root) / task
+
+
+def is_shard_folder(path: Path) -> bool:
+    return (path / "manifest.json").is_file()
+
+
+def _listing_fingerprint(root: Path, extra: str) -> str:
+    """Cheap fingerprint of a raw dataset: relative paths, sizes and modification times of every file."""
+    h = hashlib.sha256(extra.encode())
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            st = os.stat(os.path.join(dirpath, name))
+            rel = os.path.relpath(os.path.join(dirpath, name), root)
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def resolve_shards(
+    spec: TaskSpec, data: Path, cache_root: Path, sample_rate: int, progress: bool = True
+) -> Path:
+    """A shard folder for `data`: itself when it is one, else a cached sharding of the raw dataset."""
+    if not data.exists():
+        raise ValueError(f"dataset folder {data} does not exist; {spec.name} expects {spec.layout}")
+    if not data.is_dir():
+        raise ValueError(f"--data {data} is not a folder; {spec.name} expects {spec.layout}")
+    if is_shard_folder(data):
+        return data
+    if spec.name == "shards":
+        raise ValueError(f"{data} has no manifest.json; the shards task expects {spec.layout}")
+    from muser.config import ShardConfig
+    from muser.shards.writer import write_shards
+
+    key = _listing_fingerprint(data, f"{spec.source}\0{sample_rate}")[:16]
+    dst = cache_root / f"{spec.name}-{key}"
+    manifest = dst / "manifest.json"
+    if manifest.is_file() and json.loads(manifest.read_text()).get("complete"):
+        return dst
+    cfg = ShardConfig(src=str(data), dst=str(dst), source=spec.source, sample_rate=sample_rate)
+    try:
+        write_shards(cfg, progress=progress)
+    except ValueError as err:
+        raise ValueError(f"could not read {data} as {spec.name} ({spec.layout}): {err}") from err
+    return dst
+
+
+def vocabulary(
+    spec: TaskSpec, manifest: dict[str, Any], label_task: str | None = None
+) -> tuple[str, list[str], bool]:
+    """(label task, kept classes, multilabel) of the task on this data; errors on a task/data mismatch."""
+    vocabularies = manifest.get("labels") or {}
+    wanted = label_task or spec.label_task
+    if wanted is None:
+        if not vocabularies:
+            raise ValueError("the shard folder has no label vocabulary (manifest.json 'labels' is empty)")
+        wanted = sorted(vocabularies)[0]
+    if wanted not in vocabularies:
+        found = ", ".join(sorted(vocabularies)) or "none"
+        raise ValueError(
+            f"task {spec.name} needs a {wanted!r} label vocabulary but the data has: {found}; "
+            f"point --data at a {spec.name} dataset or use the shards task with --label-task"
+        )
+    vocab = vocabularies[wanted]
+    counts = vocab.get("counts") or {}
+    classes = list(vocab["classes"])
+    if spec.top_k is not None and len(classes) > spec.top_k:
+        # Most frequent first; ties by name so the selection is stable across runs.
+        classes = sorted(sorted(classes, key=lambda c: (-counts.get(c, 0), c))[: spec.top_k])
+    if len(classes) < 2:
+        raise ValueError(f"the {wanted!r} vocabulary has {len(classes)} class(es); a task needs at least 2")
+    return wanted, classes, vocab.get("type") == "multi"
+
+
+def targets(metas: list[dict], label_task: str, classes: list[str], multilabel: bool) -> Labels:
+    """Targets over the tracks' metadata; tracks with no kept label are marked in `keep` (excluded)."""
+    index = {c: i for i, c in enumerate(classes)}
+    n = len(metas)
+    if multilabel:
+        y = np.zeros((n, len(classes)), dtype=np.int64)
+        for i, meta in enumerate(metas):
+            for tag in (meta.get("labels") or {}).get(label_task) or []:
+                if tag in index:
+                    y[i, index[tag]] = 1
+        keep = y.any(axis=1)
+    else:
+        y = np.full(n, -1, dtype=np.int64)
+        for i, meta in enumerate(metas):
+            value = (meta.get("labels") or {}).get(label_task)
+            if isinstance(value, str) and value in index:
+                y[i] = index[value]
+        keep = y >= 0
+    if keep.sum() < 2:
+        raise ValueError(f"fewer than 2 tracks carry a {label_task!r} label; nothing to evaluate")
+    return Labels(label_task, multilabel, classes, y, keep)
