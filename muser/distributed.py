@@ -1,0 +1,156 @@
+"""Distributed plumbing: read the torchrun environment, rank helpers, and the torchrun re-launch.
+
+One process is the default; `--gpus N` / `--procs N` / `--nnodes M` re-launch the run under
+`torch.distributed.run` with N processes per node, each of which calls `dist_init()`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+import torch
+import torch.distributed as dist
+
+# Environment variables torchrun sets in every worker; their presence means "we are a worker".
+_WORKER_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def in_torchrun() -> bool:
+    """True inside a process started by torchrun (the worker environment is set)."""
+    return all(name in os.environ for name in _WORKER_ENV)
+
+
+def dist_init(device: str = "auto") -> tuple[int, int, int, torch.device]:
+    """Read the torchrun environment and join the process group; a no-op for a single process.
+
+    device: "cuda" (NCCL, one GPU per local rank), "cpu" (gloo) or "auto" (CUDA when available).
+    Returns (rank, local_rank, world_size, device).
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError("--gpus asks for CUDA but no CUDA device is visible; use --gpus 0 for CPU")
+    if not in_torchrun():
+        return 0, 0, 1, torch.device("cuda", 0) if use_cuda else torch.device("cpu")
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    world_size = int(os.environ["WORLD_SIZE"])
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return rank, local_rank, world_size, dev
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def is_main() -> bool:
+    """True on global rank 0, the only process that prints and writes files."""
+    return get_rank() == 0
+
+
+def print0(*args: object, **kwargs: object) -> None:
+    if is_main():
+        print(*args, **kwargs)  # type: ignore[call-overload]
+
+
+def barrier() -> None:
+    if is_dist():
+        dist.barrier()
+
+
+def dist_cleanup() -> None:
+    if is_dist():
+        dist.destroy_process_group()
+
+
+def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
+    """Mean of a small tensor over ranks (the identity for one process)."""
+    if not is_dist():
+        return values
+    out = values.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out / dist.get_world_size()
+
+
+def all_reduce_max(values: torch.Tensor) -> torch.Tensor:
+    if not is_dist():
+        return values
+    out = values.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return out
+
+
+def launch_command(
+    worker_args: Sequence[str],
+    nproc_per_node: int,
+    nnodes: int = 1,
+    node_rank: int = 0,
+    master_addr: str = "127.0.0.1",
+    master_port: int = 29500,
+) -> list[str]:
+    """The torchrun command line that runs `python -m <worker_args...>` on nproc_per_node processes.
+
+    One node uses `--standalone` (a free local port, so concurrent runs on one machine never collide);
+    several nodes rendezvous at master_addr:master_port with a static node rank.
+    """
+    if nproc_per_node < 1 or nnodes < 1:
+        raise ValueError(f"need at least one process and one node, got {nproc_per_node} x {nnodes}")
+    if not 0 <= node_rank < nnodes:
+        raise ValueError(f"--node-rank must be in [0, {nnodes}), got {node_rank}")
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc_per_node}"]
+    if nnodes == 1:
+        cmd += ["--standalone", "--nnodes=1"]
+    else:
+        cmd += [
+            f"--nnodes={nnodes}",
+            f"--node-rank={node_rank}",
+            f"--master-addr={master_addr}",
+            f"--master-port={master_port}",
+        ]
+    return [*cmd, "-m", *worker_args]
+
+
+def run_forwarding_signals(cmd: Sequence[str], env: dict[str, str] | None = None) -> tuple[int, int | None]:
+    """Run cmd as a child, forwarding SIGINT/SIGTERM to it; returns (exit code, signal received or None).
+
+    The child gets its own session so a terminal Ctrl-C reaches it once (through us), not twice; torchrun
+    forwards the signal to its workers, which save a checkpoint and exit.
+    """
+    proc = subprocess.Popen(list(cmd), env=env, start_new_session=True)
+    received: list[int] = []
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    # Handlers can only be installed from the main thread; elsewhere the child just inherits nothing.
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigs = (signal.SIGINT, signal.SIGTERM) if main_thread else ()
+    previous = {s: signal.signal(s, forward) for s in sigs}
+    try:
+        code = proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return code, (received[0] if received else None)

@@ -1,0 +1,499 @@
+"""The pretraining loop: `pretrain(data, model, train)` joins the shard reader, MUSER and the tri-modal loss.
+
+One process runs in place; `--gpus N` / `--procs N` / `--nnodes M` re-launch this same function under
+torchrun (muser.train.launch). Every rank runs the loop on its slice of the global batch; rank 0 alone
+prints and writes the run folder (config.json, metrics.jsonl, last.pt, step-K.pt, model/, result.json).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import threading
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from muser import __version__
+from muser.config import DataConfig, ModelConfig, TrainConfig, to_dict
+from muser.distributed import all_reduce_mean, barrier, dist_cleanup, dist_init, get_world_size, in_torchrun
+from muser.train import checkpoint as ckpt
+from muser.train.data import MIN_EPOCH_BATCHES, MicroBatches, check_sources, has_split, tokenizer_texts
+from muser.train.display import TrainDisplay
+from muser.train.optim import build_optimizer, build_scheduler
+
+TERMS = ("at", "st", "as")
+PRECISIONS = ("bf16", "fp16", "fp32")
+# Which embeddings each loss term reads; a tower no term reads gets no gradient (DDP must be told).
+TERM_INPUTS = {"at": {"audio", "text"}, "st": {"spec", "text"}, "as": {"audio", "spec"}}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or the gradient norm became inf/NaN; nothing was saved after the last good checkpoint."""
+
+
+def world_of(train: TrainConfig) -> int:
+    """Processes the run will have: (GPUs or CPU processes per node) x nodes."""
+    return max(1, train.gpus if train.gpus > 0 else train.procs) * max(1, train.nnodes)
+
+
+def check_config(data: DataConfig, model: ModelConfig, train: TrainConfig, world: int) -> None:
+    """Every option mistake as one ValueError naming the option, before any process starts."""
+    if train.gpus < 0 or train.procs < 1 or train.nnodes < 1:
+        raise ValueError("--gpus must be >= 0, --procs and --nnodes >= 1")
+    if train.gpus > 0 and train.procs > 1:
+        raise ValueError("--procs is for CPU runs; with GPUs use --gpus N (one process per GPU)")
+    if not train.loss_terms or set(train.loss_terms) - set(TERMS):
+        raise ValueError(f"--loss-terms must be a comma list of {', '.join(TERMS)}, got {train.loss_terms}")
+    if train.precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {train.precision!r}")
+    if train.grad_accum < 1:
+        raise ValueError("--grad-accum must be >= 1")
+    if data.batch_size % (world * train.grad_accum):
+        raise ValueError(
+            f"--batch-size {data.batch_size} must be divisible by processes x --grad-accum "
+            f"({world} x {train.grad_accum}); each rank takes an equal slice of the global batch"
+        )
+    if train.epochs is None and train.steps < 1:
+        raise ValueError("--steps must be >= 1")
+    if train.epochs is not None and train.epochs <= 0:
+        raise ValueError("--epochs must be > 0")
+    if train.save_every < 1 or train.log_every < 1 or train.eval_every < 0:
+        raise ValueError("--save-every and the log period must be >= 1, --eval-every >= 0")
+    if data.crop_seconds <= 0:
+        raise ValueError("--crop-seconds must be > 0")
+
+
+def pretrain(data: DataConfig, model: ModelConfig, train: TrainConfig) -> dict[str, Any]:
+    """Train MUSER on the shard folders of `data`; returns the run summary (also RUN/result.json).
+
+    Raises ValueError for bad options or shards, NonFiniteLossError when training diverges. A SIGTERM or
+    SIGINT stops after the current step with a checkpoint saved (result["stopped"] names the signal).
+    """
+    world = world_of(train)
+    check_config(data, model, train, world)
+    check_sources(data.shards, data.split)
+    if world > 1 and not in_torchrun():
+        from muser.train.launch import launch
+
+        return launch(data, model, train)
+    return _Run(data, model, train).run()
+
+
+class _Objective(nn.Module):
+    """model + loss as one module, so DDP all-reduces the logit scales' gradients with the towers'."""
+
+    def __init__(self, model: nn.Module, loss: nn.Module, amp_dtype: torch.dtype | None) -> None:
+        super().__init__()
+        self.model, self.loss, self.amp_dtype = model, loss, amp_dtype
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        device_type = self.model.device.type
+        with torch.autocast(
+            device_type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        ):
+            emb = self.model(batch)
+        # The contrastive loss runs in fp32: its log-sum-exp over the global batch is where bf16 hurts.
+        emb = {k: v.float() for k, v in emb.items()}
+        return self.loss(emb, batch["caption_id"])
+
+
+class _StopFlag:
+    """SIGTERM/SIGINT set a flag the loop checks after each step (a second SIGINT aborts at once)."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    keys = ("audio", "length", "input_ids", "attention_mask", "caption_id")
+    return {k: batch[k].to(device, non_blocking=True) for k in keys if k in batch}
+
+
+class _Run:
+    """One rank's training run; built and driven by pretrain()."""
+
+    def __init__(self, data: DataConfig, model: ModelConfig, train: TrainConfig) -> None:
+        self.data, self.model_cfg, self.train = data, model, train
+        self.out = Path(train.output)
+
+    # ---- setup --------------------------------------------------------------------------------------
+
+    def _build_model(self, resume: dict[str, Any] | None) -> Any:
+        from muser.models.muser import MUSER
+
+        model_dir = self.out / "model"
+        if resume is None and self.rank == 0:
+            texts = (
+                None if self.model_cfg.text_encoder else tokenizer_texts(self.data.shards, self.data.split)
+            )
+            model = MUSER.from_config(self.model_cfg, tokenizer_texts=texts)
+            # Saved now so every rank (and a later --resume) rebuilds the same tokenizer and architecture.
+            model.save_pretrained(model_dir)
+        barrier()
+        if resume is not None or self.rank != 0:
+            if not (model_dir / "config.json").is_file():
+                raise RuntimeError(f"{model_dir} is missing; the run folder {self.out} is incomplete")
+            model = MUSER.from_pretrained(model_dir)
+        return model
+
+    def _total_steps(self, samples: int | None) -> int:
+        if self.train.epochs is None:
+            return self.train.steps
+        if samples is None:
+            raise ValueError(
+                "--epochs needs shard folders with manifests (sample counts); use --steps for URLs"
+            )
+        return max(1, math.ceil(self.train.epochs * samples / self.data.batch_size))
+
+    def _load_resume(self) -> dict[str, Any] | None:
+        if not self.train.resume:
+            if (self.out / ckpt.LAST).exists():
+                raise ValueError(
+                    f"{self.out} already holds a run (last.pt); pass --resume to continue it "
+                    "or choose another --output"
+                )
+            return None
+        state = ckpt.load_checkpoint(self.out / ckpt.LAST)
+        saved = state.get("config", {})
+        for section, cfg, fields in (
+            ("data", self.data, ("batch_size", "shards", "split", "crop_seconds")),
+            ("train", self.train, ("grad_accum", "seed")),
+        ):
+            for name in fields:
+                before, now = saved.get(section, {}).get(name), to_dict(cfg)[name]
+                if before is not None and before != now:
+                    raise ValueError(
+                        f"--resume needs the same {name.replace('_', '-')} as the run "
+                        f"({before!r}, now {now!r})"
+                    )
+        return state
+
+    def _write_config(self, world: int, total: int) -> None:
+        config = {
+            "muser_version": __version__,
+            "world_size": world,
+            "total_steps": total,
+            "data": to_dict(self.data),
+            "model": to_dict(self.model.config),
+            "train": to_dict(self.train),
+        }
+        tmp = self.out / ".config.json.tmp"
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
+        os.replace(tmp, self.out / "config.json")
+
+    # ---- checkpoints --------------------------------------------------------------------------------
+
+    def _gather_rng(self) -> list[dict[str, Any]]:
+        state = ckpt.rng_state()
+        if get_world_size() == 1:
+            return [state]
+        states: list[Any] = [None] * get_world_size()
+        torch.distributed.all_gather_object(states, state)
+        return states
+
+    def _save(self, step: int, keep_step: bool) -> None:
+        rng = self._gather_rng()  # collective: every rank takes part
+        if self.rank == 0:
+            state = {
+                "format_version": 1,
+                "step": step,
+                "data_position": self.stream.position,
+                "data_per_epoch": self.stream.per_epoch,
+                "world_size": get_world_size(),
+                "model": self.model.state_dict(),
+                "loss": self.loss.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": rng,
+                "config": {
+                    "data": to_dict(self.data),
+                    "model": to_dict(self.model.config),
+                    "train": to_dict(self.train),
+                },
+            }
+            ckpt.save_checkpoint(state, self.out, step, keep_step=keep_step)
+        barrier()
+
+    def _restore(self, state: dict[str, Any]) -> int:
+        self.model.load_state_dict(state["model"])
+        self.loss.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        sched = dict(state["scheduler"])
+        # keep this run's schedule (a resume may extend --steps): its own fields replace the saved ones
+        sched["lr_lambdas"] = self.scheduler.state_dict()["lr_lambdas"]
+        self.scheduler.load_state_dict(sched)
+        self.scaler.load_state_dict(state["scaler"])
+        rng = state["rng"]
+        if len(rng) == get_world_size():
+            ckpt.set_rng_state(rng[self.rank])
+        else:  # a different world size cannot replay the same streams; fresh, distinct seeds per rank
+            _seed_all(self.train.seed + 1000 * self.rank + state["step"])
+        position = state["data_position"]
+        if (
+            state.get("data_per_epoch") != self.stream.per_epoch
+            or state.get("world_size") != get_world_size()
+        ):
+            position = state["step"] * self.train.grad_accum  # same count of micro-batches, new epochs
+        self.stream.seek(position)
+        return int(state["step"])
+
+    # ---- the loop -----------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        train = self.train
+        self.rank, _, world, device = dist_init("cuda" if train.gpus > 0 else "cpu")
+        try:
+            return self._run(world, device)
+        finally:
+            dist_cleanup()
+
+    def _run(self, world: int, device: torch.device) -> dict[str, Any]:
+        from muser.losses import TriModalLoss
+        from muser.shards.reader import make_loader
+
+        train, data = self.train, self.data
+        samples = check_sources(data.shards, data.split)
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+        resume = self._load_resume()
+        total = self._total_steps(samples)
+        _seed_all(train.seed)
+        self.model = self._build_model(resume).to(device)
+        self.model.train()
+        self.loss = TriModalLoss(terms=tuple(train.loss_terms), duplicate_aware=train.duplicate_aware).to(
+            device
+        )
+        cuda = device.type == "cuda"
+        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.precision) if cuda else None
+        objective: nn.Module = _Objective(self.model, self.loss, amp)
+        if world > 1:
+            if cuda and train.sync_bn:
+                objective = nn.SyncBatchNorm.convert_sync_batchnorm(objective)
+                self.model = objective.model
+            used = set().union(*(TERM_INPUTS[t] for t in train.loss_terms))
+            objective = DistributedDataParallel(
+                objective,
+                device_ids=[device.index] if cuda else None,
+                find_unused_parameters=used != {"audio", "spec", "text"},
+            )
+        self.optimizer = build_optimizer(
+            self.model.param_groups(), list(self.loss.parameters()), train, self.model.text_is_pretrained
+        )
+        self.scheduler = build_scheduler(self.optimizer, train.warmup, total)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and train.precision == "fp16")
+        micro = data.batch_size // (world * train.grad_accum)
+        loader = make_loader(
+            data.shards,
+            split=data.split,
+            mode="train",
+            batch_size=micro,
+            crop_seconds=data.crop_seconds,
+            num_workers=data.num_workers,
+            steps=max(MIN_EPOCH_BATCHES, (samples or 0) // (micro * world)),
+            seed=train.seed,
+            tokenizer=self.model.tokenizer,
+            templates=data.templates,
+            max_length=self.model.config.text_max_length,
+            shuffle_buffer=data.shuffle_buffer,
+            field_dropout=data.field_dropout,
+        )
+        self.stream = MicroBatches(loader)
+        # Ranks draw different SpecAugment masks and dropout; the model init above was identical.
+        _seed_all(train.seed + 1000 * self.rank + 1)
+        step = self._restore(resume) if resume is not None else 0
+        if self.rank == 0:
+            self._write_config(world, total)
+        metrics_path = self.out / "metrics.jsonl"
+        if self.rank == 0:
+            _truncate_metrics(metrics_path, step)
+        valid = [s for s in data.shards if has_split(s, data.valid_split)] if train.eval_every else []
+        return self._loop(objective, step, total, world, device, metrics_path, valid)
+
+    def _loop(
+        self,
+        objective: nn.Module,
+        step: int,
+        total: int,
+        world: int,
+        device: torch.device,
+        metrics_path: Path,
+        valid: list[str],
+    ) -> dict[str, Any]:
+        train, data = self.train, self.data
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        first_loss = last_loss = None
+        last_eval: dict[str, float] = {}
+        started = time.perf_counter()
+        window_start, window_wait, window_steps = started, 0.0, 0
+        stopped = None
+        with _StopFlag() as stop, TrainDisplay(total, step, enabled=self.rank == 0) as display:
+            while step < total:
+                losses, wait = [], 0.0
+                try:
+                    for i in range(train.grad_accum):
+                        t = time.perf_counter()
+                        batch = _to_device(next(self.stream), device)
+                        wait += time.perf_counter() - t
+                        sync = i == train.grad_accum - 1 or not isinstance(objective, DistributedDataParallel)
+                        with nullcontext() if sync else objective.no_sync():
+                            total_loss, parts = objective(batch)
+                            self.scaler.scale(total_loss / train.grad_accum).backward()
+                        losses.append(
+                            torch.stack([total_loss.detach(), *(parts[t].detach() for t in train.loss_terms)])
+                        )
+                except Exception:
+                    if stop.signum:  # a Ctrl-C also reaches the DataLoader workers, which then die
+                        break
+                    raise
+                flag = torch.tensor([float(stop.signum)], device=device)
+                stats = all_reduce_mean(torch.cat([torch.stack(losses).float().mean(0), flag]))
+                self.scaler.unscale_(self.optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, train.grad_clip)
+                values = stats.tolist()
+                if not math.isfinite(values[0]) or (
+                    not self.scaler.is_enabled() and not torch.isfinite(grad_norm)
+                ):
+                    raise NonFiniteLossError(
+                        f"the loss became non-finite at step {step + 1} (loss {values[0]}, grad norm "
+                        f"{grad_norm.item()}); stopped without saving: {self.out / ckpt.LAST} holds the last "
+                        "good state. Lower --lr, raise --warmup or use --precision fp32, then --resume."
+                    )
+                lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}  # this step's, pre-schedule
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                self.loss.clamp_()
+                step += 1
+                window_wait += wait
+                window_steps += 1
+                first_loss = values[0] if first_loss is None else first_loss
+                last_loss = values[0]
+                evaluated = {}
+                if train.eval_every and valid and (step % train.eval_every == 0 or step == total):
+                    evaluated = last_eval = self._evaluate(valid)
+                if step % train.log_every == 0 or step == 1 or step == total or evaluated:
+                    now = time.perf_counter()
+                    elapsed = max(now - window_start, 1e-9)
+                    record = {
+                        "step": step,
+                        "epoch": round(self.stream.epoch, 4),
+                        "loss": values[0],
+                        **{f"loss_{t}": v for t, v in zip(train.loss_terms, values[1:-1], strict=True)},
+                        "lr": lrs[self.optimizer.param_groups[0]["name"]],
+                        **({"lr_text": lrs["text"]} if "text" in lrs else {}),
+                        **{f"scale_{k}": v for k, v in self.loss.scales().items()},
+                        "grad_norm": grad_norm.item(),
+                        "samples_per_s": data.batch_size * window_steps / elapsed,
+                        "data_wait_frac": min(1.0, window_wait / elapsed),
+                        **evaluated,
+                    }
+                    window_start, window_wait, window_steps = now, 0.0, 0
+                    if self.rank == 0:
+                        with open(metrics_path, "a") as f:
+                            f.write(json.dumps(record) + "\n")
+                    display.update(step, record)
+                else:
+                    display.update(step)
+                if values[-1] > 0:
+                    stopped = signal.Signals(stop.signum or signal.SIGTERM).name
+                    break
+                if step % train.save_every == 0 and step < total:
+                    self._save(step, keep_step=True)
+            # After a signal the run must still leave a checkpoint, so the save is not optional here.
+            if stopped is None and stop.signum:
+                stopped = signal.Signals(stop.signum).name
+            self._save(step, keep_step=False)
+            model_dir = None
+            if stopped is None and self.rank == 0:
+                model_dir = str(self.model.save_pretrained(self.out / "model"))
+            barrier()
+        wall = time.perf_counter() - started
+        result = {
+            "output": str(self.out),
+            "steps": step,
+            "total_steps": total,
+            "first_loss": first_loss,
+            "last_loss": last_loss,
+            "wall_s": wall,
+            "world_size": world,
+            "stopped": stopped,
+            "checkpoint": str(self.out / ckpt.LAST),
+            "model": model_dir,
+            "eval": last_eval,
+        }
+        metrics = _read_metrics(metrics_path) if self.rank == 0 else []
+        if metrics:
+            result["samples_per_s"] = float(np.mean([m["samples_per_s"] for m in metrics[1:] or metrics]))
+            result["data_wait_frac"] = float(np.mean([m["data_wait_frac"] for m in metrics[1:] or metrics]))
+        if self.rank == 0:
+            (self.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
+    def _evaluate(self, valid: list[str]) -> dict[str, float]:
+        from muser.train.validate import evaluate
+
+        out: dict[str, float] = {}
+        if self.rank == 0:
+            self.model.eval()
+            with torch.random.fork_rng(devices=[]):  # eval must not shift the training RNG stream
+                out = evaluate(
+                    self.model,
+                    valid,
+                    self.data.valid_split,
+                    self.data.crop_seconds,
+                    batch_size=max(1, self.data.batch_size // get_world_size()),
+                    max_tracks=self.train.eval_tracks,
+                )
+            self.model.train()
+        barrier()
+        return out
+
+
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records past `step` (logged after the checkpoint a resume starts from), so steps never repeat."""
+    if not path.is_file():
+        return
+    keep = [m for m in _read_metrics(path) if m.get("step", 0) <= step]
+    tmp = path.with_name(".metrics.jsonl.tmp")
+    tmp.write_text("".join(json.dumps(m) + "\n" for m in keep))
+    os.replace(tmp, path)

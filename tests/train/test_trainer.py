@@ -1,0 +1,229 @@
+"""The pretraining loop on a tiny synthetic corpus, CPU, tiny preset: learning, resume, stops and errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from muser.cli import main
+from muser.config import DataConfig, TrainConfig, preset
+from muser.train import NonFiniteLossError, pretrain
+from muser.train.display import TrainDisplay
+from tests.train.conftest import small_run
+
+
+def _losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls_and_the_run_folder_is_complete(shards, tmp_path):
+    from muser.models.muser import MUSER
+
+    data, train = small_run(shards, tmp_path / "run", steps=24, warmup=3, eval_every=24, save_every=10)
+    result = pretrain(data, preset("tiny"), train)
+    losses = _losses(tmp_path / "run")
+    assert len(losses) == 24 and result["steps"] == 24
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.3, losses
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    for key in (
+        "loss_at",
+        "loss_st",
+        "lr",
+        "scale_at",
+        "scale_st",
+        "samples_per_s",
+        "data_wait_frac",
+        "r1",
+        "r5",
+    ):
+        assert key in record
+    assert 0.0 <= record["data_wait_frac"] <= 1.0 and record["scale_at"] <= 100.0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert {"data", "model", "train", "muser_version"} <= config.keys()
+    assert (tmp_path / "run" / "step-0000010.pt").is_file() and (
+        tmp_path / "run" / "step-0000020.pt"
+    ).is_file()
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert state["step"] == 24
+    model = MUSER.from_pretrained(tmp_path / "run" / "model")
+    torch.testing.assert_close(model.state_dict()["proj_audio.weight"], state["model"]["proj_audio.weight"])
+
+
+def test_resume_reproduces_the_uninterrupted_losses(shards, tmp_path, monkeypatch):
+    from muser.models.muser import MUSER
+
+    # Both runs start from one saved initial model: WordPiece training (the tokenizers library) may number
+    # the vocabulary differently from one call to the next, which is not what this test is about.
+    MUSER.from_preset("tiny").save_pretrained(tmp_path / "init")
+    monkeypatch.setattr(
+        MUSER, "from_config", classmethod(lambda cls, *a, **k: cls.from_pretrained(tmp_path / "init"))
+    )
+    data, train = small_run(shards, tmp_path / "straight", steps=6)
+    pretrain(data, preset("tiny"), train)
+    expected = _losses(tmp_path / "straight")
+
+    # Interrupt the second run with a real SIGTERM after step 2: it finishes step 3 and saves.
+    update = TrainDisplay.update
+
+    def update_then_signal(self, step, record=None):
+        update(self, step, record)
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(TrainDisplay, "update", update_then_signal)
+    data, train = small_run(shards, tmp_path / "resumed", steps=6)
+    stopped = pretrain(data, preset("tiny"), train)
+    assert stopped["stopped"] == "SIGTERM" and stopped["steps"] == 3 and stopped["model"] is None
+    monkeypatch.setattr(TrainDisplay, "update", update)
+    train.resume = True
+    resumed = pretrain(data, preset("tiny"), train)
+    assert resumed["steps"] == 6 and resumed["stopped"] is None
+    assert _losses(tmp_path / "resumed") == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shards, tmp_path, monkeypatch):
+    from muser.losses import TriModalLoss
+
+    forward = TriModalLoss.forward
+    calls = {"n": 0}
+
+    def diverging(self, emb, caption_ids=None):
+        total, parts = forward(self, emb, caption_ids)
+        calls["n"] += 1
+        return (total * float("nan"), parts) if calls["n"] == 4 else (total, parts)
+
+    monkeypatch.setattr(TriModalLoss, "forward", diverging)
+    data, train = small_run(shards, tmp_path / "run", steps=8, save_every=2)
+    with pytest.raises(NonFiniteLossError, match="step 4"):
+        pretrain(data, preset("tiny"), train)
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 2
+    assert not (tmp_path / "run" / "step-0000004.pt").exists()
+
+
+def test_bad_shard_paths_are_one_clear_error(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    train = TrainConfig(output=str(tmp_path / "run"), steps=2)
+    with pytest.raises(ValueError, match="no such folder"):
+        pretrain(DataConfig(shards=[str(tmp_path / "missing")], batch_size=8), preset("tiny"), train)
+    with pytest.raises(ValueError, match="is empty"):
+        pretrain(DataConfig(shards=[str(empty)], batch_size=8), preset("tiny"), train)
+    result = CliRunner().invoke(main, ["pretrain", "--shards", str(empty), "--output", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "is empty" in result.output and "Traceback" not in result.output
+
+
+def test_option_errors_name_the_option(shards, tmp_path):
+    data, train = small_run(shards, tmp_path / "run", procs=3)
+    with pytest.raises(ValueError, match="--batch-size 8 must be divisible"):
+        pretrain(data, preset("tiny"), train)
+    data, train = small_run(shards, tmp_path / "run", loss_terms=("at", "xx"))
+    with pytest.raises(ValueError, match="--loss-terms"):
+        pretrain(data, preset("tiny"), train)
+
+
+def test_cli_smoke_and_resume_from_the_run_folder(shards, tmp_path):
+    out = tmp_path / "run"
+    args = [
+        "pretrain",
+        "--shards",
+        str(shards),
+        "--output",
+        str(out),
+        "--gpus",
+        "0",
+        "--steps",
+        "3",
+        "--batch-size",
+        "8",
+        "--crop-seconds",
+        "2",
+        "--workers",
+        "0",
+        "--log-every",
+        "1",
+        "--warmup",
+        "1",
+        "--loss-terms",
+        "at,st,as",
+        "--grad-accum",
+        "2",
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 3 and "loss_as" in json.loads(
+        (out / "metrics.jsonl").read_text().splitlines()[0]
+    )
+    again = CliRunner().invoke(main, ["pretrain", "--output", str(out), "--resume", "--steps", "5"])
+    assert again.exit_code == 0, again.output
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]
+    fresh = CliRunner().invoke(main, args)  # the same folder without --resume must not clobber the run
+    assert fresh.exit_code == 2 and "--resume" in fresh.output
+
+
+def test_sigterm_in_a_subprocess_leaves_a_loadable_checkpoint(shards, tmp_path):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "muser.cli",
+        "pretrain",
+        "--shards",
+        str(shards),
+        "--output",
+        str(out),
+        "--steps",
+        "10000",
+        "--batch-size",
+        "8",
+        "--crop-seconds",
+        "2",
+        "--workers",
+        "0",
+        "--log-every",
+        "1",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").is_file() or len((out / "metrics.jsonl").read_text().splitlines()) < 2:
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    result = json.loads(stdout.strip().splitlines()[-1])
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert result["stopped"] == "SIGTERM" and state["step"] == result["steps"] >= 2
+
+
+@pytest.mark.distributed
+def test_procs_2_completes_and_logs_like_one_process(shards, tmp_path):
+    data, train = small_run(shards, tmp_path / "two", steps=3, procs=2)
+    result = pretrain(data, preset("tiny"), train)
+    assert result["world_size"] == 2 and result["steps"] == 3 and result["stopped"] is None
+    state = torch.load(tmp_path / "two" / "last.pt", weights_only=True)
+    assert state["world_size"] == 2 and len(state["rng"]) == 2
+    assert (tmp_path / "two" / "model" / "model.safetensors").is_file()
+
+
+def test_pretrained_text_encoder_trains_at_a_lower_lr(shards, tmp_path, minilm_dir):
+    data, train = small_run(shards, tmp_path / "run", steps=2, warmup=0, lr=1e-3)
+    pretrain(data, preset("tiny", text_encoder=str(minilm_dir)), train)
+    first = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["lr"] == pytest.approx(1e-3) and first["lr_text"] == pytest.approx(1e-4)
