@@ -4,9 +4,10 @@ a built-in music vocabulary) and wrapped as a transformers PreTrainedTokenizerFa
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Iterable
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -59,23 +60,55 @@ def music_vocabulary() -> list[str]:
     return sentences
 
 
+def wordpiece_vocab(
+    corpus: list[str],
+    vocab_size: int,
+    normalizer: normalizers.Normalizer,
+    pre_tokenizer: pre_tokenizers.PreTokenizer,
+) -> dict[str, int]:
+    """A deterministic WordPiece vocabulary: special tokens, every character seen (as a word start and as a
+    `##` continuation, so no word is ever [UNK]), then whole words by frequency (ties alphabetical).
+
+    `tokenizers`' WordPieceTrainer breaks merge ties in hash-map order, so two trainings on the same texts
+    give different vocabularies and token ids; a model seeded identically would then differ from step 1.
+    """
+    words: Counter[str] = Counter()
+    for text in corpus:
+        words.update(w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for w in words for c in w})
+    vocab = list(SPECIAL_TOKENS) + chars + [f"##{c}" for c in chars]
+    if len(vocab) > vocab_size:
+        raise ValueError(
+            f"vocab_size {vocab_size} is below the {len(vocab)} special and character tokens these texts need"
+        )
+    seen = set(vocab)
+    for word, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(vocab) >= vocab_size:
+            break
+        if word not in seen:
+            vocab.append(word)
+            seen.add(word)
+    return {token: i for i, token in enumerate(vocab)}
+
+
 def train_wordpiece(
     texts: Iterable[str] | None = None, vocab_size: int = 2000, max_length: int = 64
 ) -> PreTrainedTokenizerFast:
-    """A lower-casing BERT-style WordPiece tokenizer trained on `texts` (default: music_vocabulary()).
+    """A lower-casing BERT-style WordPiece tokenizer built from `texts` (default: music_vocabulary()); the
+    same texts always give the same vocabulary and ids.
 
     Encodes a sentence as [CLS] ... [SEP]; pads with [PAD] (id 0).
     """
     corpus = list(texts) if texts is not None else music_vocabulary()
     if not corpus:
         raise ValueError("tokenizer_texts is empty; give at least one sentence (or None for the built-in)")
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=1, special_tokens=list(SPECIAL_TOKENS), show_progress=False
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok = Tokenizer(
+        models.WordPiece(wordpiece_vocab(corpus, vocab_size, normalizer, pre_tokenizer), unk_token="[UNK]")
     )
-    tok.train_from_iterator(corpus, trainer)
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

@@ -25,6 +25,18 @@ def test_tokenizer_trained_on_given_texts():
     assert enc["attention_mask"].sum(dim=1).tolist() == [3, 5]
 
 
+def test_tokenizer_is_deterministic():
+    # tokenizers' own WordPiece trainer breaks ties in hash-map order; ours must not, or two runs with one
+    # seed would embed the same caption differently from step 1.
+    texts = ["a chiptune song with a keyboard", "trance and chiptune music", "a keyboard style"] * 2
+    first, second = train_wordpiece(texts, vocab_size=50), train_wordpiece(texts, vocab_size=50)
+    assert first.get_vocab() == second.get_vocab()
+    assert len(first.get_vocab()) == 50  # the most frequent whole words fill the budget after the characters
+    assert first.tokenize("brick") == ["b", "##r", "##i", "##c", "##k"]  # unseen word, seen letters
+    with pytest.raises(ValueError, match="vocab_size"):
+        train_wordpiece(texts, vocab_size=10)
+
+
 def test_builtin_vocabulary_knows_music_words():
     tok = train_wordpiece(None, vocab_size=2000)
     assert len(music_vocabulary()) > 50
