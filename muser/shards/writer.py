@@ -7,7 +7,7 @@ Commit protocol per shard: write `.NAME.tmp`, fsync, rename to NAME, append the 
 errors.jsonl, then atomically replace manifest.json (which lists the shard with its keys). A killed run
 leaves at most uncommitted leftovers, which the next run removes before it continues after the last
 listed shard; tracks are processed one split at a time in a fixed order, so the resumed output is the
-same, byte for byte, as an uninterrupted run.
+same, byte for byte, as an uninterrupted run. The progress bar and summary table are muser.shards.report.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from muser.config import ShardConfig, to_dict
 from muser.shards import manifest as mf
 from muser.shards.audio import CODECS, resampler_name
 from muser.shards.pool import results
+from muser.shards.report import ShardProgress, summary_table
 
 # Options that change what the shards contain; a resume with any of them different is refused.
 OUTPUT_OPTIONS = (
@@ -44,22 +45,6 @@ OUTPUT_OPTIONS = (
 )
 _TMP_RE = re.compile(r"^\.[A-Za-z0-9_]+-\d{6}\.tar\.tmp$")
 _MTIME = 1_700_000_000  # fixed member mtime: identical input gives identical tar bytes
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1024,
-    "kb": 1024,
-    "kib": 1024,
-    "m": 1024**2,
-    "mb": 1024**2,
-    "mib": 1024**2,
-    "g": 1024**3,
-    "gb": 1024**3,
-    "gib": 1024**3,
-    "t": 1024**4,
-    "tb": 1024**4,
-    "tib": 1024**4,
-}
 
 
 class TooManyErrors(RuntimeError):
@@ -68,21 +53,6 @@ class TooManyErrors(RuntimeError):
     def __init__(self, message: str, summary: dict[str, Any]):
         super().__init__(message)
         self.summary = summary
-
-
-def parse_size(text: str | int) -> int:
-    """'512MB', '1GB', '300k', '1048576' -> bytes (powers of 1024, like the default 512 MiB)."""
-    if isinstance(text, int):
-        return text
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(text))
-    if not m or m.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(
-            f"cannot read size {text!r}; write a number with an optional unit, e.g. 512MB or 1GB"
-        )
-    size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
-    if size <= 0:
-        raise ValueError(f"size {text!r} must be positive")
-    return size
 
 
 def write_shards(cfg: ShardConfig, progress: bool = True, listing: Any = None) -> dict[str, Any]:
@@ -112,7 +82,7 @@ def write_shards(cfg: ShardConfig, progress: bool = True, listing: Any = None) -
     run = _Run(dst, cfg, manifest, listing.label_tasks)
     workers = max(1, cfg.workers or os.cpu_count() or 1)
     started = time.perf_counter()
-    with _progress(progress, len(todo)) as bar:
+    with ShardProgress(progress, len(todo)) as bar:
         for track, result in results(todo, cfg, workers):
             if isinstance(result, str):
                 run.error(track, result)
@@ -388,46 +358,7 @@ def _clean(meta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# --- progress and summary --------------------------------------------------------------------------
-
-
-class _progress:
-    """A rich bar (tracks/s, audio hours/s, ETA) on stderr, or nothing when quiet."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total, self.progress, self.task = enabled, total, None, None
-        self.start = time.perf_counter()
-
-    def __enter__(self) -> _progress:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(
-                TextColumn("sharding"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rates]}"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
-            self.progress.start()
-            self.task = self.progress.add_task("shard", total=self.total, rates="")
-        self.start = time.perf_counter()
-        return self
-
-    def advance(self, audio_seconds: float) -> None:
-        """One more track done; audio_seconds: audio written so far by this run."""
-        if self.progress is None:
-            return
-        dt = max(time.perf_counter() - self.start, 1e-9)
-        done = self.progress.tasks[0].completed + 1
-        rates = f"{done / dt:.1f} tracks/s  {audio_seconds / 3600 / dt:.3f} audio h/s"
-        self.progress.update(self.task, advance=1, rates=rates)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.progress is not None:
-            self.progress.stop()
+# --- summary ---------------------------------------------------------------------------------------
 
 
 def _summary(run: _Run, source: str, tracks: int, resumed: int, workers: int, elapsed: float) -> dict:
@@ -455,20 +386,3 @@ def _summary(run: _Run, source: str, tracks: int, resumed: int, workers: int, el
         "tracks_per_s": round((tracks - resumed) / max(elapsed, 1e-9), 3),
         "realtime_factor": round(run.audio_seconds / max(elapsed, 1e-9), 3),
     }
-
-
-def summary_table(summary: dict[str, Any]) -> Any:
-    """A rich table of a write_shards summary: per split shards/samples/hours, then errors."""
-    from rich.table import Table
-
-    table = Table(title=f"muser shard -> {summary['dst']}")
-    for col in ("split", "shards", "samples", "hours"):
-        table.add_column(col, justify="left" if col == "split" else "right")
-    for name, s in summary["splits"].items():
-        table.add_row(name, str(s["shards"]), str(s["samples"]), f"{s['hours']:.3f}")
-    table.add_row("errors", "", str(summary["errors"]), f"{summary['error_fraction']:.1%} of tracks")
-    table.caption = (
-        f"{summary['written']} written, {summary['resumed']} already done, "
-        f"{summary['tracks_per_s']:.1f} tracks/s, {summary['realtime_factor']:.0f}x real time"
-    )
-    return table

@@ -15,8 +15,9 @@ import soundfile as sf
 from muser.config import ShardConfig
 from muser.shards import manifest as mf
 from muser.shards import pool, writer
+from muser.shards.report import parse_size
 from muser.shards.sources.base import AUDIO_EXTENSIONS, SourceListing, Track
-from muser.shards.writer import TooManyErrors, parse_size, write_shards
+from muser.shards.writer import TooManyErrors, write_shards
 
 SPLITS = ("train", "valid", "test")
 
