@@ -89,7 +89,7 @@ def test_ddp_step_matches_one_process_at_the_same_global_batch(tmp_path):
     """Two gloo ranks with 4 rows each give the loss and the gradients of one process with 8 rows."""
     from muser.losses import TriModalLoss
     from muser.models.muser import MUSER
-    from muser.train.trainer import _Objective
+    from muser.train.step import Objective
 
     torch.manual_seed(0)
     model = MUSER.from_preset("tiny").eval()
@@ -107,7 +107,7 @@ def test_ddp_step_matches_one_process_at_the_same_global_batch(tmp_path):
     batch = {"audio": torch.rand(8, 16000) - 0.5, **model.tokenize(texts)}
     batch["caption_id"] = torch.tensor([hash(t) % 1000 for t in texts])
     torch.save(batch, tmp_path / "batch.pt")
-    objective = _Objective(model, TriModalLoss(terms=("at", "st", "as")), None)
+    objective = Objective(model, TriModalLoss(terms=("at", "st", "as")), None)
     total, _ = objective(batch)
     total.backward()
     worker = Path(__file__).parent / "train" / "ddp_worker.py"

@@ -3,38 +3,34 @@
 One process runs in place; `--gpus N` / `--procs N` / `--nnodes M` re-launch this same function under
 torchrun (muser.train.launch). Every rank runs the loop on its slice of the global batch; rank 0 alone
 prints and writes the run folder (config.json, metrics.jsonl, last.pt, step-K.pt, model/, result.json).
+One optimiser step is muser.train.step; the run folder's files are muser.train.run_folder.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
 import signal
 import threading
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
-from muser import __version__
 from muser.config import DataConfig, ModelConfig, TrainConfig, to_dict
-from muser.distributed import all_reduce_mean, barrier, dist_cleanup, dist_init, get_world_size, in_torchrun
+from muser.distributed import barrier, dist_cleanup, dist_init, get_world_size, in_torchrun
 from muser.train import checkpoint as ckpt
 from muser.train.data import MIN_EPOCH_BATCHES, MicroBatches, check_sources, has_split, tokenizer_texts
 from muser.train.display import TrainDisplay
 from muser.train.optim import build_optimizer, build_scheduler
+from muser.train.run_folder import MetricsLog, load_resume, write_config, write_result
+from muser.train.step import apply_update, build_objective, forward_backward, reduce_and_clip
 
 TERMS = ("at", "st", "as")
 PRECISIONS = ("bf16", "fp16", "fp32")
-# Which embeddings each loss term reads; a tower no term reads gets no gradient (DDP must be told).
-TERM_INPUTS = {"at": {"audio", "text"}, "st": {"spec", "text"}, "as": {"audio", "spec"}}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -89,24 +85,6 @@ def pretrain(data: DataConfig, model: ModelConfig, train: TrainConfig) -> dict[s
     return _Run(data, model, train).run()
 
 
-class _Objective(nn.Module):
-    """model + loss as one module, so DDP all-reduces the logit scales' gradients with the towers'."""
-
-    def __init__(self, model: nn.Module, loss: nn.Module, amp_dtype: torch.dtype | None) -> None:
-        super().__init__()
-        self.model, self.loss, self.amp_dtype = model, loss, amp_dtype
-
-    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        device_type = self.model.device.type
-        with torch.autocast(
-            device_type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
-        ):
-            emb = self.model(batch)
-        # The contrastive loss runs in fp32: its log-sum-exp over the global batch is where bf16 hurts.
-        emb = {k: v.float() for k, v in emb.items()}
-        return self.loss(emb, batch["caption_id"])
-
-
 class _StopFlag:
     """SIGTERM/SIGINT set a flag the loop checks after each step (a second SIGINT aborts at once)."""
 
@@ -134,11 +112,6 @@ def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    keys = ("audio", "length", "input_ids", "attention_mask", "caption_id")
-    return {k: batch[k].to(device, non_blocking=True) for k in keys if k in batch}
 
 
 class _Run:
@@ -176,42 +149,6 @@ class _Run:
                 "--epochs needs shard folders with manifests (sample counts); use --steps for URLs"
             )
         return max(1, math.ceil(self.train.epochs * samples / self.data.batch_size))
-
-    def _load_resume(self) -> dict[str, Any] | None:
-        if not self.train.resume:
-            if (self.out / ckpt.LAST).exists():
-                raise ValueError(
-                    f"{self.out} already holds a run (last.pt); pass --resume to continue it "
-                    "or choose another --output"
-                )
-            return None
-        state = ckpt.load_checkpoint(self.out / ckpt.LAST)
-        saved = state.get("config", {})
-        for section, cfg, fields in (
-            ("data", self.data, ("batch_size", "shards", "split", "crop_seconds")),
-            ("train", self.train, ("grad_accum", "seed")),
-        ):
-            for name in fields:
-                before, now = saved.get(section, {}).get(name), to_dict(cfg)[name]
-                if before is not None and before != now:
-                    raise ValueError(
-                        f"--resume needs the same {name.replace('_', '-')} as the run "
-                        f"({before!r}, now {now!r})"
-                    )
-        return state
-
-    def _write_config(self, world: int, total: int) -> None:
-        config = {
-            "muser_version": __version__,
-            "world_size": world,
-            "total_steps": total,
-            "data": to_dict(self.data),
-            "model": to_dict(self.model.config),
-            "train": to_dict(self.train),
-        }
-        tmp = self.out / ".config.json.tmp"
-        tmp.write_text(json.dumps(config, indent=2) + "\n")
-        os.replace(tmp, self.out / "config.json")
 
     # ---- checkpoints --------------------------------------------------------------------------------
 
@@ -288,7 +225,7 @@ class _Run:
         samples = check_sources(data.shards, data.split)
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
-        resume = self._load_resume()
+        resume = load_resume(self.out, data, train)
         total = self._total_steps(samples)
         _seed_all(train.seed)
         self.model = self._build_model(resume).to(device)
@@ -296,24 +233,13 @@ class _Run:
         self.loss = TriModalLoss(terms=tuple(train.loss_terms), duplicate_aware=train.duplicate_aware).to(
             device
         )
-        cuda = device.type == "cuda"
-        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.precision) if cuda else None
-        objective: nn.Module = _Objective(self.model, self.loss, amp)
-        if world > 1:
-            if cuda and train.sync_bn:
-                objective = nn.SyncBatchNorm.convert_sync_batchnorm(objective)
-                self.model = objective.model
-            used = set().union(*(TERM_INPUTS[t] for t in train.loss_terms))
-            objective = DistributedDataParallel(
-                objective,
-                device_ids=[device.index] if cuda else None,
-                find_unused_parameters=used != {"audio", "spec", "text"},
-            )
+        objective, self.model = build_objective(self.model, self.loss, train, world, device)
         self.optimizer = build_optimizer(
             self.model.param_groups(), list(self.loss.parameters()), train, self.model.text_is_pretrained
         )
         self.scheduler = build_scheduler(self.optimizer, train.warmup, total)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and train.precision == "fp16")
+        fp16 = device.type == "cuda" and train.precision == "fp16"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
         micro = data.batch_size // (world * train.grad_accum)
         loader = make_loader(
             data.shards,
@@ -334,13 +260,12 @@ class _Run:
         # Ranks draw different SpecAugment masks and dropout; the model init above was identical.
         _seed_all(train.seed + 1000 * self.rank + 1)
         step = self._restore(resume) if resume is not None else 0
+        metrics = MetricsLog(self.out)
         if self.rank == 0:
-            self._write_config(world, total)
-        metrics_path = self.out / "metrics.jsonl"
-        if self.rank == 0:
-            _truncate_metrics(metrics_path, step)
+            write_config(self.out, world, total, data, self.model.config, train)
+            metrics.truncate(step)
         valid = [s for s in data.shards if has_split(s, data.valid_split)] if train.eval_every else []
-        return self._loop(objective, step, total, world, device, metrics_path, valid)
+        return self._loop(objective, step, total, world, device, metrics, valid)
 
     def _loop(
         self,
@@ -349,7 +274,7 @@ class _Run:
         total: int,
         world: int,
         device: torch.device,
-        metrics_path: Path,
+        metrics: MetricsLog,
         valid: list[str],
     ) -> dict[str, Any]:
         train, data = self.train, self.data
@@ -361,28 +286,15 @@ class _Run:
         stopped = None
         with _StopFlag() as stop, TrainDisplay(total, step, enabled=self.rank == 0) as display:
             while step < total:
-                losses, wait = [], 0.0
                 try:
-                    for i in range(train.grad_accum):
-                        t = time.perf_counter()
-                        batch = _to_device(next(self.stream), device)
-                        wait += time.perf_counter() - t
-                        sync = i == train.grad_accum - 1 or not isinstance(objective, DistributedDataParallel)
-                        with nullcontext() if sync else objective.no_sync():
-                            total_loss, parts = objective(batch)
-                            self.scaler.scale(total_loss / train.grad_accum).backward()
-                        losses.append(
-                            torch.stack([total_loss.detach(), *(parts[t].detach() for t in train.loss_terms)])
-                        )
+                    losses, wait = forward_backward(objective, self.stream, self.scaler, train, device)
                 except Exception:
                     if stop.signum:  # a Ctrl-C also reaches the DataLoader workers, which then die
                         break
                     raise
-                flag = torch.tensor([float(stop.signum)], device=device)
-                stats = all_reduce_mean(torch.cat([torch.stack(losses).float().mean(0), flag]))
-                self.scaler.unscale_(self.optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, train.grad_clip)
-                values = stats.tolist()
+                values, grad_norm = reduce_and_clip(
+                    losses, stop.signum, self.scaler, self.optimizer, params, train.grad_clip
+                )
                 if not math.isfinite(values[0]) or (
                     not self.scaler.is_enabled() and not torch.isfinite(grad_norm)
                 ):
@@ -391,12 +303,7 @@ class _Run:
                         f"{grad_norm.item()}); stopped without saving: {self.out / ckpt.LAST} holds the last "
                         "good state. Lower --lr, raise --warmup or use --precision fp32, then --resume."
                     )
-                lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}  # this step's, pre-schedule
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scheduler.step()
-                self.loss.clamp_()
+                lrs = apply_update(self.scaler, self.optimizer, self.scheduler, self.loss)
                 step += 1
                 window_wait += wait
                 window_steps += 1
@@ -423,8 +330,7 @@ class _Run:
                     }
                     window_start, window_wait, window_steps = now, 0.0, 0
                     if self.rank == 0:
-                        with open(metrics_path, "a") as f:
-                            f.write(json.dumps(record) + "\n")
+                        metrics.append(record)
                     display.update(step, record)
                 else:
                     display.update(step)
@@ -455,12 +361,9 @@ class _Run:
             "model": model_dir,
             "eval": last_eval,
         }
-        metrics = _read_metrics(metrics_path) if self.rank == 0 else []
-        if metrics:
-            result["samples_per_s"] = float(np.mean([m["samples_per_s"] for m in metrics[1:] or metrics]))
-            result["data_wait_frac"] = float(np.mean([m["data_wait_frac"] for m in metrics[1:] or metrics]))
         if self.rank == 0:
-            (self.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+            result.update(metrics.mean_rates())
+            write_result(self.out, result)
         return result
 
     def _evaluate(self, valid: list[str]) -> dict[str, float]:
@@ -481,19 +384,3 @@ class _Run:
             self.model.train()
         barrier()
         return out
-
-
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records past `step` (logged after the checkpoint a resume starts from), so steps never repeat."""
-    if not path.is_file():
-        return
-    keep = [m for m in _read_metrics(path) if m.get("step", 0) <= step]
-    tmp = path.with_name(".metrics.jsonl.tmp")
-    tmp.write_text("".join(json.dumps(m) + "\n" for m in keep))
-    os.replace(tmp, path)

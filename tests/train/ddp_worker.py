@@ -14,13 +14,13 @@ from torch.nn.parallel import DistributedDataParallel
 from muser.distributed import all_reduce_mean, dist_cleanup, dist_init
 from muser.losses import TriModalLoss
 from muser.models.muser import MUSER
-from muser.train.trainer import _Objective
+from muser.train.step import Objective
 
 
 def main(model_dir: str, batch_path: str, out_path: str) -> None:
     rank, _, world, _ = dist_init("cpu")
     model = MUSER.from_pretrained(model_dir).eval()  # eval: no batch statistics, dropout or SpecAugment
-    objective = DistributedDataParallel(_Objective(model, TriModalLoss(terms=("at", "st", "as")), None))
+    objective = DistributedDataParallel(Objective(model, TriModalLoss(terms=("at", "st", "as")), None))
     batch = torch.load(batch_path, weights_only=True)
     n = batch["audio"].shape[0] // world
     local = {k: v[rank * n : (rank + 1) * n] for k, v in batch.items()}

@@ -1,0 +1,106 @@
+"""The run folder's bookkeeping files (rank 0 writes them): the --resume check against last.pt,
+config.json (what ran), metrics.jsonl (one record per logged step) and result.json (the run summary)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from muser import __version__
+from muser.config import DataConfig, ModelConfig, TrainConfig, to_dict
+from muser.train import checkpoint as ckpt
+
+# Options a resumed run must share with the saved one: they fix the data stream and the step arithmetic.
+_RESUME_FIXED = (
+    ("data", ("batch_size", "shards", "split", "crop_seconds")),
+    ("train", ("grad_accum", "seed")),
+)
+
+
+def load_resume(out: Path, data: DataConfig, train: TrainConfig) -> dict[str, Any] | None:
+    """The checkpoint state --resume continues from, or None for a fresh run.
+
+    Raises ValueError when `out` already holds a run and --resume is not set, or when an option that fixes
+    the data stream differs from the saved run's.
+    """
+    if not train.resume:
+        if (out / ckpt.LAST).exists():
+            raise ValueError(
+                f"{out} already holds a run (last.pt); pass --resume to continue it "
+                "or choose another --output"
+            )
+        return None
+    state = ckpt.load_checkpoint(out / ckpt.LAST)
+    saved = state.get("config", {})
+    configs = {"data": data, "train": train}
+    for section, fields in _RESUME_FIXED:
+        for name in fields:
+            before, now = saved.get(section, {}).get(name), to_dict(configs[section])[name]
+            if before is not None and before != now:
+                raise ValueError(
+                    f"--resume needs the same {name.replace('_', '-')} as the run ({before!r}, now {now!r})"
+                )
+    return state
+
+
+def write_config(
+    out: Path, world: int, total: int, data: DataConfig, model: ModelConfig, train: TrainConfig
+) -> None:
+    """RUN/config.json: the version, world size, step count and the three config sections (atomic)."""
+    config = {
+        "muser_version": __version__,
+        "world_size": world,
+        "total_steps": total,
+        "data": to_dict(data),
+        "model": to_dict(model),
+        "train": to_dict(train),
+    }
+    tmp = out / ".config.json.tmp"
+    tmp.write_text(json.dumps(config, indent=2) + "\n")
+    os.replace(tmp, out / "config.json")
+
+
+def write_result(out: Path, result: dict[str, Any]) -> None:
+    """RUN/result.json: the summary pretrain() returns."""
+    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+class MetricsLog:
+    """RUN/metrics.jsonl: one JSON record per logged step, appended as the run goes."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / "metrics.jsonl"
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def truncate(self, step: int) -> None:
+        """Drop records past `step` (logged after the checkpoint a resume starts from): steps never repeat."""
+        if not self.path.is_file():
+            return
+        keep = [m for m in self.read() if m.get("step", 0) <= step]
+        tmp = self.path.with_name(".metrics.jsonl.tmp")
+        tmp.write_text("".join(json.dumps(m) + "\n" for m in keep))
+        os.replace(tmp, self.path)
+
+    def append(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def mean_rates(self) -> dict[str, float]:
+        """Mean samples_per_s and data_wait_frac over the records ({} when none were logged).
+
+        The first record is left out when there are others: its window includes the warm-up (worker start,
+        first CUDA kernels), which says nothing about the steady rate.
+        """
+        metrics = self.read()
+        if not metrics:
+            return {}
+        steady = metrics[1:] or metrics
+        return {k: float(np.mean([m[k] for m in steady])) for k in ("samples_per_s", "data_wait_frac")}
