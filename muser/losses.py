@@ -6,6 +6,8 @@ Under torch.distributed every rank computes the loss of its own rows against the
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -46,6 +48,15 @@ class _GatherWithGrad(torch.autograd.Function):
         return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
 
 
+def _log_ceiling(max_scale: float) -> float:
+    """The largest float32 log whose float32 exp does not exceed max_scale, so the clamp bounds the scale
+    itself exactly (exp of float32 log(100) rounds to 100.0000076)."""
+    bound = torch.tensor(math.log(max_scale), dtype=torch.float32)
+    while float(bound.exp()) > max_scale:
+        bound = torch.nextafter(bound, torch.tensor(-math.inf))
+    return float(bound)
+
+
 def gather_with_grad(x: Tensor) -> Tensor:
     """x: (B, ...) on every rank -> (W * B, ...) in rank order, differentiable; identity with one process."""
     if _world()[1] == 1:
@@ -62,9 +73,13 @@ def _gather_ids(ids: Tensor) -> Tensor:
 class TriModalLoss(nn.Module):
     """Sum of symmetric contrastive terms between the model's embeddings, one learnable logit scale per term.
 
-    The scales are stored as the scale itself (not its log) so that `clamp_()` after each optimiser step
-    bounds exactly what multiplies the logits; forward never clamps (clamping there freezes the gradient at
-    the ceiling, a fault of the original code).
+    Each scale is stored as its log (`log_scales[term]`, initialised to log(init_scale)) and forward uses
+    exp(log_scale), as CLIP does. The reason is the optimiser: Adam moves a parameter by about lr per step
+    whatever its gradient's size, so a raw scale of 14.3 at lr 1e-3 changes by ~0.007% per step and is
+    effectively frozen; in log space the same step is a ~0.1% relative change of the scale, so the
+    temperature actually learns (and can never become negative). `clamp_()` after each optimiser step bounds
+    the log in place to [0, log(max_scale)], i.e. the scale to [1, max_scale]; forward never clamps (clamping
+    there freezes the gradient at the ceiling, a fault of the original code).
     """
 
     def __init__(
@@ -85,18 +100,26 @@ class TriModalLoss(nn.Module):
         self.max_scale = float(max_scale)
         self.duplicate_aware = duplicate_aware
         self.impl = impl
-        self.logit_scales = nn.ParameterDict(
-            {t: nn.Parameter(torch.tensor(float(init_scale))) for t in terms}
+        self.log_max = _log_ceiling(self.max_scale)
+        self.log_scales = nn.ParameterDict(
+            {t: nn.Parameter(torch.tensor(math.log(init_scale))) for t in terms}
         )
+
+    def logit_scale(self, term: str) -> Tensor:
+        """The effective scale exp(log_scale) of one term as a differentiable scalar tensor."""
+        return self.log_scales[term].exp()
 
     @torch.no_grad()
     def clamp_(self) -> None:
-        """Clamp every logit scale in place to [1, max_scale]; the trainer calls it after each step."""
-        for p in self.logit_scales.values():
-            p.clamp_(1.0, self.max_scale)
+        """Clamp every log scale in place to [0, log(max_scale)] (scale in [1, max_scale]); the trainer
+        calls it after each optimiser step. In place, so the optimiser state stays attached to the same
+        tensor."""
+        for p in self.log_scales.values():
+            p.clamp_(0.0, self.log_max)
 
     def scales(self) -> dict[str, float]:
-        return {t: float(p.detach()) for t, p in self.logit_scales.items()}
+        """The effective scales exp(log_scale) per term, for logging."""
+        return {t: float(p.detach().exp()) for t, p in self.log_scales.items()}
 
     def forward(
         self, emb: dict[str, Tensor], caption_ids: Tensor | None = None
@@ -128,7 +151,7 @@ class TriModalLoss(nn.Module):
                 raise ValueError(
                     f"loss term {term!r} needs embeddings {missing}; the model output lacks them"
                 )
-            scale = self.logit_scales[term]
+            scale = self.logit_scale(term)
             # Caption ids describe text, so only the text pairs get duplicate-aware positives.
             ids, all_ids = (ids_local, ids_global) if cols == "text" else (None, None)
             if world == 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 
@@ -42,7 +43,7 @@ def test_parts_are_the_contrastive_terms():
         torch.testing.assert_close(parts[term], value)
     torch.testing.assert_close(total, sum(expected.values()))
     total.backward()
-    assert all(p.grad is not None and p.grad.abs() > 0 for p in loss.logit_scales.values())
+    assert all(p.grad is not None and p.grad.abs() > 0 for p in loss.log_scales.values())
 
 
 def test_duplicate_awareness_changes_targets():
@@ -55,17 +56,44 @@ def test_duplicate_awareness_changes_targets():
     assert not torch.allclose(aware, plain)
 
 
-def test_scales_are_stored_as_scales_and_clamped_in_place():
+def test_scales_are_stored_as_logs_and_clamped_in_place():
     loss = TriModalLoss()
-    assert set(loss.logit_scales) == {"at", "st"}
+    assert set(loss.log_scales) == {"at", "st"}
+    assert loss.log_scales["at"].item() == pytest.approx(math.log(1 / 0.07))
     assert loss.scales() == pytest.approx({"at": 1 / 0.07, "st": 1 / 0.07})
-    param = loss.logit_scales["at"]
+    param = loss.log_scales["at"]
+    storage = param.data_ptr()
     with torch.no_grad():
-        loss.logit_scales["at"].fill_(250.0)
-        loss.logit_scales["st"].fill_(0.2)
+        loss.log_scales["at"].fill_(math.log(250.0))
+        loss.log_scales["st"].fill_(math.log(0.2))
     loss.clamp_()
-    assert loss.logit_scales["at"] is param  # same Parameter object: the optimiser state stays attached
-    assert loss.scales() == {"at": 100.0, "st": 1.0}
+    # Same Parameter object and storage: the optimiser state stays attached.
+    assert loss.log_scales["at"] is param and param.data_ptr() == storage
+    assert loss.scales() == pytest.approx({"at": 100.0, "st": 1.0})
+    assert loss.scales()["at"] <= 100.0  # the ceiling bounds the scale itself, not just its rounded log
+
+
+def test_scale_learns_at_an_ordinary_learning_rate():
+    # Audio and text embeddings identical and tightly clustered (negatives at cosine ~0.95): the positives
+    # win only at a large scale, so the gradient keeps pushing the scale up. A raw-valued scale would move
+    # ~lr per step (14.3 -> at most 16.3 in 200 steps); the log-valued one grows by a factor, up to the
+    # ceiling, where clamp_ holds it.
+    gen = torch.Generator().manual_seed(0)
+    centre = torch.randn(1, DIM, generator=gen)
+    audio = F.normalize(centre + 0.2 * torch.randn(BATCH, DIM, generator=gen), dim=1)
+    emb = {"audio": audio, "text": audio}
+    loss = TriModalLoss(terms=("at",))
+    opt = torch.optim.Adam(loss.parameters(), lr=1e-2)
+    seen = []
+    for _ in range(300):
+        total, _ = loss(emb, None)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        loss.clamp_()
+        seen.append(loss.scales()["at"])
+    assert seen[199] > 1.5 / 0.07
+    assert max(seen) <= 100.0 and seen[-1] == pytest.approx(100.0)
 
 
 def test_bad_configuration_and_inputs_raise():
@@ -113,7 +141,7 @@ def _step(feats, ids, impl):
         **{f"part.{t}": v.detach() for t, v in parts.items()},
         **{f"emb.{m}": e.grad for m, e in emb.items()},
         **{f"param.{n}": p.grad for n, p in encoders.named_parameters()},
-        **{f"scale.{t}": p.grad for t, p in objective.logit_scales.items()},
+        **{f"scale.{t}": p.grad for t, p in objective.log_scales.items()},
     }
 
 

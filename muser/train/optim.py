@@ -1,7 +1,8 @@
 """AdamW over the model's parameter groups plus the loss's logit scales; the warmup + cosine schedule.
 
 Weight decay applies to matrices and convolution kernels only: biases, norm gains and the logit scales
-are one-dimensional and decaying them pulls them toward zero for no regularising benefit (the CLIP recipe).
+are one-dimensional and decaying them pulls them toward zero for no regularising benefit (the CLIP recipe;
+the scales are stored as logs, so decay would drag the temperature toward 1).
 """
 
 from __future__ import annotations
