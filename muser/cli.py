@@ -29,7 +29,7 @@ def main() -> None:
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    from muser.shards.writer import parse_size
+    from muser.shards.report import parse_size
 
     try:
         return None if value is None else parse_size(value)
@@ -424,7 +424,7 @@ def eval_cmd(
     show_default=True,
     help="Folder for the corpus, shards, run and report (reused by a second run).",
 )
-@click.option("--quick", is_flag=True, help="A ~2-minute version: fewer tracks, fewer steps, one seed.")
+@click.option("--quick", is_flag=True, help="A ~1-minute version: fewer tracks, fewer steps, one seed.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the corpus and the run.")
 def demo(out: str, quick: bool, seed: int) -> None:
     """The whole loop on the built-in corpus: generate, shard, pretrain (tiny), evaluate.
@@ -435,13 +435,16 @@ def demo(out: str, quick: bool, seed: int) -> None:
 
     \b
     Examples:
-      muser demo                 # ~10 minutes on 2 CPU cores
+      muser demo                 # ~5 minutes on 2 CPU cores
       muser demo --quick --out /tmp/demo
     """
-    from muser.demo import run_demo
+    from muser.demo import DemoInterrupted, run_demo
 
     try:
         run_demo(out, quick=quick, seed=seed)
+    except DemoInterrupted as exc:
+        click.echo(str(exc), err=True)
+        raise SystemExit(130) from None
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -22,7 +22,7 @@ from muser.config import DataConfig, EvalConfig, ShardConfig, TrainConfig, prese
 
 @dataclass
 class DemoSize:
-    """How much work one demo run does; `quick` is the ~2-minute smoke version."""
+    """How much work one demo run does; `quick` is the ~1-minute smoke version."""
 
     n_per_class: int  # tracks per style (6 styles; split 60/20/20 train/valid/test)
     seconds: float  # track length
@@ -45,16 +45,22 @@ REAL_DATA_HINT = """\
 
 
 def run_demo(
-    out: str | Path = "demo_out", quick: bool = False, seed: int = 0, console: Console | None = None
+    out: str | Path = "demo_out",
+    quick: bool = False,
+    seed: int = 0,
+    console: Console | None = None,
+    size: DemoSize | None = None,
 ) -> dict:
-    """Run corpus -> shards -> pretrain -> eval under `out`; returns a summary (also out/demo.json)."""
+    """Run corpus -> shards -> pretrain -> eval under `out`; returns a summary (also out/demo.json).
+
+    `size` overrides the FULL/QUICK presets (tests use a smaller one)."""
     from muser.eval import run_eval
     from muser.shards.writer import write_shards
     from muser.synth import make_corpus
     from muser.train import pretrain
 
     console = console or Console()
-    size = QUICK if quick else FULL
+    size = size or (QUICK if quick else FULL)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -77,26 +83,36 @@ def run_demo(
     write_shards(ShardConfig(src=str(corpus / "fma_small"), dst=str(shards), source="fma", workers=2))
     timings["shard_s"] = time.perf_counter() - t0
 
-    # 3. Pretraining of the tiny preset on the train split; the valid split is scored along the way.
-    t0 = stage(f"3/4  muser pretrain (tiny preset, {size.steps} steps, CPU)")
+    # 3. Pretraining of the tiny preset on the train split (the GPU when there is one). A run is reused
+    # only when result.json says it finished; an interrupted one resumes from last.pt.
+    import torch
+
+    gpus = 1 if torch.cuda.is_available() else 0
+    t0 = stage(f"3/4  muser pretrain (tiny preset, {size.steps} steps, {'GPU' if gpus else 'CPU'})")
     run = out / "run"
+    finished = _finished_run(run)
     train = TrainConfig(
         output=str(run),
+        gpus=gpus,
         steps=size.steps,
         warmup=max(5, size.steps // 10),
         lr=2e-3,
         save_every=max(50, size.steps // 2),
-        eval_every=0,
         log_every=10,
         seed=seed,
-        resume=(run / "last.pt").is_file() and not (run / "model" / "config.json").is_file(),
+        resume=finished is None and (run / "last.pt").is_file(),
     )
     data = DataConfig(shards=[str(shards)], batch_size=size.batch_size, crop_seconds=3.0, num_workers=1)
-    if (run / "model" / "config.json").is_file():
+    if finished is not None:
         console.print(f"reusing the finished run in {run}")
-        trained = json.loads((run / "result.json").read_text())
+        trained = finished
     else:
         trained = pretrain(data, preset("tiny"), train)
+        if trained.get("stopped"):
+            raise DemoInterrupted(
+                f"pretraining stopped by {trained['stopped']} at step {trained['steps']}; "
+                f"run the same command again to resume from {run / 'last.pt'}"
+            )
     timings["pretrain_s"] = time.perf_counter() - t0
 
     # 4. Downstream evaluation on the held-out test split, with both baselines in the same report.
@@ -139,6 +155,20 @@ def run_demo(
     (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
     _print_summary(console, summary)
     return summary
+
+
+class DemoInterrupted(RuntimeError):
+    """Pretraining was stopped by a signal; its checkpoint is saved and a second run resumes it."""
+
+
+def _finished_run(run: Path) -> dict[str, Any] | None:
+    """The run's result.json when that run completed (not stopped by a signal), else None."""
+    path = run / "result.json"
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    complete = not result.get("stopped") and (run / "model" / "config.json").is_file()
+    return result if complete else None
 
 
 def _print_summary(console: Console, summary: dict[str, Any]) -> None:

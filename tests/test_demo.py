@@ -1,0 +1,66 @@
+"""End-to-end smoke test of `muser demo`: the CLI entry point in-process, a tiny corpus, a few steps."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from muser import demo
+from muser.cli import main
+
+TINY = demo.DemoSize(n_per_class=5, seconds=4.0, steps=12, batch_size=12, seeds=1)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One complete tiny demo run through the CLI, shared by the tests below."""
+    out = tmp_path_factory.mktemp("demo")
+    demo_sizes = (demo.FULL, demo.QUICK)
+    demo.QUICK = TINY  # the CLI's --quick picks this preset
+    try:
+        result = CliRunner().invoke(main, ["demo", "--quick", "--out", str(out)])
+    finally:
+        demo.FULL, demo.QUICK = demo_sizes
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_demo_runs_the_whole_loop(finished):
+    out, output = finished
+    summary = json.loads((out / "demo.json").read_text())
+    for name in ("results.json", "confusion.png", "fewshot.png"):
+        assert (out / "eval" / name).stat().st_size > 0
+    assert (out / "run" / "model" / "model.safetensors").is_file()
+    # every protocol of the demo is reported for the trained model and both baselines
+    keys = set(summary["eval"])
+    assert {"muser zeroshot accuracy", "muser probe-logistic accuracy", "random zeroshot accuracy"} <= keys
+    assert "mfcc probe-logistic accuracy" in keys
+    assert all(0.0 <= v <= 1.0 for v in summary["eval"].values())
+    assert summary["pretrain"]["steps"] == TINY.steps
+    assert "The same on real data" in output and "muser shard fma_small/" in output
+
+
+def test_second_run_reuses_the_finished_run(finished):
+    out, _ = finished
+    before = (out / "run" / "model" / "model.safetensors").stat().st_mtime_ns
+    summary = demo.run_demo(out, size=TINY)
+    assert (out / "run" / "model" / "model.safetensors").stat().st_mtime_ns == before
+    assert summary["pretrain"]["steps"] == TINY.steps
+
+
+def test_an_interrupted_run_is_resumed_not_reused(finished, monkeypatch):
+    out, _ = finished
+    result = json.loads((out / "run" / "result.json").read_text())
+    (out / "run" / "result.json").write_text(json.dumps({**result, "stopped": "SIGINT"}))
+    calls = []
+
+    def fake_pretrain(data, model, train):
+        calls.append(train.resume)
+        return {**result, "stopped": "SIGTERM", "steps": 3}
+
+    monkeypatch.setattr("muser.train.pretrain", fake_pretrain)
+    with pytest.raises(demo.DemoInterrupted, match="run the same command again"):
+        demo.run_demo(out, size=TINY)
+    assert calls == [True]  # resumed from last.pt instead of evaluating a half-trained model
