@@ -30,19 +30,35 @@ def encode_track(path: str, sample_rate: int, codec: str) -> tuple[bytes, int] |
         return f"{type(err).__name__}: {err}"
 
 
+def start(workers: int) -> ProcessPoolExecutor | None:
+    """The worker processes for `results` (None when workers is 1: the jobs then run in-process).
+
+    Started and checked at once, so a caller can start them before it writes anything: a script that calls
+    write_shards without an `if __name__ == "__main__":` guard fails here, in the parent and in the
+    children (which re-run the script), with nothing written. Raises RuntimeError naming that fix.
+    """
+    return None if workers == 1 else _pool(workers)
+
+
 def results(
-    tracks: list, cfg: ShardConfig, workers: int, job_fn: Callable[..., Any] = encode_track
+    tracks: list,
+    cfg: ShardConfig,
+    workers: int,
+    job_fn: Callable[..., Any] = encode_track,
+    pool: ProcessPoolExecutor | None = None,
 ) -> Iterator[tuple[Any, Any]]:
     """(track, result) in track order; results come from `workers` processes (in-process when 1).
 
     A result is job_fn's return value, or a str (the reason) for a track that failed or had no file.
+    pool: processes from start(workers) to use (shut down when the results end); started here when None.
     """
     if workers == 1:
         for t in tracks:
             args = _job(t, cfg)
             yield t, (job_fn(*args) if args else _known_error(t))
         return
-    pool = _pool(workers)
+    if pool is None:
+        pool = _pool(workers)
     window: deque = deque()
     todo = iter(tracks)
     try:

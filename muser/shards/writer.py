@@ -27,7 +27,7 @@ from typing import Any
 from muser.config import ShardConfig, to_dict
 from muser.shards import manifest as mf
 from muser.shards.audio import CODECS, resampler_name
-from muser.shards.pool import results
+from muser.shards.pool import results, start
 from muser.shards.report import ShardProgress, summary_table
 
 # Options that change what the shards contain; a resume with any of them different is refused.
@@ -70,26 +70,33 @@ def write_shards(cfg: ShardConfig, progress: bool = True, listing: Any = None) -
     tracks = _ordered(listing.tracks)
     if not tracks:
         raise ValueError(f"no audio tracks found in {cfg.src}; check SRC and --source")
-    dst = Path(cfg.dst)
-    dst.mkdir(parents=True, exist_ok=True)
-    options = _options(cfg, listing.source)
-    if cfg.overwrite:
-        remove_outputs(dst)
-    manifest = _resume_or_start(dst, cfg, options, listing.source)
-
-    done = mf.committed_keys(manifest) | set(manifest["error_ids"])
-    todo = [t for t in tracks if t.id not in done]
-    run = _Run(dst, cfg, manifest, listing.label_tasks)
     workers = max(1, cfg.workers or os.cpu_count() or 1)
-    started = time.perf_counter()
-    with ShardProgress(progress, len(todo)) as bar:
-        for track, result in results(todo, cfg, workers):
-            if isinstance(result, str):
-                run.error(track, result)
-            else:
-                run.add(track, *result)
-            bar.advance(run.audio_seconds)
-        run.finish()
+    # The workers start before DST is touched: when they cannot start (a script without the __main__
+    # guard), the error must leave no empty manifest behind that looks like a started run.
+    pool = start(workers)
+    try:
+        dst = Path(cfg.dst)
+        dst.mkdir(parents=True, exist_ok=True)
+        options = _options(cfg, listing.source)
+        if cfg.overwrite:
+            remove_outputs(dst)
+        manifest = _resume_or_start(dst, cfg, options, listing.source)
+
+        done = mf.committed_keys(manifest) | set(manifest["error_ids"])
+        todo = [t for t in tracks if t.id not in done]
+        run = _Run(dst, cfg, manifest, listing.label_tasks)
+        started = time.perf_counter()
+        with ShardProgress(progress, len(todo)) as bar:
+            for track, result in results(todo, cfg, workers, pool=pool):
+                if isinstance(result, str):
+                    run.error(track, result)
+                else:
+                    run.add(track, *result)
+                bar.advance(run.audio_seconds)
+            run.finish()
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)  # also when an error stopped the run before results() ran
     elapsed = time.perf_counter() - started
     summary = _summary(run, listing.source, len(tracks), len(tracks) - len(todo), workers, elapsed)
     if progress:

@@ -3,6 +3,7 @@
 A checkpoint holds only tensors and plain Python values (dicts, lists, numbers, strings) so that loading it
 never unpickles arbitrary objects: model, loss (logit scales), optimiser, scheduler and scaler state, the
 CPU/CUDA/Python/NumPy RNG states, the step and data position, and the run's config dicts.
+Beside last.pt, model/ is the export (save_pretrained) of the same weights, swapped in atomically.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import numpy as np
 import torch
 
 LAST = "last.pt"
+MODEL = "model"  # the trained model's export (what `muser eval --checkpoint RUN` loads)
+INIT = "init"  # the untrained initial model: tokenizer and architecture for the other ranks and --resume
 
 
 def step_name(step: int) -> str:
@@ -88,6 +91,43 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int, keep_
         except OSError:
             shutil.copyfile(final, tmp_kept)
         os.replace(tmp_kept, kept)
+    return final
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def export_model(model: Any, run_dir: str | Path) -> Path:
+    """Write run_dir/model/ (model.save_pretrained) and return it, replacing the previous export.
+
+    The export is written to a temp folder beside it, synced, then renamed over: a reader finds either the
+    old complete export or the new one, never a half-written folder (for the instant between moving the
+    old one aside and renaming the new one in, model/ is absent; last.pt holds the same weights).
+    """
+    run_dir = Path(run_dir)
+    final = run_dir / MODEL
+    for stale in [*run_dir.glob(f".{MODEL}.tmp-*"), *run_dir.glob(f".{MODEL}.old-*")]:
+        shutil.rmtree(stale, ignore_errors=True)  # left by a process killed mid-export
+    tmp = run_dir / f".{MODEL}.tmp-{os.getpid()}"
+    old = run_dir / f".{MODEL}.old-{os.getpid()}"
+    try:
+        model.save_pretrained(tmp)
+        _fsync_tree(tmp)
+        if final.exists():
+            os.replace(final, old)  # a directory cannot be renamed over a non-empty one
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if old.exists():
+                os.replace(old, final)  # keep the previous export rather than none
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     return final
 
 

@@ -24,7 +24,18 @@ MIN_EPOCH_BATCHES = 64
 
 
 def _is_url(item: str) -> bool:
+    """A source the reader opens as a tar stream (a URL, a brace pattern or one local .tar): no manifest."""
     return "://" in item or "{" in item or item.endswith(".tar")
+
+
+def epochs_need_manifests(shards: list[str]) -> str:
+    """The message for --epochs over sources without a manifest (their sample count is unknown)."""
+    streams = [s for s in shards if _is_url(s)]
+    return (
+        f"--epochs needs the sample counts in the manifest.json of shard folders, but {', '.join(streams)} "
+        f"{'is a single .tar / URL source' if len(streams) == 1 else 'are single .tar / URL sources'} "
+        "without a manifest; use --steps, or pass the shard folder that holds the .tar files"
+    )
 
 
 def check_sources(shards: list[str], split: str) -> int | None:

@@ -2,8 +2,14 @@
 
 One process runs in place; `--gpus N` / `--procs N` / `--nnodes M` re-launch this same function under
 torchrun (muser.train.launch). Every rank runs the loop on its slice of the global batch; rank 0 alone
-prints and writes the run folder (config.json, metrics.jsonl, last.pt, step-K.pt, model/, result.json).
-One optimiser step is muser.train.step; the run folder's files are muser.train.run_folder.
+prints and writes the run folder (config.json, metrics.jsonl, last.pt, step-K.pt, init/, model/,
+result.json). One optimiser step is muser.train.step; the run folder's files are muser.train.run_folder.
+
+init/ is the untrained initial model (tokenizer, architecture, init weights), written before the first step
+so that the other ranks and a later --resume rebuild the same tokenizer and architecture. model/ only ever
+holds trained weights: it is re-exported (atomically) with every checkpoint save (periodic, at a signal
+stop, at the end), so it always matches the latest last.pt and `muser eval --checkpoint RUN` never sees
+the init.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import math
 import random
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,7 +30,14 @@ from torch import nn
 from muser.config import DataConfig, ModelConfig, TrainConfig, to_dict
 from muser.distributed import barrier, dist_cleanup, dist_init, get_world_size, in_torchrun
 from muser.train import checkpoint as ckpt
-from muser.train.data import MIN_EPOCH_BATCHES, MicroBatches, check_sources, has_split, tokenizer_texts
+from muser.train.data import (
+    MIN_EPOCH_BATCHES,
+    MicroBatches,
+    check_sources,
+    epochs_need_manifests,
+    has_split,
+    tokenizer_texts,
+)
 from muser.train.display import TrainDisplay
 from muser.train.optim import build_optimizer, build_scheduler
 from muser.train.run_folder import MetricsLog, load_resume, write_config, write_result
@@ -77,7 +91,8 @@ def pretrain(data: DataConfig, model: ModelConfig, train: TrainConfig) -> dict[s
     """
     world = world_of(train)
     check_config(data, model, train, world)
-    check_sources(data.shards, data.split)
+    if check_sources(data.shards, data.split) is None and train.epochs is not None:
+        raise ValueError(epochs_need_manifests(data.shards))
     if world > 1 and not in_torchrun():
         from muser.train.launch import launch
 
@@ -108,6 +123,10 @@ class _StopFlag:
             signal.signal(s, handler)
 
 
+def _cuda_visible() -> bool:
+    return torch.cuda.is_available()
+
+
 def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -126,47 +145,54 @@ class _Run:
     def _build_model(self, resume: dict[str, Any] | None) -> Any:
         from muser.models.muser import MUSER
 
-        model_dir = self.out / "model"
+        init_dir = self.out / ckpt.INIT
         if resume is None and self.rank == 0:
             texts = (
                 None if self.model_cfg.text_encoder else tokenizer_texts(self.data.shards, self.data.split)
             )
             model = MUSER.from_config(self.model_cfg, tokenizer_texts=texts)
             # Saved now so every rank (and a later --resume) rebuilds the same tokenizer and architecture.
-            model.save_pretrained(model_dir)
+            # Not into model/: that folder is what gets evaluated, and must only ever hold trained weights.
+            model.save_pretrained(init_dir)
         barrier()
         if resume is not None or self.rank != 0:
-            if not (model_dir / "config.json").is_file():
-                raise RuntimeError(f"{model_dir} is missing; the run folder {self.out} is incomplete")
-            model = MUSER.from_pretrained(model_dir)
+            # Runs written before init/ existed kept the tokenizer and architecture in model/ only.
+            source = init_dir if (init_dir / "config.json").is_file() else self.out / ckpt.MODEL
+            if not (source / "config.json").is_file():
+                raise RuntimeError(f"{init_dir} is missing; the run folder {self.out} is incomplete")
+            model = MUSER.from_pretrained(source)
         return model
 
     def _total_steps(self, samples: int | None) -> int:
         if self.train.epochs is None:
             return self.train.steps
         if samples is None:
-            raise ValueError(
-                "--epochs needs shard folders with manifests (sample counts); use --steps for URLs"
-            )
+            raise ValueError(epochs_need_manifests(self.data.shards))
         return max(1, math.ceil(self.train.epochs * samples / self.data.batch_size))
 
     # ---- checkpoints --------------------------------------------------------------------------------
 
-    def _gather_rng(self) -> list[dict[str, Any]]:
-        state = ckpt.rng_state()
+    def _gather_rng(self, state: dict[str, Any]) -> list[dict[str, Any]]:
         if get_world_size() == 1:
             return [state]
         states: list[Any] = [None] * get_world_size()
         torch.distributed.all_gather_object(states, state)
         return states
 
-    def _save(self, step: int, keep_step: bool) -> None:
-        rng = self._gather_rng()  # collective: every rank takes part
+    def _save(self, step: int, keep_step: bool, boundary: tuple[int, dict[str, Any]] | None = None) -> None:
+        """Write last.pt (and step-K.pt with keep_step) and re-export model/ from the same weights.
+
+        boundary: (data position, RNG state) at the end of `step`, for a stop that broke off a step in the
+        middle of its gradient accumulation (the stream and the RNGs had already moved on into step + 1);
+        None when the loop stands at a step boundary now.
+        """
+        position, rng_now = boundary if boundary is not None else (self.stream.position, ckpt.rng_state())
+        rng = self._gather_rng(rng_now)  # collective: every rank takes part
         if self.rank == 0:
             state = {
                 "format_version": 1,
                 "step": step,
-                "data_position": self.stream.position,
+                "data_position": position,
                 "data_per_epoch": self.stream.per_epoch,
                 "world_size": get_world_size(),
                 "model": self.model.state_dict(),
@@ -182,6 +208,7 @@ class _Run:
                 },
             }
             ckpt.save_checkpoint(state, self.out, step, keep_step=keep_step)
+            ckpt.export_model(self.model, self.out)
         barrier()
 
     def _restore(self, state: dict[str, Any]) -> int:
@@ -225,6 +252,12 @@ class _Run:
         samples = check_sources(data.shards, data.split)
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
+            if device.type == "cpu" and _cuda_visible():
+                print(
+                    "muser pretrain: a CUDA device is visible but --gpus is 0: training runs on the CPU "
+                    "(pass --gpus 1 to use the GPU)",
+                    file=sys.stderr,
+                )
         resume = load_resume(self.out, data, train)
         total = self._total_steps(samples)
         _seed_all(train.seed)
@@ -285,11 +318,16 @@ class _Run:
         window_start, window_wait, window_steps = started, 0.0, 0
         stopped = None
         with _StopFlag() as stop, TrainDisplay(total, step, enabled=self.rank == 0) as display:
+            broken_off = None
             while step < total:
+                # Where a stop in the middle of this step's gradient accumulation rewinds to: the
+                # micro-batches it drew and the random numbers their forward passes used are the next step's.
+                boundary = self.stream.position, ckpt.rng_state()
                 try:
                     losses, wait = forward_backward(objective, self.stream, self.scaler, train, device)
                 except Exception:
                     if stop.signum:  # a Ctrl-C also reaches the DataLoader workers, which then die
+                        broken_off = boundary
                         break
                     raise
                 values, grad_norm = reduce_and_clip(
@@ -342,11 +380,7 @@ class _Run:
             # After a signal the run must still leave a checkpoint, so the save is not optional here.
             if stopped is None and stop.signum:
                 stopped = signal.Signals(stop.signum).name
-            self._save(step, keep_step=False)
-            model_dir = None
-            if stopped is None and self.rank == 0:
-                model_dir = str(self.model.save_pretrained(self.out / "model"))
-            barrier()
+            self._save(step, keep_step=False, boundary=broken_off)
         wall = time.perf_counter() - started
         result = {
             "output": str(self.out),
@@ -358,7 +392,7 @@ class _Run:
             "world_size": world,
             "stopped": stopped,
             "checkpoint": str(self.out / ckpt.LAST),
-            "model": model_dir,
+            "model": str(self.out / ckpt.MODEL),
             "eval": last_eval,
         }
         if self.rank == 0:

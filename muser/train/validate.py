@@ -1,14 +1,17 @@
 """In-training validation on the valid split: text->audio retrieval R@1/R@5 and zero-shot accuracy.
 
-Deliberately small (muser.eval holds the full protocols): track embeddings are chunk-averaged, each
-track's eval caption is a query, and every track with the identical caption counts as a correct hit
-(metadata captions repeat, e.g. two rock songs with no other fields).
+Deliberately small (muser.eval holds the full protocols): a track's embedding is the mean of its chunks'
+embeddings weighted by their valid length (as in muser.eval: the zero-padded last chunk counts for what
+it holds), and reading stops once max_tracks tracks are complete. Each track's eval caption is a query,
+and every track with the identical caption counts as a correct hit (metadata captions repeat, e.g. two
+rock songs with no other fields).
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,53 @@ def _encode_texts(model: Any, texts: list[str], batch_size: int) -> torch.Tensor
 
 
 @torch.no_grad()
+def track_embeddings(
+    model: Any, batches: Iterable[dict[str, Any]], max_tracks: int
+) -> tuple[list[str], torch.Tensor, dict[str, dict]]:
+    """Length-weighted mean chunk embedding per track, for the first `max_tracks` tracks of `batches`.
+
+    batches: eval-mode reader batches (a track's chunks are consecutive, `length` its valid samples).
+    Returns (track keys in order, (N, D) L2-normalised embeddings, key -> metadata). Stops drawing batches
+    at the first chunk of track max_tracks + 1, so a large valid split is not decoded for nothing.
+    """
+    sums: dict[str, torch.Tensor] = {}
+    weights: dict[str, float] = defaultdict(float)
+    metas: dict[str, dict] = {}
+    for key, meta, row, length in _chunks(model, batches):
+        if key not in sums and len(sums) >= max_tracks:
+            break
+        sums[key] = sums.get(key, 0) + row * length
+        weights[key] += length
+        metas[key] = meta
+    keys = list(sums)
+    if not keys:
+        return [], torch.empty(0), {}
+    audio = torch.stack([sums[k] / max(weights[k], 1.0) for k in keys])
+    return keys, F.normalize(audio, dim=-1), metas
+
+
+def _chunks(model: Any, batches: Iterable[dict[str, Any]]) -> Iterator[tuple[str, dict, torch.Tensor, int]]:
+    """(key, metadata, embedding, valid samples) per chunk; a batch is encoded only when it is reached."""
+    for batch in batches:
+        emb = model.encode_audio(batch["audio"].to(model.device)).float().cpu()
+        yield from zip(batch["key"], batch["meta"], emb, batch["length"].tolist(), strict=True)
+
+
+def _valid_batches(folders: list[str], split: str, crop_seconds: float, batch_size: int) -> Iterator[dict]:
+    for folder in folders:  # each loader opens only when the previous folder is read to the end
+        yield from make_loader(
+            folder,
+            split=split,
+            mode="eval",
+            batch_size=batch_size,
+            crop_seconds=crop_seconds,
+            num_workers=0,
+            rank=0,
+            world_size=1,
+        )
+
+
+@torch.no_grad()
 def evaluate(
     model: Any,
     folders: list[str],
@@ -62,33 +112,10 @@ def evaluate(
 
     Returns {"r1", "r5", "tracks", "zs_<task>" per single-label task}; {} when no folder has the split.
     """
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = defaultdict(int)
-    metas: dict[str, dict] = {}
-    device = model.device
-    for folder in folders:
-        loader = make_loader(
-            folder,
-            split=split,
-            mode="eval",
-            batch_size=batch_size,
-            crop_seconds=crop_seconds,
-            num_workers=0,
-            rank=0,
-            world_size=1,
-        )
-        for batch in loader:
-            emb = model.encode_audio(batch["audio"].to(device)).float().cpu()
-            for key, meta, row in zip(batch["key"], batch["meta"], emb, strict=True):
-                if key not in sums and len(sums) >= max_tracks:
-                    continue
-                sums[key] = sums.get(key, 0) + row
-                counts[key] += 1
-                metas[key] = meta
-    if not sums:
+    batches = _valid_batches(folders, split, crop_seconds, batch_size)
+    keys, audio, metas = track_embeddings(model, batches, max_tracks)
+    if not keys:
         return {}
-    keys = list(sums)
-    audio = F.normalize(torch.stack([sums[k] / counts[k] for k in keys]), dim=-1)
     captions = [text_mod.render(metas[k]) for k in keys]
     ids = torch.tensor([text_mod.caption_id(c) for c in captions])
     queries = _encode_texts(model, captions, batch_size).cpu()

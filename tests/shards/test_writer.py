@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -268,6 +270,38 @@ def test_a_crashing_worker_costs_only_its_own_file(tmp_path):
     for _, result in got[:1] + got[2:]:
         audio, samples = result
         assert samples == 8000 and sf.info(io.BytesIO(audio)).frames == 8000
+
+
+_UNGUARDED_SCRIPT = """
+import sys
+from pathlib import Path
+
+from muser.config import ShardConfig
+from muser.shards.sources.base import SourceListing, Track
+from muser.shards.writer import write_shards
+
+src, dst = Path(sys.argv[1]), sys.argv[2]
+listing = SourceListing("test", src, [Track("a", src / "track 0.wav", "test", "train", {})], {})
+write_shards(ShardConfig(src=str(src), dst=dst, workers=2), progress=False, listing=listing)
+"""
+
+
+def test_a_script_without_the_main_guard_fails_before_writing_anything(tmp_path):
+    # The worker processes re-run an unguarded script (and its write_shards call) while they start, so
+    # neither the parent nor a child may write into DST before the pool has started.
+    _listing(tmp_path / "src", n=1)
+    script = tmp_path / "unguarded.py"
+    script.write_text(_UNGUARDED_SCRIPT)
+    dst = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "src"), str(dst)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode != 0 and "if __name__ == '__main__':" in proc.stderr, proc.stderr
+    assert not dst.exists(), sorted(p.name for p in dst.iterdir())
 
 
 def _read_ours(dst: Path) -> dict[str, dict]:

@@ -76,11 +76,71 @@ def test_resume_reproduces_the_uninterrupted_losses(shards, tmp_path, monkeypatc
     monkeypatch.setattr(TrainDisplay, "update", update_then_signal)
     data, train = small_run(shards, tmp_path / "resumed", steps=6)
     stopped = pretrain(data, preset("tiny"), train)
-    assert stopped["stopped"] == "SIGTERM" and stopped["steps"] == 3 and stopped["model"] is None
+    assert stopped["stopped"] == "SIGTERM" and stopped["steps"] == 3
     monkeypatch.setattr(TrainDisplay, "update", update)
     train.resume = True
     resumed = pretrain(data, preset("tiny"), train)
     assert resumed["steps"] == 6 and resumed["stopped"] is None
+    assert _losses(tmp_path / "resumed") == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def test_model_folder_always_holds_the_latest_saved_weights_never_the_init(shards, tmp_path, monkeypatch):
+    # model/ is what `muser eval --checkpoint RUN` loads: after a periodic save and after a stop it must
+    # hold that checkpoint's weights; the untrained init lives in init/ only.
+    run, seen = tmp_path / "run", {}
+    update = TrainDisplay.update
+
+    def update_then_signal(self, step, record=None):
+        update(self, step, record)
+        if step == 3:  # after the periodic save of step 2; the stop then comes after step 4
+            seen["model"] = _weights(run / "model")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(TrainDisplay, "update", update_then_signal)
+    data, train = small_run(shards, run, steps=8, save_every=2)
+    result = pretrain(data, preset("tiny"), train)
+    assert result["stopped"] == "SIGTERM" and result["steps"] == 4 and result["model"] == str(run / "model")
+    key = "proj_audio.weight"
+    step2 = torch.load(run / "step-0000002.pt", weights_only=True)["model"][key]
+    torch.testing.assert_close(seen["model"][key], step2)
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert last["step"] == 4
+    torch.testing.assert_close(_weights(run / "model")[key], last["model"][key])
+    assert not torch.allclose(_weights(run / "init")[key], last["model"][key])
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []  # no export leftovers
+
+
+def test_a_stop_between_micro_batches_resumes_at_the_step_boundary(shards, tmp_path, monkeypatch):
+    # Ctrl-C also kills the DataLoader workers, so the next micro-batch fails half-way through a step
+    # (here: the second of step 3's two micro-batches). The checkpoint must rewind to the end of step 2.
+    from muser.train.data import MicroBatches
+
+    data, train = small_run(shards, tmp_path / "straight", steps=5, grad_accum=2)
+    pretrain(data, preset("tiny"), train)
+    expected = _losses(tmp_path / "straight")
+
+    draw = MicroBatches.__next__
+
+    def dying_loader(self):
+        if self.position == 5:
+            signal.raise_signal(signal.SIGINT)
+            raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Interrupt")
+        return draw(self)
+
+    monkeypatch.setattr(MicroBatches, "__next__", dying_loader)
+    data, train = small_run(shards, tmp_path / "resumed", steps=5, grad_accum=2)
+    stopped = pretrain(data, preset("tiny"), train)
+    assert stopped["stopped"] == "SIGINT" and stopped["steps"] == 2
+    assert torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)["data_position"] == 4
+    monkeypatch.setattr(MicroBatches, "__next__", draw)
+    train.resume = True
+    assert pretrain(data, preset("tiny"), train)["steps"] == 5
     assert _losses(tmp_path / "resumed") == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
@@ -113,6 +173,29 @@ def test_bad_shard_paths_are_one_clear_error(tmp_path):
         pretrain(DataConfig(shards=[str(empty)], batch_size=8), preset("tiny"), train)
     result = CliRunner().invoke(main, ["pretrain", "--shards", str(empty), "--output", str(tmp_path / "r")])
     assert result.exit_code == 2 and "is empty" in result.output and "Traceback" not in result.output
+
+
+def test_epochs_over_a_single_tar_says_it_has_no_manifest(shards, tmp_path):
+    data, train = small_run(shards, tmp_path / "run", epochs=1.0)
+    data.shards = [str(shards / "train-000000.tar")]
+    with pytest.raises(ValueError, match=r"train-000000\.tar is a single \.tar / URL source.*--steps"):
+        pretrain(data, preset("tiny"), train)
+    assert not (tmp_path / "run").exists()  # refused before anything starts
+
+
+def test_a_cpu_run_with_a_visible_gpu_says_it_runs_on_the_cpu(shards, tmp_path, monkeypatch, capsys):
+    from muser.train import trainer
+
+    monkeypatch.setattr(trainer, "_cuda_visible", lambda: True)
+    data, train = small_run(shards, tmp_path / "run", steps=1)
+    pretrain(data, preset("tiny"), train)
+    assert "training runs on the CPU" in capsys.readouterr().err
+
+
+def test_pretrain_help_names_the_precisions_and_the_accumulation_negatives():
+    text = " ".join(CliRunner().invoke(main, ["pretrain", "--help"]).output.split())
+    for phrase in ("bf16 (default), fp16", "micro-batch x processes negatives", "hub id", "init/", "--gpus"):
+        assert phrase in text, phrase
 
 
 def test_option_errors_name_the_option(shards, tmp_path):
