@@ -219,7 +219,13 @@ def _pretrain_configs(options: dict, resume: bool, no_duplicate_aware: bool, pre
 @main.command(context_settings={"max_content_width": 110})
 @click.option("--shards", multiple=True, help="Shard folder (repeat to mix several; sampled by size).")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Run folder.")
-@click.option("--gpus", type=int, default=None, help="0 = CPU (default); N > 1: N processes, NCCL.")
+@click.option(
+    "--gpus",
+    type=int,
+    default=None,
+    help="0 = CPU (the default, even when a GPU is visible: a note at the start says so); 1 = one GPU; "
+    "N > 1: N processes, NCCL.",
+)
 @click.option(
     "--procs", type=int, default=None, help="CPU processes (gloo), to run distributed without GPUs."
 )
@@ -228,8 +234,18 @@ def _pretrain_configs(options: dict, resume: bool, no_duplicate_aware: bool, pre
 @click.option("--master-addr", default=None, help="Address of node 0 (several nodes).")
 @click.option("--master-port", type=int, default=None, help="Port on node 0 (several nodes).")
 @click.option("--preset", "preset_name", type=click.Choice(["tiny", "base"]), default=None, help="Model.")
-@click.option("--text-encoder", default=None, help="A transformers model folder (trained at a lower lr).")
-@click.option("--batch-size", type=int, default=None, help="Global batch per optimiser step (default 32).")
+@click.option(
+    "--text-encoder",
+    default=None,
+    help="A transformers model folder or hub id (offline: a folder); trained at a lower lr.",
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=None,
+    help="Global batch per optimiser step (default 32). With --grad-accum > 1 each contrastive loss only "
+    "sees micro-batch x processes negatives (batch / grad-accum), not the whole batch.",
+)
 @click.option("--steps", type=int, default=None, help="Optimiser steps (default 200).")
 @click.option("--epochs", type=float, default=None, help="Passes over the training data (not --steps).")
 @click.option("--lr", type=float, default=None, help="Peak learning rate (default 1e-3).")
@@ -237,7 +253,12 @@ def _pretrain_configs(options: dict, resume: bool, no_duplicate_aware: bool, pre
 @click.option("--warmup", type=int, default=None, help="Linear warmup steps (default 20).")
 @click.option("--weight-decay", type=float, default=None, help="AdamW decay on matrices (default 0.05).")
 @click.option("--crop-seconds", type=float, default=None, help="Random crop per sample (default 3.0).")
-@click.option("--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default=None, help="GPU autocast.")
+@click.option(
+    "--precision",
+    type=click.Choice(["bf16", "fp16", "fp32"]),
+    default=None,
+    help="GPU autocast: bf16 (default), fp16 (with a loss scaler) or fp32; CPU runs are always fp32.",
+)
 @click.option("--grad-accum", type=int, default=None, help="Micro-batches per optimiser step (default 1).")
 @click.option("--loss-terms", default=None, help="Comma list of at, st, as (default at,st).")
 @click.option("--no-duplicate-aware", is_flag=True, help="Treat identical captions in a batch as negatives.")
@@ -251,9 +272,11 @@ def _pretrain_configs(options: dict, resume: bool, no_duplicate_aware: bool, pre
 def pretrain(resume: bool, no_duplicate_aware: bool, preset_name, text_encoder, **options) -> None:
     """Tri-modal contrastive pretraining on shard folders (CPU, one GPU, or many through torchrun).
 
-    Writes RUN/config.json, metrics.jsonl, last.pt and step-K.pt checkpoints, model/ (load with
-    MUSER.from_pretrained) and result.json. SIGTERM saves a checkpoint and exits 0, Ctrl-C saves and
-    exits 130; continue either with --resume.
+    Writes RUN/config.json, metrics.jsonl, last.pt and step-K.pt checkpoints, init/ (the untrained
+    initial model, for the other ranks and --resume), model/ (the trained weights of the latest checkpoint,
+    re-exported atomically at every save, at a stop and at the end; load with MUSER.from_pretrained or
+    `muser eval --checkpoint RUN`) and result.json. SIGTERM saves a checkpoint and exits 0, Ctrl-C saves
+    and exits 130; continue either with --resume.
 
     \b
     Examples:
@@ -354,7 +377,25 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(0), help="Reader workers.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
-@click.option("--finetune-epochs", default=3, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--finetune-epochs", default=3, show_default=True, type=click.IntRange(1), help="PT+FT training epochs."
+)
+@click.option(
+    "--finetune-lr",
+    default=1e-4,
+    show_default=True,
+    type=click.FloatRange(0.0, min_open=True),
+    help="PT+FT learning rate.",
+)
+@click.option(
+    "--seed", default=0, show_default=True, type=int, help="Seed of folds, random weights and fine-tuning."
+)
+@click.option(
+    "--split-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=str),
+    default=None,
+    help="GTZAN fault-filtered split lists (train_filtered.txt, ...); default: those in the --data root.",
+)
 @click.option(
     "--cache-dir",
     default=None,
@@ -379,9 +420,23 @@ def eval_cmd(
     workers: int,
     device: str,
     finetune_epochs: int,
+    finetune_lr: float,
+    seed: int,
+    split_dir: str | None,
     cache_dir: str | None,
 ) -> None:
-    """Evaluate a checkpoint on TASK (gtzan | mtt | fma | shards): probe, zero-shot, fine-tune, retrieval."""
+    """Evaluate a checkpoint on TASK (gtzan | mtt | fma | shards): probe, zero-shot, fine-tune, retrieval.
+
+    Writes OUT/results.json, confusion.png and fewshot.png, with the random-weights baseline (and
+    --baseline mfcc) beside every result. A raw dataset is sharded once into a cache beside OUT.
+
+    \b
+    Examples:
+      muser eval gtzan --data data/gtzan --checkpoint runs/x --protocol all --baseline mfcc
+      muser eval mtt --data data/mtt --checkpoint runs/x/model --protocol probe,zeroshot --seeds 1
+      muser eval fma --data shards/fma --checkpoint runs/x --protocol probe --fractions 0.01,0.1,1
+      muser eval shards --data shards/mine --label-task genre --checkpoint random --folds 5
+    """
     from muser.config import EvalConfig
     from muser.eval import run_eval
 
@@ -403,6 +458,9 @@ def eval_cmd(
         num_workers=workers,
         device=device,
         finetune_epochs=finetune_epochs,
+        finetune_lr=finetune_lr,
+        seed=seed,
+        split_dir=split_dir,
         cache_dir=cache_dir,
     )
     try:

@@ -83,7 +83,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    output: str = "runs/muser"  # run folder: config.json, metrics.jsonl, last.pt, model/
+    output: str = "runs/muser"  # run folder: config.json, metrics.jsonl, last.pt, init/, model/ (trained)
     gpus: int = 0  # 0 = CPU; N > 1 re-launches under torchrun
     procs: int = 1  # CPU processes (gloo) for testing distributed code without GPUs
     nnodes: int = 1
@@ -97,8 +97,8 @@ class TrainConfig:
     warmup: int = 20  # linear warmup steps before the cosine decay
     weight_decay: float = 0.05
     grad_clip: float = 1.0
-    precision: str = "bf16"  # bf16 (autocast on GPU) | fp32
-    grad_accum: int = 1
+    precision: str = "bf16"  # GPU autocast: bf16 (default) | fp16 (with a loss scaler) | fp32; CPU is fp32
+    grad_accum: int = 1  # micro-batches per step; each loss sees batch_size / grad_accum negatives
     loss_terms: tuple[str, ...] = ("at", "st")  # at = L(A,T), st = L(S,T), as = L(A,S)
     duplicate_aware: bool = True  # identical captions in a batch are positives, not negatives
     save_every: int = 100  # checkpoint period in steps
@@ -132,6 +132,7 @@ class EvalConfig:
     finetune_epochs: int = 3  # PT+FT: contrastive epochs over the train split's label sentences
     finetune_lr: float = 1e-4
     seed: int = 0
+    split_dir: str | None = None  # GTZAN fault-filtered lists; default: *_filtered.txt found in the data root
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

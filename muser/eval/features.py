@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +60,28 @@ def _split_samples(manifest: dict, split: str) -> int:
     return int(manifest.get("splits", {}).get(split, {}).get("samples", 0))
 
 
+def eval_batches(
+    shard_dir: str | Path, splits: list[str], chunk_seconds: float, batch_size: int = 32, num_workers: int = 0
+) -> Iterator[tuple[str, dict]]:
+    """(split, batch) over every deterministic chunk of every track of the given splits, in reader order.
+
+    The one place that builds the eval-mode loader, so features and fine-tuning see the same chunks.
+    """
+    from muser.shards.reader import make_loader
+
+    for split in splits:
+        loader = make_loader(
+            str(shard_dir),
+            split=split,
+            mode="eval",
+            batch_size=batch_size,
+            crop_seconds=chunk_seconds,
+            num_workers=num_workers,
+        )
+        for batch in loader:
+            yield split, batch
+
+
 def chunk_average(
     shard_dir: str | Path,
     splits: list[str],
@@ -76,8 +98,6 @@ def chunk_average(
     """
     import time
 
-    from muser.shards.reader import make_loader
-
     manifest = json.loads((Path(shard_dir) / "manifest.json").read_text())
     sums: dict[str, torch.Tensor] = {}
     weights: dict[str, float] = {}
@@ -87,29 +107,20 @@ def chunk_average(
     with _progress() as bar:
         task = bar.add_task(description, total=total or None, rate="")
         start = time.monotonic()
-        for split in splits:
-            loader = make_loader(
-                str(shard_dir),
-                split=split,
-                mode="eval",
-                batch_size=batch_size,
-                crop_seconds=chunk_seconds,
-                num_workers=num_workers,
-            )
-            for batch in loader:
-                with torch.no_grad():
-                    emb = chunk_fn(batch["audio"], batch["length"]).detach().float().cpu()
-                for i, key in enumerate(batch["key"]):
-                    w = float(batch["length"][i])
-                    if key not in sums:
-                        sums[key] = torch.zeros_like(emb[i])
-                        weights[key] = 0.0
-                        split_of[key] = split
-                        meta_of[key] = batch["meta"][i]
-                        elapsed = max(time.monotonic() - start, 1e-6)
-                        bar.update(task, advance=1, rate=f"{len(sums) / elapsed:.1f} tracks/s")
-                    sums[key] += w * emb[i]
-                    weights[key] += w
+        for split, batch in eval_batches(shard_dir, splits, chunk_seconds, batch_size, num_workers):
+            with torch.no_grad():
+                emb = chunk_fn(batch["audio"], batch["length"]).detach().float().cpu()
+            for i, key in enumerate(batch["key"]):
+                w = float(batch["length"][i])
+                if key not in sums:
+                    sums[key] = torch.zeros_like(emb[i])
+                    weights[key] = 0.0
+                    split_of[key] = split
+                    meta_of[key] = batch["meta"][i]
+                    elapsed = max(time.monotonic() - start, 1e-6)
+                    bar.update(task, advance=1, rate=f"{len(sums) / elapsed:.1f} tracks/s")
+                sums[key] += w * emb[i]
+                weights[key] += w
     keys = list(sums)
     if not keys:
         raise RuntimeError(f"no readable tracks in split(s) {', '.join(splits)} of {shard_dir}")

@@ -15,26 +15,16 @@ from pathlib import Path
 
 import torch
 
+from muser.eval.features import eval_batches
 from muser.shards.text import caption_id, label_prompt
 
 
 def _chunks(shard_dir: Path, splits: list[str], keys: set[str], chunk_seconds: float, batch_size: int):
     """(audio (T,), key) for every chunk of the wanted tracks, in reader order."""
-    from muser.shards.reader import make_loader
-
-    for split in splits:
-        loader = make_loader(
-            str(shard_dir),
-            split=split,
-            mode="eval",
-            batch_size=batch_size,
-            crop_seconds=chunk_seconds,
-            num_workers=0,
-        )
-        for batch in loader:
-            for i, key in enumerate(batch["key"]):
-                if key in keys:
-                    yield batch["audio"][i], key
+    for _, batch in eval_batches(shard_dir, splits, chunk_seconds, batch_size):
+        for i, key in enumerate(batch["key"]):
+            if key in keys:
+                yield batch["audio"][i], key
 
 
 def finetune(

@@ -25,7 +25,15 @@ from muser.eval.probe import fit_predict
 from muser.eval.report import plot_confusion, plot_fewshot, print_table, write_json
 from muser.eval.retrieval import relevance_from_captions, text_to_audio
 from muser.eval.splits import Fold, fraction_subset, make_folds
-from muser.eval.tasks import default_data_dir, resolve_shards, targets, task_spec, vocabulary
+from muser.eval.tasks import (
+    default_data_dir,
+    left_out_by_lists,
+    resolve_shards,
+    split_lists,
+    targets,
+    task_spec,
+    vocabulary,
+)
 from muser.eval.zeroshot import class_scores, encode_texts, prompts
 
 PROTOCOLS = ("probe", "zeroshot", "finetune", "retrieval")
@@ -353,9 +361,16 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> dict[str, Any]:
     cache = Path(cfg.cache_dir) if cfg.cache_dir else out.resolve().parent / ".muser_cache"
     device = _device(cfg.device)
 
+    split_dir, found = split_lists(spec, data, cfg.split_dir)
+    if found:
+        console.print(
+            f"using the GTZAN fault-filtered split lists in {split_dir} (standard split; "
+            "pass --split-dir to use other lists)"
+        )
+
     model, ckpt_fp, ckpt_desc = load_checkpoint(cfg.checkpoint, cfg.preset, cfg.seed, device)
     sample_rate = model.config.sample_rate
-    shard_dir = resolve_shards(spec, data, cache / "shards", sample_rate)
+    shard_dir = resolve_shards(spec, data, cache / "shards", sample_rate, split_dir=split_dir)
     manifest = json.loads((shard_dir / "manifest.json").read_text())
     if int(manifest.get("sample_rate", sample_rate)) != sample_rate:
         raise ValueError(
@@ -383,6 +398,11 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> dict[str, Any]:
         {"key": ts.keys[i], "reason": f"no {label_task} label among the task's classes"}
         for i in np.flatnonzero(~labels.keep)
     ]
+    if split_dir is not None:
+        excluded += [
+            {"key": rel, "reason": "in no fault-filtered split list"}
+            for rel in left_out_by_lists(data, split_dir)
+        ]
     errors_path = shard_dir / "errors.jsonl"
     if errors_path.is_file():
         for line in errors_path.read_text().splitlines():
@@ -449,7 +469,13 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> dict[str, Any]:
         "classes": classes,
         "split_scheme": folds[0].name if len(folds) == 1 else f"{len(folds)}-fold stratified",
         "checkpoint": {"path": ckpt_desc, "fingerprint": ckpt_fp},
-        "data": {"path": str(data.resolve()), "shards": str(shard_dir.resolve()), "fingerprint": data_fp},
+        "data": {
+            "path": str(data.resolve()),
+            "shards": str(shard_dir.resolve()),
+            "fingerprint": data_fp,
+            "split_dir": str(split_dir.resolve()) if split_dir is not None else None,
+            "split_dir_found": found,
+        },
         "counts": {
             "tracks": len(keys),
             "excluded": len(excluded),

@@ -3,7 +3,8 @@
 gtzan: single-label "genre", accuracy. fma: single-label "genre_top", accuracy on the 8 most frequent top
 genres (the 8 of FMA-small). mtt: multi-label "tags", macro ROC-AUC and PR-AUC over the 50 most frequent
 tags. shards: any shard folder with a label vocabulary (the first one, or EvalConfig.label_task).
-A raw dataset folder is sharded once into a cache folder and reused by later runs.
+A raw dataset folder is sharded once into a cache folder and reused by later runs; a raw GTZAN folder
+uses its fault-filtered split lists (given, or found beside the audio) and so gets the standard split.
 """
 
 from __future__ import annotations
@@ -83,10 +84,78 @@ def _listing_fingerprint(root: Path, extra: str) -> str:
     return h.hexdigest()
 
 
+SPLIT_LIST_NAMES = tuple(f"{split}_filtered.txt" for split in ("train", "valid", "test"))
+
+
+def split_lists(spec: TaskSpec, data: Path, given: str | None) -> tuple[Path | None, bool]:
+    """(folder of the GTZAN fault-filtered split lists, whether it was found rather than given).
+
+    Without --split-dir, a raw GTZAN folder holding train/valid/test_filtered.txt (in its root, or beside
+    it when --data is the genres/ folder itself) uses them: the standard split beats K-fold whenever
+    it exists, and the lists drop the known-faulty files.
+    """
+    if given is not None:
+        if spec.source != "gtzan":
+            raise ValueError(f"--split-dir only applies to the gtzan task, not {spec.name}")
+        if is_shard_folder(data):
+            raise ValueError(
+                f"--split-dir applies to a raw GTZAN folder but {data} is already sharded; "
+                "re-shard it with `muser shard --split-dir` or point --data at the raw dataset"
+            )
+        folder = Path(given)
+        if not folder.is_dir():
+            raise ValueError(f"--split-dir {folder} is not a folder")
+        return folder, False
+    if spec.source != "gtzan" or not data.is_dir() or is_shard_folder(data):
+        return None, False
+    from muser.shards.sources.gtzan import GENRE_DIRS
+
+    for folder in (data, data.parent) if data.name in GENRE_DIRS else (data,):
+        if any((folder / name).is_file() for name in SPLIT_LIST_NAMES):
+            return folder, True
+    return None, False
+
+
+def _split_lists_fingerprint(split_dir: Path) -> str:
+    """Names and contents of the list files the GTZAN reader may use, so edited lists re-shard."""
+    h = hashlib.sha256(str(split_dir.resolve()).encode())
+    for split in ("train", "valid", "test"):
+        for name in (f"{split}_filtered.txt", f"{split}.txt"):
+            path = split_dir / name
+            if path.is_file():
+                h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def left_out_by_lists(data: Path, split_dir: Path) -> list[str]:
+    """Audio files under GTZAN's genres/ that no split list names (the fault-filtered ones), as genre/file."""
+    from muser.shards.sources.base import is_audio
+    from muser.shards.sources.gtzan import find_genres, read_split_lists
+
+    genres_dir = find_genres(data, bare=True)
+    if genres_dir is None:
+        return []
+    listed = read_split_lists(split_dir)
+    return [
+        f"{d.name}/{f.name}"
+        for d in sorted(x for x in genres_dir.iterdir() if x.is_dir())
+        for f in sorted(d.iterdir())
+        if is_audio(f) and f"{d.name}/{f.stem}" not in listed  # the key the GTZAN reader matches on
+    ]
+
+
 def resolve_shards(
-    spec: TaskSpec, data: Path, cache_root: Path, sample_rate: int, progress: bool = True
+    spec: TaskSpec,
+    data: Path,
+    cache_root: Path,
+    sample_rate: int,
+    progress: bool = True,
+    split_dir: Path | None = None,
 ) -> Path:
-    """A shard folder for `data`: itself when it is one, else a cached sharding of the raw dataset."""
+    """A shard folder for `data`: itself when it is one, else a cached sharding of the raw dataset.
+
+    split_dir: GTZAN fault-filtered split lists used to shard a raw GTZAN folder (part of the cache key).
+    """
     if not data.exists():
         raise ValueError(f"dataset folder {data} does not exist; {spec.name} expects {spec.layout}")
     if not data.is_dir():
@@ -98,12 +167,19 @@ def resolve_shards(
     from muser.config import ShardConfig
     from muser.shards.writer import write_shards
 
-    key = _listing_fingerprint(data, f"{spec.source}\0{sample_rate}")[:16]
+    lists = _split_lists_fingerprint(split_dir) if split_dir is not None else "no-lists"
+    key = _listing_fingerprint(data, f"{spec.source}\0{sample_rate}\0{lists}")[:16]
     dst = cache_root / f"{spec.name}-{key}"
     manifest = dst / "manifest.json"
     if manifest.is_file() and json.loads(manifest.read_text()).get("complete"):
         return dst
-    cfg = ShardConfig(src=str(data), dst=str(dst), source=spec.source, sample_rate=sample_rate)
+    cfg = ShardConfig(
+        src=str(data),
+        dst=str(dst),
+        source=spec.source,
+        sample_rate=sample_rate,
+        split_dir=str(split_dir) if split_dir is not None else None,
+    )
     try:
         write_shards(cfg, progress=progress)
     except ValueError as err:

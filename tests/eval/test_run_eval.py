@@ -31,6 +31,11 @@ def shards(corpus, tmp_path_factory) -> Path:
     return dst
 
 
+# 60 contrastive steps separate a trained model from random weights by a wide margin on this corpus
+# (zero-shot 0.8-1.0 vs 1/6, retrieval mAP 0.95-1.0 vs 0.27 over seeds); 30 steps are not reliably enough.
+PRETRAIN_STEPS = 60
+
+
 @pytest.fixture(scope="module")
 def pretrained(shards, tmp_path_factory) -> Path:
     """A run folder whose model/ was contrastively trained for a few dozen steps (seconds on CPU)."""
@@ -49,18 +54,25 @@ def pretrained(shards, tmp_path_factory) -> Path:
         batch_size=12,
         crop_seconds=2.0,
         num_workers=0,
-        steps=30,
+        steps=PRETRAIN_STEPS,
         tokenizer=model.tokenizer,
         field_dropout=0.0,
     )
     model.train()
-    for batch in loader:
-        emb = model({k: batch[k] for k in ("audio", "input_ids", "attention_mask")})
-        total, _ = loss_fn(emb, batch["caption_id"])
-        opt.zero_grad()
-        total.backward()
-        opt.step()
-        loss_fn.clamp_()
+    # One intra-op thread: the tiny model's ops gain little from a second one, and on a busy shared CI
+    # machine two spinning threads per step made this fixture over ten times slower (9 s -> 140 s).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for batch in loader:
+            emb = model({k: batch[k] for k in ("audio", "input_ids", "attention_mask")})
+            total, _ = loss_fn(emb, batch["caption_id"])
+            opt.zero_grad()
+            total.backward()
+            opt.step()
+            loss_fn.clamp_()
+    finally:
+        torch.set_num_threads(threads)
     run = tmp_path_factory.mktemp("run")
     model.eval().save_pretrained(run / "model")
     return run
@@ -72,31 +84,39 @@ def _row(result: dict, model: str, protocol: str, metric: str = "accuracy") -> d
     )
 
 
-def test_probe_on_pretrained_model_beats_chance(pretrained, shards, tmp_path):
+def test_pretrained_model_beats_random_weights(pretrained, shards, tmp_path):
     cfg = EvalConfig(
         task="gtzan",
         checkpoint=str(pretrained),
         data=str(shards),
-        protocol="probe,zeroshot",
+        protocol="probe,zeroshot,retrieval",
         seeds=1,
         folds=3,
         output=str(tmp_path / "out"),
     )
     result = run_eval(cfg)
     chance = 1 / 6
+    # A probe on random conv features already scores far above chance on the synthetic styles, so the
+    # probe only shows the wiring works; what pretraining must add is the audio-text alignment that
+    # zero-shot and retrieval measure, where random weights sit at chance.
     probe = _row(result, "muser", "probe-logistic")
     assert probe["mean"] > 2.5 * chance, probe
     assert len(probe["values"]) == 3  # folds x seeds
     assert set(probe["margins"]) == {"random"}
     assert _row(result, "random", "probe-logistic")["values"]  # random-weights baseline, same folds
-    assert 0.0 <= _row(result, "muser", "zeroshot")["mean"] <= 1.0
+    zeroshot, zeroshot_random = _row(result, "muser", "zeroshot"), _row(result, "random", "zeroshot")
+    assert zeroshot_random["mean"] < 2 * chance, zeroshot_random
+    assert zeroshot["mean"] > 3 * chance and zeroshot["margins"]["random"] > 0.3, (zeroshot, zeroshot_random)
+    assert min(zeroshot["values"]) > max(zeroshot_random["values"])  # on every fold, not just on average
+    retrieval = _row(result, "muser", "retrieval", "mAP")
+    assert retrieval["margins"]["random"] > 0.25, (retrieval, _row(result, "random", "retrieval", "mAP"))
     assert result["checkpoint"]["path"].endswith("model")  # the run folder resolved to RUN/model
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["checkpoint"]["fingerprint"] == result["checkpoint"]["fingerprint"]
     assert saved["counts"]["tracks"] == 36 and saved["split_scheme"] == "3-fold stratified"
     # Features are cached: a second run reads them back and gives identical zero-shot values.
     again = run_eval(EvalConfig(**{**cfg.__dict__, "protocol": "zeroshot", "random_baseline": False}))
-    assert _row(again, "muser", "zeroshot")["values"] == _row(result, "muser", "zeroshot")["values"]
+    assert _row(again, "muser", "zeroshot")["values"] == zeroshot["values"]
     assert len(list((tmp_path / ".muser_cache" / "features").glob("*.npz"))) == 2  # muser, random
 
 
@@ -194,3 +214,11 @@ def test_bad_inputs_are_one_clear_sentence(shards, tmp_path, monkeypatch):
     res = runner.invoke(main, [*base, "--data", str(shards), "--fractions", "0,2"])
     assert res.exit_code == 2 and "fractions" in res.output
     assert "Traceback" not in res.output
+
+
+def test_help_has_examples_and_every_option():
+    res = CliRunner().invoke(main, ["eval", "--help"])
+    assert res.exit_code == 0
+    assert "Examples:\n    muser eval gtzan --data" in res.output  # \b keeps the example lines unwrapped
+    for option in ("--split-dir", "--finetune-lr", "--finetune-epochs", "--seed", "--baseline", "--folds"):
+        assert option in res.output
