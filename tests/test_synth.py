@@ -47,6 +47,43 @@ def test_styles_are_learnable_from_held_out_clips():
     assert clf.score(*data(range(100, 104))) >= 0.8
 
 
+def test_difficulty_makes_styles_overlap_but_keeps_them_learnable():
+    """Band-energy statistics (a timbre summary, like MFCCs) lose most of their edge at difficulty 0.5,
+    yet stay well above chance (1/6): the arrangement is still the style's own."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def data(seeds: range, difficulty: float) -> tuple[list, list]:
+        rng = np.random.default_rng
+        pairs = [(_features(render_clip(s, 2.0, 8000, rng(i), difficulty)), s) for s in STYLES for i in seeds]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    accuracy = {}
+    for difficulty in (0.0, 0.5):
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        clf.fit(*data(range(10), difficulty))
+        accuracy[difficulty] = clf.score(*data(range(500, 512), difficulty))
+    assert accuracy[0.0] >= 0.85
+    assert accuracy[0.5] <= accuracy[0.0] - 0.2
+    assert accuracy[0.5] >= 0.3
+
+
+def test_difficulty_changes_audio_not_metadata(tmp_path):
+    kw = dict(n_per_class=1, seconds=0.5, sample_rate=8000, styles=["waltz", "techno"])
+    easy = make_corpus(tmp_path / "easy", "fma", **kw)
+    hard = make_corpus(tmp_path / "hard", "fma", difficulty=0.7, **kw)
+    csv = "fma_metadata/tracks.csv"
+    assert (easy / csv).read_text() == (hard / csv).read_text()  # same tracks, captions and labels
+    files = sorted(p.relative_to(easy) for p in (easy / "fma_small").rglob("*.mp3"))
+    assert files and files == sorted(p.relative_to(hard) for p in (hard / "fma_small").rglob("*.mp3"))
+    assert any(not np.allclose(sf.read(easy / f)[0], sf.read(hard / f)[0]) for f in files)
+    with pytest.raises(ValueError, match="difficulty"):
+        make_corpus(tmp_path / "bad", "gtzan", difficulty=1.5)
+    with pytest.raises(ValueError, match="difficulty"):
+        render_clip("waltz", 1.0, 8000, np.random.default_rng(0), difficulty=-0.1)
+
+
 def test_style_metadata_vocabulary():
     assert len(STYLES) == 6 and set(STYLES) == set(STYLE_INFO)
     assert STYLE_INFO["waltz"].meter == 3 and STYLE_INFO["blues"].swing > 0

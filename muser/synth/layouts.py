@@ -356,6 +356,7 @@ def make_corpus(
     styles: list[str] | None = None,
     split_lists: bool = False,
     sidecar: bool | str = False,
+    difficulty: float = 0.0,
 ) -> Path:
     """Write a dataset in the real on-disk `layout` under `root` and return the folder to pass as SRC.
 
@@ -365,6 +366,7 @@ def make_corpus(
     with embedded tags (+ metadata.csv, or metadata.jsonl when `sidecar="jsonl"`). `broken` plants empty,
     truncated, non-audio and listed-but-missing files plus a valid unicode path; root/BROKEN.json lists them
     with the track id, the reason and the stage that must catch them (`source` or `decode`).
+    `difficulty` in [0, 1] makes the styles overlap (see `render_clip`); 0 writes the original corpus.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
@@ -372,9 +374,11 @@ def make_corpus(
     unknown = [s for s in styles if s not in STYLE_INFO]
     if unknown:
         raise ValueError(f"unknown style(s) {', '.join(unknown)}; choose from: {', '.join(STYLES)}")
+    if not 0.0 <= difficulty <= 1.0:
+        raise ValueError(f"difficulty must lie in [0, 1], got {difficulty}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    w = Writer(root, seconds, sample_rate, seed)
+    w = Writer(root, seconds, sample_rate, seed, difficulty)
     items = make_items(styles, n_per_class, seed)
     if layout == "gtzan":
         _gtzan(w, items, styles, n_per_class, broken, split_lists)

@@ -1,7 +1,10 @@
-"""Audio rendering of one clip of a style with numpy: harmony, instruments, drum kits, per-style arrangers
-and the master chain (filter, echoes, noise floor, level)."""
+"""Audio rendering of one clip of a style with numpy: harmony, instruments, drum kits, per-style arrangers,
+the master chain (filter, echoes, noise floor, level) and the `difficulty` blur that makes styles overlap."""
 
 from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.signal import lfilter
@@ -77,14 +80,65 @@ def _wave(kind: str, phase: np.ndarray) -> np.ndarray:
     return np.sin(2 * np.pi * phase) + 0.5 * np.sin(4 * np.pi * phase) + 0.25 * np.sin(6 * np.pi * phase)
 
 
+@dataclass
+class _Blur:
+    """How one clip of a `difficulty > 0` corpus strays from its style (drawn once per clip)."""
+
+    tempo: str  # style whose tempo range the clip uses
+    jitter: float  # relative tempo jitter (0.03 at difficulty 0)
+    drums: str  # style whose drum part replaces the clip's own
+    space: str  # style whose brightness and echoes the master chain uses
+    timbre: dict[str, str]  # instrument -> the instrument that plays its notes
+    octave: int  # semitones every note is shifted by (0 or +-12)
+    eq: float  # one-pole coefficient of a tilt on the whole mix (0 = flat)
+    noise: tuple[float, float]  # log10 range of the noise floor's amplitude
+    tilt: float  # one-pole coefficient colouring the noise (0 = white)
+    level: tuple[float, float]  # output peak range
+
+    @classmethod
+    def draw(cls, style: str, difficulty: float, rng: np.random.Generator) -> _Blur:
+        others = [s for s in STYLES if s != style]
+
+        def borrow() -> str:
+            return str(rng.choice(others)) if rng.random() < difficulty else style
+
+        tempo, drums, space = borrow(), borrow(), borrow()
+        timbre: dict[str, str] = {}
+        if rng.random() < difficulty:  # a new band: every instrument is played by another one
+            names = list(_INSTRUMENTS)
+            timbre = dict(zip(names, (str(n) for n in rng.permutation(names)), strict=True))
+        octave = int(rng.choice([-12, 12])) if rng.random() < difficulty else 0
+        return cls(
+            tempo=tempo,
+            jitter=0.03 + 0.12 * difficulty,
+            drums=drums,
+            space=space,
+            timbre=timbre,
+            octave=octave,
+            eq=float(rng.uniform(-0.8, 0.8) * difficulty),
+            noise=(-3.5 + 1.5 * difficulty, -2.0 + 1.0 * difficulty),
+            tilt=float(rng.uniform(-0.9, 0.9) * difficulty),
+            level=(0.5 - 0.4 * difficulty, 0.9),
+        )
+
+
 class _Clip:
     """One clip being rendered: the timeline (tempo, meter, swing), the harmony and the output buses."""
 
-    def __init__(self, style: str, seconds: float, sr: int, rng: np.random.Generator):
+    def __init__(
+        self, style: str, seconds: float, sr: int, rng: np.random.Generator, blur: _Blur | None = None
+    ):
         info = STYLE_INFO[style]
         self.sr, self.rng, self.meter = sr, rng, info.meter
         self.n = int(round(seconds * sr))
-        self.bpm = rng.uniform(*info.bpm) * rng.uniform(0.97, 1.03)
+        self.timbre = blur.timbre if blur else {}
+        self.shift = blur.octave if blur else 0
+        if blur is None:
+            self.bpm = rng.uniform(*info.bpm) * rng.uniform(0.97, 1.03)
+        else:
+            self.bpm = rng.uniform(*STYLE_INFO[blur.tempo].bpm) * rng.uniform(
+                1 - blur.jitter, 1 + blur.jitter
+            )
         self.beat = 60.0 / self.bpm
         self.swing = info.swing
         self.key = int(rng.integers(0, 12))  # transposition: every clip in its own key
@@ -110,12 +164,12 @@ class _Clip:
         return self.buses[name]
 
     def note(self, t0: float, dur: float, midi: float, amp: float, inst: str, bus: str = "main") -> None:
-        wave, attack, decay, vib, fm = _INSTRUMENTS[inst]
+        wave, attack, decay, vib, fm = _INSTRUMENTS[self.timbre.get(inst, inst)]
         start, stop = max(0, int(t0 * self.sr)), min(self.n, int((t0 + dur) * self.sr))
         if stop <= start:
             return
         t = (np.arange(start, stop) - t0 * self.sr) / self.sr
-        freq = 440.0 * 2 ** ((midi - 69) / 12)
+        freq = 440.0 * 2 ** ((midi + self.shift - 69) / 12)
         phase = freq * t
         if vib:  # vibrato as phase modulation: the integral of a 5.5 Hz sinusoidal pitch wobble
             phase = phase + freq * (2 ** (vib / 12) - 1) * np.sin(2 * np.pi * 5.5 * t) / (2 * np.pi * 5.5)
@@ -285,27 +339,62 @@ _SPACE = {
 }
 
 
-def render_clip(style: str, seconds: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
-    """One clip of `style`: (seconds * sample_rate,) float32 mono in [-1, 1], drawn from `rng`."""
+def _borrow_drums(c: _Clip, style: str, d: dict, g: np.ndarray) -> None:
+    """Replace the drum bus of `c` by the drum part `style`'s arranger plays on the same timeline."""
+    other = copy.copy(c)
+    other.buses = {}
+    _ARRANGERS[style](other, d, g)  # its notes land on other buses and are dropped
+    c.buses.pop("drums", None)
+    if "drums" in other.buses:
+        c.buses["drums"] = other.buses["drums"]
+
+
+def render_clip(
+    style: str, seconds: float, sample_rate: int, rng: np.random.Generator, difficulty: float = 0.0
+) -> np.ndarray:
+    """One clip of `style`: (seconds * sample_rate,) float32 mono in [-1, 1], drawn from `rng`.
+
+    `difficulty` in [0, 1] makes the styles overlap: with that probability each, a clip takes another
+    style's tempo range, drum part, room (brightness, echoes) and instrument timbres, or moves an octave;
+    a random tilt of the mix, the noise floor and its colour, the level range and the tempo jitter grow
+    with it. Meter, rhythm, harmony and arrangement stay the style's own, so the style is still in the
+    audio but no longer in its timbre statistics alone (an MFCC probe drops from ~100 % to ~60 % at 0.4).
+    0 draws nothing extra: the clips are exactly those of a corpus made without the knob.
+    """
     if style not in _ARRANGERS:
         raise ValueError(f"unknown style {style!r}; choose one of: {', '.join(STYLES)}")
-    c = _Clip(style, seconds, sample_rate, rng)
+    if not 0.0 <= difficulty <= 1.0:
+        raise ValueError(f"difficulty must lie in [0, 1], got {difficulty}")
+    blur = _Blur.draw(style, difficulty, rng) if difficulty > 0 else None
+    c = _Clip(style, seconds, sample_rate, rng, blur)
     gains = rng.uniform(0.6, 1.3, 8)  # per-clip instrument mix
-    _ARRANGERS[style](c, _drums(sample_rate, rng), gains)
+    drums = _drums(sample_rate, rng)
+    _ARRANGERS[style](c, drums, gains)
+    if blur is not None and blur.drums != style:
+        _borrow_drums(c, blur.drums, drums, gains)
     x = np.zeros(c.n)
     for name, bus in c.buses.items():
         if name == "strings":  # darker strings: saw through a one-pole low-pass
             bus = lfilter([0.3], [1, -0.7], bus)
         x += bus
-    lo, hi = _SPACE[style][0]
+    space = blur.space if blur else style
+    lo, hi = _SPACE[space][0]
     a = rng.uniform(lo, hi)
     x = lfilter([1 - a], [1, -a], x)  # per-clip brightness
-    echo = _SPACE[style][1]
+    if blur is not None and blur.eq:  # a tilted mix (dull or thin playback) on top of the style's room
+        x = lfilter([1 - abs(blur.eq)], [1, -blur.eq], x)
+    echo = _SPACE[space][1]
     if echo:  # a few discrete echoes: the cheap "reverb" of ambient and hall styles
         delay = int(echo[0] * rng.uniform(0.8, 1.2) * sample_rate)
         for k in range(1, 4):
             if delay * k < c.n:
                 x[delay * k :] += echo[1] ** k * x[: c.n - delay * k]
-    x += rng.standard_normal(c.n) * 10 ** rng.uniform(-3.5, -2)  # noise floor
+    noise = rng.standard_normal(c.n)
+    if blur is not None and blur.tilt:  # coloured noise shifts the spectral envelope MFCCs summarise
+        noise = lfilter([1 - abs(blur.tilt)], [1, -blur.tilt], noise) / np.sqrt(
+            (1 - abs(blur.tilt)) ** 2 / (1 - blur.tilt**2)
+        )
+    x += noise * 10 ** rng.uniform(*(blur.noise if blur else (-3.5, -2)))  # noise floor
     peak = np.max(np.abs(x)) or 1.0
-    return np.clip(x * rng.uniform(0.5, 0.9) / peak, -1.0, 1.0).astype(np.float32)
+    level = rng.uniform(*(blur.level if blur else (0.5, 0.9)))
+    return np.clip(x * level / peak, -1.0, 1.0).astype(np.float32)

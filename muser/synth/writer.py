@@ -45,8 +45,9 @@ def split_of(style_pos: int, k: int) -> str:
 class Writer:
     """Writes audio and remembers the planted faults, so BROKEN.json can tell tests what to expect."""
 
-    def __init__(self, root: Path, seconds: float, sr: int, seed: int):
+    def __init__(self, root: Path, seconds: float, sr: int, seed: int, difficulty: float = 0.0):
         self.root, self.seconds, self.sr, self.seed = root, seconds, sr, seed
+        self.difficulty = difficulty  # how much styles overlap (render_clip); 0 = the original corpus
         self.broken: list[dict] = []
         self.valid_unicode: list[dict] = []
 
@@ -55,7 +56,7 @@ class Writer:
         path.parent.mkdir(parents=True, exist_ok=True)
         import soundfile as sf
 
-        wave = render_clip(item.style, self.seconds, self.sr, item.rng)
+        wave = render_clip(item.style, self.seconds, self.sr, item.rng, self.difficulty)
         fmt = {".au": "AU", ".mp3": "MP3", ".ogg": "OGG", ".flac": "FLAC"}.get(path.suffix.lower(), "WAV")
         subtype = {"MP3": "MPEG_LAYER_III", "OGG": "VORBIS"}.get(fmt, "PCM_16")
         sf.write(path, wave, self.sr, format=fmt, subtype=subtype)

@@ -1,5 +1,10 @@
 """Folder source: any tree of audio files, described by embedded tags (mutagen), a same-name .txt credit
-note, and an optional CSV/JSONL sidecar keyed by relative path (sidecar wins, then tags, then the note)."""
+note, and an optional CSV/JSONL sidecar keyed by relative path (sidecar wins, then tags, then the note).
+
+Labels: task "genre" from the first genre; a sidecar column `label_<task>` (e.g. `label_soundtrack`) adds
+task <task> with the column's value as the class (single-label; a JSON list in a JSONL sidecar makes it
+multi-label). Label columns never reach the captions, so a label can be scored without being trained on.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from muser.shards.sources.base import (
     SourceListing,
     Track,
     as_list,
+    clean,
     compact,
     file_error,
     finish,
@@ -48,6 +54,8 @@ _FIELDS = {
     "split",
     "path",
 }
+_LABEL_PREFIX = "label_"  # sidecar columns label_<task> carry labels, not caption text
+_TASK = re.compile(r"^[A-Za-z0-9_-]+$")
 # "<title> by <artist>" on a credit note's first line, stopping before the licence boilerplate.
 _CREDIT = re.compile(
     r"^(?P<title>.+?) by (?P<artist>.+?)(?:\s+(?:is licensed|is in the|\(c\)|licensed)(?=\s|$).*)?$",
@@ -150,12 +158,53 @@ def _from_sidecar(row: dict[str, Any], where: str) -> dict[str, Any]:
     meta["genres"] = as_list(row.get("genres") or row.get("genre"))
     for k in ("parent_genres", "tags", "mood"):
         meta[k] = as_list(row.get(k))
-    meta["extra"] = {k: v for k, v in row.items() if k not in _FIELDS and v not in (None, "")}
+    meta["labels"] = _labels_of(row, where)
+    meta["extra"] = {
+        k: v
+        for k, v in row.items()
+        if k not in _FIELDS and not str(k).startswith(_LABEL_PREFIX) and v not in (None, "")
+    }
     split = str(row.get("split") or "").strip().lower()
     if split and split not in _SPLITS:
         raise ValueError(f"{where}: split {row['split']!r} is not one of train, valid, test, all")
     meta["split"] = _SPLITS.get(split)
     return {k: v for k, v in meta.items() if v not in (None, "", [], {})}
+
+
+def _labels_of(row: dict[str, Any], where: str) -> dict[str, str | list[str]]:
+    """{task: class} from the `label_<task>` columns of a sidecar row (empty cells give no label)."""
+    out: dict[str, str | list[str]] = {}
+    for column, value in row.items():
+        if not str(column).startswith(_LABEL_PREFIX):
+            continue
+        task = str(column)[len(_LABEL_PREFIX) :]
+        if not _TASK.match(task):
+            raise ValueError(
+                f"{where}: label column {column!r} must be label_<task> with a task name of letters, "
+                "digits, '_' or '-'"
+            )
+        if isinstance(value, (list, tuple)):  # JSONL: a list is a multi-label value
+            classes = [str(v).strip() for v in value if clean(v) is not None]
+            if classes:
+                out[task] = classes
+        elif clean(value) is not None:
+            out[task] = str(clean(value))
+    return out
+
+
+def _label_tasks(tracks: list[Track], metadata: str | None) -> dict[str, str]:
+    """task -> single | multi over every track's labels; one task cannot mix the two."""
+    kinds: dict[str, set[str]] = {}
+    for t in tracks:
+        for task, value in (t.meta.get("labels") or {}).items():
+            kinds.setdefault(task, set()).add("multi" if isinstance(value, list) else "single")
+    mixed = sorted(task for task, k in kinds.items() if len(k) > 1)
+    if mixed:
+        raise ValueError(
+            f"--metadata {metadata}: label column label_{mixed[0]} mixes lists and single values; "
+            "use one kind per task"
+        )
+    return {**LABEL_TASKS, **{task: k.pop() for task, k in kinds.items()}}
 
 
 def discover(root: Path, metadata: str | None = None) -> SourceListing:
@@ -178,11 +227,13 @@ def discover(root: Path, metadata: str | None = None) -> SourceListing:
         path = files.get(rel)
         error = file_error(path, f"{Path(metadata).name if metadata else 'metadata'}")
         meta: dict[str, Any] = {}
+        side_labels: dict[str, Any] = {}
         if path is not None and error is None:
             meta.update({k: v for k, v in read_credit(path).items() if v})
             meta.update({k: v for k, v in read_tags(path).items() if v})  # tags beat the credit note
         if rel in sidecar:
             side_meta = _from_sidecar(sidecar[rel], f"{metadata} row {rel!r}")
+            side_labels = side_meta.pop("labels", {})
             extra = {**meta.get("extra", {}), **side_meta.pop("extra", {})}
             meta.update(side_meta)  # the sidecar wins: it is the user's own correction of the tags
             meta["extra"] = extra
@@ -190,8 +241,11 @@ def discover(root: Path, metadata: str | None = None) -> SourceListing:
             meta["title"] = path.stem.replace("_", " ").strip()
             meta.setdefault("extra", {})["title_from"] = "filename"
         split = meta.pop("split", "all")
-        if meta.get("genres"):
-            meta["labels"] = {"genre": meta["genres"][0]}
+        labels = {"genre": meta["genres"][0]} if meta.get("genres") else {}
+        labels.update(side_labels)  # a label_genre column corrects the tags' genre, like every sidecar field
+        if labels:
+            meta["labels"] = labels
         meta.setdefault("extra", {})["path"] = rel
         tracks.append(Track(folder_id(rel), path, "folder", split, compact(meta), error))
-    return SourceListing("folder", root, finish(tracks), dict(LABEL_TASKS), notes)
+    tracks = finish(tracks)
+    return SourceListing("folder", root, tracks, _label_tasks(tracks, metadata), notes)

@@ -104,3 +104,58 @@ def test_real_music_folder(real_audio_dir):
     if vibe is not None:
         assert vibe.meta["title"] == "Vibe Ace" and vibe.meta["artist"] == "Kevin MacLeod"
     assert all(t.meta.get("description") for t in listing.tracks if t.path.with_suffix(".txt").exists())
+
+
+def test_sidecar_label_columns_become_label_tasks(tmp_path):
+    """label_<task> columns give labels (not caption fields); the writer turns them into a vocabulary."""
+    import json
+
+    from muser.shards.text import render
+    from muser.shards.writer import write_shards
+
+    src = make_corpus(tmp_path / "src", "folder", n_per_class=1, seconds=0.5, sample_rate=8000, sidecar=True)
+    files = sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.suffix in (".ogg", ".wav"))
+    rows = ["path,label_soundtrack,label_genre"]
+    rows += [
+        f'"{rel}",{"first" if i % 2 else "second"},{"corrected" if i == 0 else ""}'
+        for i, rel in enumerate(files)
+    ]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    listing = discover(ShardConfig(src=str(src), metadata=str(tmp_path / "labels.csv")))
+    check_listing(listing)
+    assert listing.label_tasks == {"genre": "single", "soundtrack": "single"}
+    by_path = {t.meta["extra"]["path"]: t for t in listing.tracks}
+    assert by_path[files[0]].meta["labels"] == {"genre": "corrected", "soundtrack": "second"}
+    assert by_path[files[1]].meta["labels"]["soundtrack"] == "first"
+    assert by_path[files[1]].meta["labels"]["genre"] == by_path[files[1]].meta["genres"][0]  # empty cell
+    assert not any(k.startswith("label_") for t in listing.tracks for k in t.meta["extra"])
+    assert all("first" not in render(t.meta) and "second" not in render(t.meta) for t in listing.tracks)
+
+    dst = tmp_path / "shards"
+    cfg = ShardConfig(src=str(src), dst=str(dst), metadata=str(tmp_path / "labels.csv"), workers=1)
+    write_shards(cfg, progress=False)
+    vocab = json.loads((dst / "manifest.json").read_text())["labels"]["soundtrack"]
+    assert vocab["type"] == "single" and vocab["classes"] == ["first", "second"]
+    assert sum(vocab["counts"].values()) == len(files)
+
+
+def test_sidecar_label_lists_and_bad_columns(tmp_path):
+    import json
+
+    src = make_corpus(
+        tmp_path / "src", "folder", n_per_class=1, seconds=0.5, sample_rate=8000, styles=["blues"]
+    )
+    rel = next(p.relative_to(src).as_posix() for p in src.rglob("*") if p.suffix == ".ogg")
+    side = tmp_path / "labels.jsonl"
+    side.write_text(json.dumps({"path": rel, "label_instruments": ["guitar", "bass"]}) + "\n")
+    listing = discover(ShardConfig(src=str(src), metadata=str(side)))
+    check_listing(listing)
+    assert listing.label_tasks["instruments"] == "multi"
+    assert {t.meta["extra"]["path"]: t for t in listing.tracks}[rel].meta["labels"]["instruments"] == [
+        "guitar",
+        "bass",
+    ]
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f'path,label_ bad task\n"{rel}",x\n')
+    with pytest.raises(ValueError, match="label_<task>"):
+        discover(ShardConfig(src=str(src), metadata=str(bad)))
