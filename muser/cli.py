@@ -76,7 +76,8 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
     "--metadata",
     type=click.Path(exists=True),
     default=None,
-    help="FMA fma_metadata/ folder, or a folder source's CSV/JSONL sidecar keyed by relative path.",
+    help="FMA fma_metadata/ folder, or a folder source's CSV/JSONL sidecar keyed by relative path "
+    "(column `path`; `label_<task>` columns become label vocabularies).",
 )
 @click.option(
     "--subset",

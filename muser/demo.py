@@ -29,9 +29,10 @@ class DemoSize:
     steps: int  # pretraining steps
     batch_size: int
     seeds: int  # probe seeds
+    difficulty: float = 0.4  # styles borrow each other's tempo, drums and timbre (0 = trivially separable)
 
 
-FULL = DemoSize(n_per_class=30, seconds=8.0, steps=300, batch_size=24, seeds=3)
+FULL = DemoSize(n_per_class=40, seconds=8.0, steps=400, batch_size=16, seeds=3)
 QUICK = DemoSize(n_per_class=10, seconds=6.0, steps=60, batch_size=16, seeds=1)
 
 REAL_DATA_HINT = """\
@@ -74,7 +75,14 @@ def run_demo(
     t0 = stage("1/4  built-in corpus (FMA layout, 6 styles)")
     corpus = out / "corpus"
     if not (corpus / "fma_metadata" / "tracks.csv").is_file():
-        make_corpus(corpus, layout="fma", n_per_class=size.n_per_class, seconds=size.seconds, seed=seed)
+        make_corpus(
+            corpus,
+            layout="fma",
+            n_per_class=size.n_per_class,
+            seconds=size.seconds,
+            seed=seed,
+            difficulty=size.difficulty,
+        )
     timings["corpus_s"] = time.perf_counter() - t0
 
     # 2. Shards (resumes, so a second `muser demo` reuses them).

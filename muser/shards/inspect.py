@@ -15,15 +15,7 @@ def inspect_shards(dst: str | Path, verify: bool = False, max_errors_shown: int 
     """A JSON-ready report of dst; `verify` re-hashes every shard (report["verify"] lists mismatches)."""
     dst = Path(dst)
     m = mf.read_manifest(dst)
-    splits = {
-        name: {
-            "shards": len(s["shards"]),
-            "samples": s["samples"],
-            "seconds": s["seconds"],
-            "hours": round(s["seconds"] / 3600, 4),
-        }
-        for name, s in m["splits"].items()
-    }
+    splits = mf.split_summary(m)
     return {
         "dst": str(dst),
         "complete": m.get("complete", False),

@@ -178,3 +178,16 @@ def verify(dst: str | Path) -> list[dict[str, str]]:
         if SHARD_RE.match(path.name) and path.name not in listed:
             problems.append({"name": path.name, "reason": "not listed in the manifest"})
     return problems
+
+
+def split_summary(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per split: shard count, samples, seconds and hours (what `inspect` and the writer's summary show)."""
+    return {
+        name: {
+            "shards": len(s["shards"]),
+            "samples": s["samples"],
+            "seconds": s["seconds"],
+            "hours": round(s["seconds"] / 3600, 4),
+        }
+        for name, s in manifest["splits"].items()
+    }

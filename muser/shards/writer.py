@@ -370,15 +370,7 @@ def _clean(meta: dict[str, Any]) -> dict[str, Any]:
 
 def _summary(run: _Run, source: str, tracks: int, resumed: int, workers: int, elapsed: float) -> dict:
     m = run.manifest
-    splits = {
-        name: {
-            "shards": len(s["shards"]),
-            "samples": s["samples"],
-            "seconds": s["seconds"],
-            "hours": round(s["seconds"] / 3600, 4),
-        }
-        for name, s in m["splits"].items()
-    }
+    splits = mf.split_summary(m)
     return {
         "dst": str(run.dst),
         "source": source,
