@@ -45,3 +45,13 @@ def minilm_dir(shared_dir: Path) -> Path:
     if not (path / "config.json").is_file():
         pytest.skip("../shared/models/all-MiniLM-L6-v2 is not present")
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one intra-op thread for the test, restored afterwards (per-worker rates; other tests keep
+    the session setting)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -71,8 +71,7 @@ def _rate(fn, crops: int) -> float:
     return crops / (time.perf_counter() - start)
 
 
-def test_loader_throughput(tmp_path):
-    torch.set_num_threads(1)  # per-worker rates: DataLoader workers each get one thread
+def test_loader_throughput(tmp_path, one_thread):  # per-worker rates: DataLoader workers get one thread
     files, tracks = _corpus(tmp_path)
     folders = {
         codec: shardkit.write_folder(tmp_path / codec, tracks, codec=codec, sample_rate=RATE, per_shard=5)

@@ -23,7 +23,7 @@ from muser.shards.writer import write_shards
 from muser.synth import make_corpus
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sharding.json"
-N_PER_CLASS, SECONDS, RATE = 8, 30.0, 16000  # 6 styles x 8 = 48 GTZAN-like 30 s clips (24 min of audio)
+N_PER_CLASS, SECONDS, RATE = 16, 30.0, 16000  # 6 styles x 16 = 96 GTZAN-like 30 s clips (48 min of audio)
 
 
 def _naive(files: list[Path], out: Path) -> None:
@@ -91,12 +91,17 @@ def _resampler_quality(orig: int, new: int, seconds: float = 10.0) -> dict:
 
 def test_sharding_throughput(tmp_path):
     root = make_corpus(tmp_path / "gtzan", "gtzan", n_per_class=N_PER_CLASS, seconds=SECONDS)
-    files = sorted((root / "genres").rglob("*.wav"))
+    # GTZAN ships .wav and .au alike; the naive loop gets every file the sharder gets.
+    files = sorted(p for p in (root / "genres").rglob("*") if p.suffix in (".wav", ".au"))
     audio_seconds = sum(sf.info(p).duration for p in files)
     runs = {"naive": _timed(lambda: _naive(files, tmp_path / "naive"))}
     for workers in (1, 2):
         cfg = ShardConfig(src=str(root), dst=str(tmp_path / f"w{workers}"), sample_rate=RATE, workers=workers)
         runs[f"shard_w{workers}"] = _timed(lambda cfg=cfg: write_shards(cfg, progress=False))
+        written = sum(
+            s["samples"] for s in json.loads((Path(cfg.dst) / "manifest.json").read_text())["splits"].values()
+        )
+        assert written == len(files), f"the sharder wrote {written} of {len(files)} tracks"
     result = {
         "machine": {
             "cpu_count": os.cpu_count(),
