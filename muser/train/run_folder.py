@@ -70,10 +70,20 @@ def write_result(out: Path, result: dict[str, Any]) -> None:
 
 
 class MetricsLog:
-    """RUN/metrics.jsonl: one JSON record per logged step, appended as the run goes."""
+    """RUN/metrics.jsonl: one JSON record per logged step, appended as the run goes; the numeric fields also
+    go to TensorBoard (RUN/tensorboard/) when the `tensorboard` package is installed."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, tensorboard: bool = True, start_step: int = 0) -> None:
         self.path = out / "metrics.jsonl"
+        self.board = None
+        if tensorboard:
+            try:  # optional: torch's SummaryWriter needs the tensorboard package, which we do not require
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                pass
+            else:
+                # purge_step drops events a resumed run logged past its checkpoint, as truncate() does
+                self.board = SummaryWriter(str(out / "tensorboard"), purge_step=start_step or None)
 
     def read(self) -> list[dict[str, Any]]:
         if not self.path.is_file():
@@ -92,6 +102,11 @@ class MetricsLog:
     def append(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.board is not None and "step" in record:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.board.add_scalar(key, value, record["step"])
+            self.board.flush()  # a killed run keeps what it logged, as metrics.jsonl does
 
     def mean_rates(self) -> dict[str, float]:
         """Mean samples_per_s and data_wait_frac over the records ({} when none were logged).

@@ -293,7 +293,7 @@ class _Run:
         # Ranks draw different SpecAugment masks and dropout; the model init above was identical.
         _seed_all(train.seed + 1000 * self.rank + 1)
         step = self._restore(resume) if resume is not None else 0
-        metrics = MetricsLog(self.out)
+        metrics = MetricsLog(self.out, tensorboard=self.rank == 0, start_step=step)
         if self.rank == 0:
             write_config(self.out, world, total, data, self.model.config, train)
             metrics.truncate(step)
