@@ -30,9 +30,12 @@ class DemoSize:
     batch_size: int
     seeds: int  # probe seeds
     difficulty: float = 0.4  # styles borrow each other's tempo, drums and timbre (0 = trivially separable)
+    fractions: tuple[float, ...] = (1.0,)  # training fractions of the probe (the few-shot curve)
 
 
-FULL = DemoSize(n_per_class=40, seconds=8.0, steps=400, batch_size=16, seeds=3)
+FULL = DemoSize(
+    n_per_class=40, seconds=8.0, steps=400, batch_size=16, seeds=3, fractions=(0.1, 0.25, 0.5, 1.0)
+)
 QUICK = DemoSize(n_per_class=10, seconds=6.0, steps=60, batch_size=16, seeds=1)
 
 REAL_DATA_HINT = """\
@@ -132,6 +135,7 @@ def run_demo(
             data=str(shards),
             protocol="probe,zeroshot,retrieval",
             seeds=size.seeds,
+            fractions=size.fractions,
             output=str(out / "eval"),
             baseline="mfcc",
             chunk_seconds=3.0,
