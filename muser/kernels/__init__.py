@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import warnings
 from types import ModuleType
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from muser.kernels.contrastive_ref import contrastive_loss_ref
@@ -47,6 +49,47 @@ def _triton() -> ModuleType:
     return contrastive_triton
 
 
+@functools.cache
+def _self_check(device: str) -> bool:
+    """Run the Triton path once on a small odd case (forward and backward) against the reference.
+
+    Called on the first "auto" use per device: a kernel that fails to compile or disagrees on this GPU
+    (driver, Triton version, architecture) warns once and leaves "auto" on the reference for the process,
+    instead of killing a training run. impl="triton" never falls back.
+    """
+    gen = torch.Generator().manual_seed(0)
+    q0 = F.normalize(torch.randn(37, 48, generator=gen), dim=-1)
+    k0 = F.normalize(torch.randn(37, 48, generator=gen), dim=-1)
+    ids = torch.randint(0, 30, (37,), generator=gen)
+    results = []
+    for fn in (_triton().contrastive_loss_triton, contrastive_loss_ref):
+        q, k = q0.to(device).requires_grad_(), k0.to(device).requires_grad_()
+        scale = torch.tensor(20.0, device=device, requires_grad=True)
+        try:
+            loss = fn(q, k, scale, ids.to(device), ids.to(device), 0, True)
+            loss.backward()
+        except Exception as exc:  # any failure of the fused path means "use the reference"
+            warnings.warn(
+                f"contrastive_loss: the Triton kernels failed on {device} ({type(exc).__name__}: {exc}); "
+                "impl='auto' uses the PyTorch reference in this process",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return False
+        results.append([loss.detach(), q.grad, k.grad, scale.grad])
+    for got, want in zip(*results, strict=True):
+        if not torch.allclose(got.float(), want.float(), rtol=1e-3, atol=1e-4):
+            warnings.warn(
+                f"contrastive_loss: the Triton kernels disagree with the reference on {device} "
+                f"(max error {float((got.float() - want.float()).abs().max()):.2e}); "
+                "impl='auto' uses the PyTorch reference in this process",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return False
+    return True
+
+
 def _resolve(impl: str, device: torch.device) -> str:
     if impl not in _IMPLS:
         raise ValueError(f"contrastive_loss: impl must be one of {', '.join(_IMPLS)}, got {impl!r}")
@@ -58,7 +101,7 @@ def _resolve(impl: str, device: torch.device) -> str:
         # The interpreter is for testing only: "auto" uses Triton when it runs natively on a CUDA tensor.
         if device.type != "cuda":
             return "reference"
-        return "triton" if _triton_mode()[0] == "native" else "reference"
+        return "triton" if _triton_mode()[0] == "native" and _self_check(str(device)) else "reference"
     mode, reason = _triton_mode()
     if mode is None:
         raise RuntimeError(

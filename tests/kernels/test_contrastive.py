@@ -200,3 +200,27 @@ def test_override_hook_forces_triton(monkeypatch):
     assert "ContrastiveLossFunction" in type(loss.grad_fn).__name__
     ref = contrastive_loss_ref(q, k, scale)
     _close(loss, ref, 1e-6, "loss")
+
+
+@needs_triton
+def test_self_check_passes_on_working_kernels_and_falls_back_on_broken_ones(monkeypatch):
+    # The check runs the real kernels (interpreted on CPU here, compiled on a GPU) against the reference.
+    kernels._self_check.cache_clear()
+    assert kernels._self_check("cpu") is True
+
+    def broken(*args):
+        raise RuntimeError("PTX assembly failed")
+
+    kernels._self_check.cache_clear()
+    monkeypatch.setattr(kernels._triton(), "contrastive_loss_triton", broken)
+    with pytest.warns(RuntimeWarning, match="PTX assembly failed"):
+        assert kernels._self_check("cpu") is False
+    kernels._self_check.cache_clear()
+
+    def wrong(q, k, scale, *rest):
+        return contrastive_loss_ref(q, k, scale * 1.01, *rest)  # plausible but wrong numbers
+
+    monkeypatch.setattr(kernels._triton(), "contrastive_loss_triton", wrong)
+    with pytest.warns(RuntimeWarning, match="disagree"):
+        assert kernels._self_check("cpu") is False
+    kernels._self_check.cache_clear()
