@@ -40,12 +40,17 @@ QUICK = DemoSize(n_per_class=10, seconds=6.0, steps=60, batch_size=16, seeds=1)
 
 REAL_DATA_HINT = """\
 [bold]The same on real data[/bold]
-  muser shard fma_small/ shards/fma                      # FMA-small + fma_metadata/ beside it
-  muser shard magnatagatune/ shards/mtt                  # annotations_final.csv + mp3 folders
-  muser shard gtzan/ shards/gtzan --split-dir gtzan/     # *_filtered.txt fault-filtered lists
-  muser shard my_music/ shards/mine                      # any tagged folder (+ --metadata sidecar.csv)
-  muser pretrain --shards shards/fma --shards shards/mtt --output runs/x --gpus 8 --preset base
-  muser eval gtzan --data shards/gtzan --checkpoint runs/x --protocol all --baseline mfcc"""
+  # FMA-small, with fma_metadata/ beside fma_small/
+  muser shard fma_small/ shards/fma
+  # MagnaTagATune, and GTZAN with its fault-filtered split lists
+  muser shard magnatagatune/ shards/mtt
+  muser shard gtzan/ shards/gtzan --split-dir gtzan/
+  # any folder of tagged music, optionally with a metadata sidecar
+  muser shard my_music/ shards/mine --metadata sidecar.csv
+  muser pretrain --shards shards/fma --shards shards/mtt \\
+      --output runs/x --gpus 8 --preset base
+  muser eval gtzan --data shards/gtzan --checkpoint runs/x \\
+      --protocol all --baseline mfcc"""
 
 
 def run_demo(
