@@ -6,18 +6,15 @@ and the JSON + markdown report with a reading computed from the numbers (never w
 from __future__ import annotations
 
 import csv
-import json
 import os
-import platform
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+from benchmarks import common
 
-RESULTS = Path(__file__).parent / "results"
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 SOUNDTRACKS_SCRIPT = SHARED / "data" / "get-soundtracks.sh"
 DEFAULT_SOUNDTRACKS = Path.home() / ".cache" / "muser" / "soundtracks"
@@ -130,24 +127,6 @@ def tagged_tracks(root: Path, sidecar: Path) -> int:
     return sum(1 for t in listing.tracks if t.meta.get("artist") or t.meta.get("album"))
 
 
-def machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if "model name" in ln]
-        cpu = names[0] if names else cpu
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu": cpu,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-
-
 def rows_of(result: dict[str, Any], name_of: dict[str, str]) -> list[dict[str, Any]]:
     """Full-data accuracy rows of a run_eval result, with run_eval's model names mapped by `name_of`."""
     out = []
@@ -170,32 +149,24 @@ def rows_of(result: dict[str, Any], name_of: dict[str, str]) -> list[dict[str, A
 def record(corpus: str, entry: dict[str, Any]) -> dict[str, Any]:
     """Store one corpus' entry in downstream.json (other corpora's entries are kept) and rewrite the
     markdown report from the whole file; returns the file's content."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "downstream.json"
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    data.setdefault("corpora", {})[corpus] = entry
-    data["machine"] = machine()
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-    (RESULTS / "downstream.md").write_text(markdown(data))
+    data = common.record("downstream", "corpora", corpus, entry)
+    (common.RESULTS / "downstream.md").write_text(markdown(data))
     return data
 
 
 def record_total(wall_s: float, corpora: list[str]) -> None:
     """Note the wall time of the whole module run (fixtures included) in downstream.json and the report."""
-    path = RESULTS / "downstream.json"
-    if not path.is_file():
+    data = common.read_result("downstream")
+    if not data:
         return
-    data = json.loads(path.read_text())
     data["run"] = {
         "command": "OMP_NUM_THREADS=1 pytest benchmarks/test_downstream.py",
         "wall_s": wall_s,
         "corpora_run": corpora,
-        "load_average_end": machine()["load_average"],
+        "load_average_end": common.machine_info()["load_average"],
     }
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    (RESULTS / "downstream.md").write_text(markdown(data))
+    common.write_result("downstream", data)
+    (common.RESULTS / "downstream.md").write_text(markdown(data))
 
 
 PROTOCOLS = ("probe-logistic", "probe-mlp", "zeroshot")

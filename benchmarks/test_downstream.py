@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from benchmarks import downstream_lib as lib
+from benchmarks.common import machine_info
 from muser.config import DataConfig, EvalConfig, ShardConfig, TrainConfig, preset, to_dict
 
 SEED = 0
@@ -217,7 +218,7 @@ def soundtracks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_synthetic_ablation(synthetic: dict[str, Any], whole_run_clock: list[str]) -> None:
-    t0, load = time.perf_counter(), lib.machine()["load_average"]
+    t0, load = time.perf_counter(), machine_info()["load_average"]
     rows, details = _pretrain_and_eval(
         synthetic["pretrain"],
         "train",
@@ -251,7 +252,7 @@ def test_synthetic_ablation(synthetic: dict[str, Any], whole_run_clock: list[str
 
 
 def test_soundtrack_ablation(soundtracks: dict[str, Any], whole_run_clock: list[str]) -> None:
-    t0, load = time.perf_counter(), lib.machine()["load_average"]
+    t0, load = time.perf_counter(), machine_info()["load_average"]
     rows, details = _pretrain_and_eval(
         soundtracks["shards"],
         "all",

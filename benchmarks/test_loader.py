@@ -10,8 +10,6 @@ benchmarks/results/loader.json.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import random
 import time
 from pathlib import Path
@@ -21,11 +19,11 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from benchmarks.common import machine_info, write_result
 from muser.shards.audio import to_int16
 from muser.shards.reader import make_loader
 from tests.shards import shardkit
 
-RESULTS = Path(__file__).parent / "results" / "loader.json"
 N_TRACKS, SECONDS, FILE_RATE, RATE, CROP, REPEATS = 20, 30.0, 22050, 16000, 10.0, 3
 
 
@@ -114,14 +112,8 @@ def test_loader_throughput(tmp_path, one_thread):  # per-worker rates: DataLoade
         "ratio_vs_naive_mp3": {
             c: rates[f"{c}_shards"] / rates["naive_mp3_resample"] for c in ("flac", "pcm")
         },
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "device": f"cpu ({platform.processor() or platform.machine()})",  # the loader runs on CPU
-            "python": platform.python_version(),
-        },
+        "machine": machine_info(),  # the loader runs on CPU whatever `device` says: see `cpu`
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
+    write_result("loader", result)
     print(json.dumps(result, indent=2))
     assert rates["flac_shards"] > naive_rate and rates["pcm_shards"] > naive_rate

@@ -10,11 +10,8 @@ Run: `pytest benchmarks/test_loss_kernel.py -q -s`.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,37 +19,25 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 import muser.kernels as kernels
+from benchmarks.common import machine_info, read_result, write_result
 from muser.kernels import contrastive_loss
 
-RESULTS = Path(__file__).parent / "results" / "loss_kernel.json"
 SIZES = [1024, 4096, 16384, 65536, 262144]
 DIMS = [256, 512]
 SCALE = 1 / 0.07
 
 
-def _machine() -> dict:
-    return {
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "triton_mode": kernels._triton_mode()[0],
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-
-
 def _record(section: str, key: str, value: dict) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    data["machine"] = _machine()
+    data = read_result("loss_kernel")
+    data["machine"] = machine_info()
+    data["triton_mode"] = kernels._triton_mode()[0]  # which path ran: "native", "interpret" or None
     if not torch.cuda.is_available():
         data.setdefault("gpu", {"status": "not run: no CUDA device on this machine"})
     data.setdefault(section, {})
     if section == "gpu":
         data[section].pop("status", None)
     data[section][key] = value
-    RESULTS.write_text(json.dumps(data, indent=2) + "\n")
+    write_result("loss_kernel", data)
     print(f"\n{section}/{key}: {json.dumps(value)}")
 
 

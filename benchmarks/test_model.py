@@ -8,44 +8,26 @@ Run: `pytest benchmarks/test_model.py -q -s`.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import resource
 import time
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 import torchaudio
 
+from benchmarks.common import record
 from muser import MUSER
 from muser.config import preset
 from muser.models.spectrogram import make_frontend
 
-RESULTS = Path(__file__).parent / "results" / "model.json"
 CROP_SECONDS = 3.0
 TEXT = "A song of {}, belongs to fast-rhythm music, whose style is inspiring."
 GENRES = ["rock", "jazz", "blues", "pop", "metal", "reggae", "disco", "country"]
 
 
-def _machine() -> dict:
-    return {
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-
-
 def _record(section: str, key: str, value: dict) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    data["machine"] = _machine()
-    data.setdefault(section, {})[key] = value
-    RESULTS.write_text(json.dumps(data, indent=2) + "\n")
+    record("model", section, key, value)
     print(f"\n{section}/{key}: {json.dumps(value)}")
 
 

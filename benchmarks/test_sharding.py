@@ -6,8 +6,6 @@ previous choice). Writes benchmarks/results/sharding.json."""
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -17,12 +15,12 @@ import soxr
 import torch
 import torchaudio.functional as AF
 
+from benchmarks.common import machine_info, write_result
 from muser.config import ShardConfig
 from muser.shards.audio import resample, resampler_name
 from muser.shards.writer import write_shards
 from muser.synth import make_corpus
 
-RESULTS = Path(__file__).resolve().parent / "results" / "sharding.json"
 N_PER_CLASS, SECONDS, RATE = 16, 30.0, 16000  # 6 styles x 16 = 96 GTZAN-like 30 s clips (48 min of audio)
 
 
@@ -103,12 +101,7 @@ def test_sharding_throughput(tmp_path):
         )
         assert written == len(files), f"the sharder wrote {written} of {len(files)} tracks"
     result = {
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "device": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-        },
+        "machine": machine_info(),
         "corpus": {"tracks": len(files), "audio_seconds": round(audio_seconds, 1), "layout": "gtzan"},
         "runs": {
             name: {
@@ -129,8 +122,7 @@ def test_sharding_throughput(tmp_path):
         },
     }
     result["resampling"]["note"] = _note(result["resampling"])
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    write_result("sharding", result)
     print(json.dumps(result["runs"], indent=1), json.dumps(result["ratios"]))
     print(_table(result["resampling"]))
     print(result["resampling"]["note"])

@@ -8,32 +8,20 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from pathlib import Path
 
 import pytest
-import torch
 
+from benchmarks.common import machine_info, read_result, write_result
 from muser.config import DataConfig, ShardConfig, TrainConfig, preset
 from muser.train import pretrain
 
-RESULTS = Path(__file__).parent / "results" / "train.json"
-
-
-def _machine() -> dict:
-    return {
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-    }
-
 
 def _record(case: str, entry: dict) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    results[case] = {**entry, "machine": _machine()}
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    """One entry per case, each with its own machine: the CPU and GPU cases run on different machines."""
+    results = read_result("train")
+    results[case] = {**entry, "machine": machine_info()}
+    write_result("train", results)
 
 
 @pytest.fixture(scope="module")
