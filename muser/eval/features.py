@@ -169,9 +169,10 @@ def cached(path: Path, compute: Callable[[], TrackSet]) -> tuple[TrackSet, bool]
 
 
 def model_chunk_fn(model: torch.nn.Module, device: torch.device) -> ChunkFn:
-    """Chunk embeddings from model.encode_audio: (B, T) -> (B, D) L2-normalised."""
+    """Chunk embeddings from model.encode_audio: (B, T), length (B,) -> (B, D) L2-normalised; the zero
+    padding of a track's last chunk is left out of the model's pooling."""
 
     def run(audio: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
-        return model.encode_audio(audio.to(device))
+        return model.encode_audio(audio.to(device), length=length)
 
     return run

@@ -20,11 +20,11 @@ from muser.shards.text import caption_id, label_prompt
 
 
 def _chunks(shard_dir: Path, splits: list[str], keys: set[str], chunk_seconds: float, batch_size: int):
-    """(audio (T,), key) for every chunk of the wanted tracks, in reader order."""
+    """(audio (T,), valid samples, key) for every chunk of the wanted tracks, in reader order."""
     for _, batch in eval_batches(shard_dir, splits, chunk_seconds, batch_size):
         for i, key in enumerate(batch["key"]):
             if key in keys:
-                yield batch["audio"][i], key
+                yield batch["audio"][i], int(batch["length"][i]), key
 
 
 def finetune(
@@ -58,11 +58,12 @@ def finetune(
     buffer_size = 8 * batch_size
     losses: list[float] = []
 
-    def step(items: list[tuple[torch.Tensor, str]]) -> None:
-        texts = [label_prompt(label_task, rng.choice(labels[key])) for _, key in items]
+    def step(items: list[tuple[torch.Tensor, int, str]]) -> None:
+        texts = [label_prompt(label_task, rng.choice(labels[key])) for _, _, key in items]
         enc = tuned.tokenize(texts)
         batch = {
-            "audio": torch.stack([a for a, _ in items]).to(device),
+            "audio": torch.stack([a for a, _, _ in items]).to(device),
+            "length": torch.tensor([n for _, n, _ in items], dtype=torch.int64),  # padding is pooled out
             "input_ids": enc["input_ids"].to(device),
             "attention_mask": enc["attention_mask"].to(device),
         }
@@ -77,7 +78,7 @@ def finetune(
 
     keys = set(labels)
     for _ in range(epochs):
-        buffer: list[tuple[torch.Tensor, str]] = []
+        buffer: list[tuple[torch.Tensor, int, str]] = []
         for item in _chunks(Path(shard_dir), splits, keys, chunk_seconds, batch_size):
             buffer.append(item)
             if len(buffer) >= buffer_size:

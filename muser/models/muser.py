@@ -44,6 +44,27 @@ def check_audio(wave: Any, min_samples: int = 1) -> torch.Tensor:
     return wave.float()
 
 
+def check_length(length: Any, wave: torch.Tensor) -> torch.Tensor | None:
+    """Validate per-row valid sample counts for wave (B, T): None, or (B,) integers in [0, T]; returns
+    an int64 tensor (or None). A count below one frame still pools one frame (the clip's first)."""
+    if length is None:
+        return None
+    length = torch.as_tensor(length)
+    if length.is_floating_point() or length.is_complex() or length.dtype == torch.bool:
+        raise ValueError(f"length must hold integer sample counts, got dtype {length.dtype}")
+    if length.shape != wave.shape[:1]:
+        raise ValueError(
+            f"length must have shape ({wave.shape[0]},): one valid sample count per audio row, "
+            f"got {tuple(length.shape)}"
+        )
+    if length.numel() and not 0 <= int(length.min()) <= int(length.max()) <= wave.shape[1]:
+        raise ValueError(
+            f"length must lie in [0, {wave.shape[1]}] (valid samples of each padded row), "
+            f"got {int(length.min())}..{int(length.max())}"
+        )
+    return length.long()
+
+
 class MUSER(nn.Module):
     """Tri-modal encoder. `forward(batch)` returns whichever of audio/spec/text the batch has inputs for,
     each (B, embed_dim) and L2-normalised; logit scales live in the loss (muser.losses)."""
@@ -146,44 +167,51 @@ class MUSER(nn.Module):
         """Sentences -> input_ids, attention_mask (B, L) on the CPU (the loader calls this in workers)."""
         return self.text.tokenize(texts)
 
-    def _embed_waveform(self, wave: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.proj_audio(self.waveform(wave)), dim=-1)
+    def _embed_waveform(self, wave: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
+        return F.normalize(self.proj_audio(self.waveform(wave, length)), dim=-1)
 
-    def _embed_spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.proj_spec(self.spectrogram(wave)), dim=-1)
+    def _embed_spectrogram(self, wave: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
+        return F.normalize(self.proj_spec(self.spectrogram(wave, length)), dim=-1)
 
     def _embed_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         dev = self.device
         return F.normalize(self.proj_text(self.text(input_ids.to(dev), attention_mask.to(dev))), dim=-1)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """batch: audio (B, T) float in [-1, 1] and/or input_ids, attention_mask (B, L) ->
+        """batch: audio (B, T) float in [-1, 1] (optional length (B,) valid samples, the rest zero
+        padding, pooled out) and/or input_ids, attention_mask (B, L) ->
         {"audio", "spec", "text"}: (B, embed_dim) L2-normalised, each present when its input is."""
         out = {}
         if "audio" in batch:
             wave = check_audio(batch["audio"], self.min_samples).to(self.device)
-            out["audio"] = self._embed_waveform(wave)
-            out["spec"] = self._embed_spectrogram(wave)
+            length = check_length(batch.get("length"), wave)
+            out["audio"] = self._embed_waveform(wave, length)
+            out["spec"] = self._embed_spectrogram(wave, length)
         if "input_ids" in batch:
             if "attention_mask" not in batch:
                 raise ValueError("batch has input_ids but no attention_mask; tokenize with model.tokenize")
             out["text"] = self._embed_text(batch["input_ids"], batch["attention_mask"])
         return out
 
-    def encode_audio(self, wave: torch.Tensor, which: str | None = None) -> torch.Tensor:
+    def encode_audio(
+        self, wave: torch.Tensor, which: str | None = None, length: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """wave: (B, T) float in [-1, 1] at config.sample_rate -> (B, embed_dim) L2-normalised.
 
         which: waveform | spectrogram | both (the normalised mean); default config.audio_embedding.
+        length: (B,) valid samples per row (the rest zero padding, left out of the pooling); None: all.
         """
         which = which or self.config.audio_embedding
         if which not in AUDIO_EMBEDDINGS:
             raise ValueError(f"which must be one of {', '.join(AUDIO_EMBEDDINGS)}, not {which!r}")
         wave = check_audio(wave, self.min_samples).to(self.device)
+        length = check_length(length, wave)
         if which == "waveform":
-            return self._embed_waveform(wave)
+            return self._embed_waveform(wave, length)
         if which == "spectrogram":
-            return self._embed_spectrogram(wave)
-        return F.normalize(self._embed_waveform(wave) + self._embed_spectrogram(wave), dim=-1)
+            return self._embed_spectrogram(wave, length)
+        both = self._embed_waveform(wave, length) + self._embed_spectrogram(wave, length)
+        return F.normalize(both, dim=-1)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Sentences -> (B, embed_dim) L2-normalised (wrap in torch.no_grad() for inference)."""

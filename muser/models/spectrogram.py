@@ -1,5 +1,5 @@
 """F_spec: the spectrogram tower (nnAudio log-mel or CQT front end on the model's device, per-band
-normalisation, SpecAugment in training only, 2-D residual CNN, mean/max pooling).
+normalisation, SpecAugment in training only, 2-D residual CNN, mean/max pooling over the valid frames).
 
 Unlike the paper's released code there is no image-style resize or centre crop: the whole clip and the
 whole band (up to Nyquist unless `fmax` says otherwise) reach the CNN, on a log scale.
@@ -13,6 +13,8 @@ from itertools import pairwise
 import torch
 from nnAudio.features import CQT1992v2, MelSpectrogram
 from torch import nn
+
+from muser.models.pooling import frame_mask, is_full, mean_max_pool
 
 LOG_EPS = 1e-6  # floor of log(power + eps): about -60 dB below a full-scale bin, keeps silence finite
 CQT_DEFAULT_FMIN = 32.70  # C1, the usual lowest CQT bin when the config asks for fmin = 0
@@ -121,10 +123,19 @@ class ResBlock2d(nn.Module):
         # ceil_mode keeps the last odd row/column (the top mel band, the clip's last frame).
         self.pool = nn.MaxPool2d(2, ceil_mode=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.bn1(self.conv1(x)))
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, C, F, N); valid: (B, 1, 1, N) bool, False on frames made from zero padding, or None."""
+        if valid is None:
+            y = torch.relu(self.bn1(self.conv1(x)))
+            y = self.bn2(self.conv2(y))
+            return self.pool(torch.relu(y + self.shortcut(x)))
+        # Zero padded frames before each 3x3 conv (the unpadded clip's conv sees its own zero padding
+        # there) and before the ceil-mode pool, whose last window may straddle the valid end: after the
+        # ReLU every valid value is >= 0, so a zeroed neighbour never wins the max.
+        x = x.masked_fill(~valid, 0.0)
+        y = torch.relu(self.bn1(self.conv1(x))).masked_fill(~valid, 0.0)
         y = self.bn2(self.conv2(y))
-        return self.pool(torch.relu(y + self.shortcut(x)))
+        return self.pool(torch.relu(y + self.shortcut(x)).masked_fill(~valid, 0.0))
 
 
 class SpectrogramEncoder(nn.Module):
@@ -175,6 +186,27 @@ class SpectrogramEncoder(nn.Module):
             return int(self.frontend.mel_basis.shape[0])
         return int(self.frontend.cqt_kernels_real.shape[0])
 
+    def valid_frames(self, length: torch.Tensor, frames: int) -> list[torch.Tensor]:
+        """length: (B,) valid samples, frames: spectrogram frames of the padded batch -> the (B,) valid
+        frame counts of the spectrogram, after the stem and after each stage (at least 1 each).
+
+        Frames are those of the unpadded clip: the centred transform pads `pad` zeros each side and
+        slides a `window`-sample kernel by `hop`, so frames past that count only add padding; each
+        ceil-mode 2x2 pool then keeps ceil(n / 2).
+        """
+        if isinstance(self.frontend, MelSpectrogram):
+            stft = self.frontend.stft
+            pad, window, hop = stft.pad_amount, stft.wsin.shape[-1], stft.stride
+        else:
+            pad = self.frontend.kernel_width // 2
+            window, hop = self.frontend.cqt_kernels_real.shape[-1], self.frontend.hop_length
+        n = (torch.div(length.long() + 2 * pad - window, hop, rounding_mode="floor") + 1).clamp(1, frames)
+        counts = [n]
+        for _ in range(1 + len(self.stages)):  # the stem's pool, then one per stage
+            n, frames = (n + 1) // 2, (frames + 1) // 2
+            counts.append(n.clamp(1, frames))
+        return counts
+
     def log_spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
         """wave: (B, T) -> (B, F, frames) log power (mel) or log magnitude squared (CQT), float32."""
         # The front end runs in fp32 even under bf16 autocast: power spectra span ~10 decades and a
@@ -185,9 +217,22 @@ class SpectrogramEncoder(nn.Module):
                 spec = spec.pow(2)
             return torch.log(spec + LOG_EPS)
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        """wave: (B, T) float audio in [-1, 1] -> (B, out_dim)."""
-        x = self.specaugment(self.band_norm(self.log_spectrogram(wave)))
-        x = self.stages(self.stem(x.unsqueeze(1)))
-        x = x.flatten(2)  # (B, C, F' * frames'): pool over the whole time-frequency plane
-        return torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1)
+    def forward(self, wave: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
+        """wave: (B, T) float audio in [-1, 1], length: (B,) valid samples (the rest zero padding) or
+        None for all -> (B, out_dim) mean and max over the whole band and the valid frames.
+
+        Padded frames still enter BatchNorm's batch statistics in training (only the pooling and the
+        conv inputs are masked); in eval mode a padded clip embeds like the unpadded clip.
+        """
+        x = self.specaugment(self.band_norm(self.log_spectrogram(wave))).unsqueeze(1)
+        if is_full(length, wave.shape[-1]):
+            x = self.stages(self.stem(x))
+            return mean_max_pool(x.flatten(2))  # over the whole time-frequency plane
+        counts = self.valid_frames(length.to(x.device), x.shape[-1])
+        valid = frame_mask(counts[0], x.shape[-1])[:, None, None, :]
+        conv, bn, relu, pool = self.stem  # masked as in ResBlock2d: before the conv and the ceil pool
+        x = pool(relu(bn(conv(x.masked_fill(~valid, 0.0)))).masked_fill(~valid, 0.0))
+        for stage, n in zip(self.stages, counts[1:], strict=False):
+            x = stage(x, frame_mask(n, x.shape[-1])[:, None, None, :])
+        keep = frame_mask(counts[-1], x.shape[-1])[:, None, :].expand(-1, x.shape[2], -1)
+        return mean_max_pool(x.flatten(2), keep.flatten(1))  # (B, F' * frames') positions

@@ -1,4 +1,5 @@
-"""F_aud: the raw-waveform tower (learnable strided filterbank + residual 1-D CNN + mean/max pooling)."""
+"""F_aud: the raw-waveform tower (learnable strided filterbank + residual 1-D CNN + mean/max pooling over
+the valid frames), and the masked mean/max pooling both audio towers share."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from itertools import pairwise
 
 import torch
 from torch import nn
+
+from muser.models.pooling import frame_mask, is_full, mean_max_pool
 
 # Each residual stage ends with a max-pool of this factor (SampleCNN uses 3: small receptive-field growth
 # per stage, many stages; a 3-s crop at 16 kHz after a stride-10 front end is 4800 frames -> ~20 after 5).
@@ -28,8 +31,17 @@ class ResBlock1d(nn.Module):
         )
         self.pool = nn.MaxPool1d(pool)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.bn1(self.conv1(x)))
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, C, N); valid: (B, 1, N) bool, False on frames made from zero padding, or None."""
+        if valid is None:
+            y = torch.relu(self.bn1(self.conv1(x)))
+            y = self.bn2(self.conv2(y))
+            return self.pool(torch.relu(y + self.shortcut(x)))
+        # Zeroing padded frames before each 3-tap conv makes the last valid frame see the same zero its
+        # unpadded clip would get from the conv's own padding, so a padded clip equals the unpadded one.
+        # The floor-mode pool then only mixes valid frames into frames that stay valid.
+        x = x.masked_fill(~valid, 0.0)
+        y = torch.relu(self.bn1(self.conv1(x))).masked_fill(~valid, 0.0)
         y = self.bn2(self.conv2(y))
         return self.pool(torch.relu(y + self.shortcut(x)))
 
@@ -68,7 +80,33 @@ class WaveformEncoder(nn.Module):
         """Shortest input that survives every pooling stage with at least one frame."""
         return self.stride * POOL ** len(self.stages)
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        """wave: (B, T) float audio in [-1, 1] -> (B, out_dim)."""
-        x = self.stages(self.frontend(wave.unsqueeze(1)))
-        return torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1)
+    def valid_frames(self, length: torch.Tensor, frames: int) -> list[torch.Tensor]:
+        """length: (B,) valid samples, frames: front-end frames of the padded batch -> the (B,) valid
+        frame counts after the front end and after each stage (at least 1, at most the frames there).
+
+        A frame is valid when the unpadded clip would have it: the front end's frame count for `length`
+        samples, then floor division by each stage's pool (MaxPool1d drops a trailing partial window).
+        """
+        conv = self.frontend[0]
+        k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+        n = torch.div(length.long() + 2 * p - k, s, rounding_mode="floor") + 1
+        counts = [n.clamp(1, frames)]
+        for _ in self.stages:
+            n, frames = n // POOL, frames // POOL
+            counts.append(n.clamp(1, max(frames, 1)))
+        return counts
+
+    def forward(self, wave: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
+        """wave: (B, T) float audio in [-1, 1], length: (B,) valid samples (the rest zero padding) or
+        None for all -> (B, out_dim) mean and max over the valid frames.
+
+        Padded frames still enter BatchNorm's batch statistics in training (only the pooling and the
+        conv inputs are masked); in eval mode a padded clip embeds like the unpadded clip.
+        """
+        x = self.frontend(wave.unsqueeze(1))
+        if is_full(length, wave.shape[-1]):
+            return mean_max_pool(self.stages(x))
+        counts = self.valid_frames(length.to(x.device), x.shape[-1])
+        for stage, n in zip(self.stages, counts, strict=False):
+            x = stage(x, frame_mask(n, x.shape[-1])[:, None, :])
+        return mean_max_pool(x, frame_mask(counts[-1], x.shape[-1]))

@@ -81,7 +81,8 @@ def track_embeddings(
 def _chunks(model: Any, batches: Iterable[dict[str, Any]]) -> Iterator[tuple[str, dict, torch.Tensor, int]]:
     """(key, metadata, embedding, valid samples) per chunk; a batch is encoded only when it is reached."""
     for batch in batches:
-        emb = model.encode_audio(batch["audio"].to(model.device)).float().cpu()
+        # The padded tail of a track's last chunk is pooled out via length, not averaged in as silence.
+        emb = model.encode_audio(batch["audio"].to(model.device), length=batch["length"]).float().cpu()
         yield from zip(batch["key"], batch["meta"], emb, batch["length"].tolist(), strict=True)
 
 

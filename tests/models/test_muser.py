@@ -161,3 +161,46 @@ def test_pretrained_text_encoder_saved_inside(tmp_path, minilm_dir, wave):
     loaded = MUSER.from_pretrained(tmp_path / "m").eval()  # rebuilt from the saved folder alone
     with torch.no_grad():
         assert torch.equal(loaded.encode_text(TEXTS), m.encode_text(TEXTS))
+
+
+def test_length_pools_out_zero_padding(model, wave):
+    # Tolerance 1e-5 on unit embeddings: the towers mask padded frames before every conv and pool, so a
+    # padded clip differs from the unpadded one only by float summation order (measured ~1e-7).
+    n = 9000
+    padded = torch.cat([wave[:, :n], torch.zeros(3, SR - n)], dim=1)
+    lengths = torch.tensor([SR, n, 1])  # mixed in one batch, down to a single sample
+    padded[0] = wave[0]
+    with torch.no_grad():
+        out = model({"audio": padded, "length": lengths})
+        for which, key in (("waveform", "audio"), ("spectrogram", "spec")):
+            alone = model.encode_audio(wave[1:2, :n].contiguous(), which)
+            assert torch.allclose(out[key][1], alone[0], atol=1e-5), which
+            assert torch.allclose(model.encode_audio(padded, which, length=lengths), out[key], atol=0)
+        both = model.encode_audio(padded, length=lengths)
+    assert both.shape == (3, 24) and torch.isfinite(both).all()
+    assert torch.allclose(both.norm(dim=-1), torch.ones(3), atol=1e-5)
+
+
+def test_full_length_is_bit_identical_to_no_length(model, wave):
+    full = torch.full((3,), SR)
+    with torch.no_grad():
+        assert torch.equal(model.encode_audio(wave, length=full), model.encode_audio(wave))
+        a, b = model({"audio": wave, "length": full}), model({"audio": wave})
+    assert torch.equal(a["audio"], b["audio"]) and torch.equal(a["spec"], b["spec"])
+
+
+def test_length_is_validated(model, wave):
+    with pytest.raises(ValueError, match="shape"):
+        model.encode_audio(wave, length=torch.tensor([SR, SR]))
+    with pytest.raises(ValueError, match=r"\[0, 16000\]"):
+        model.encode_audio(wave, length=torch.tensor([SR, SR + 1, 5]))
+    with pytest.raises(ValueError, match="integer"):
+        model.encode_audio(wave, length=torch.tensor([1.0, 2.0, 3.0]))
+
+
+def test_gradients_flow_with_length_in_training(wave):
+    m = _small().train()
+    out = m({"audio": wave, "length": torch.tensor([SR, 5000, 1]), **m.tokenize(TEXTS)})
+    (out["audio"] @ out["text"].T + out["spec"] @ out["text"].T).logsumexp(dim=1).sum().backward()
+    for name in ("waveform", "spectrogram"):
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.param_groups()[name])

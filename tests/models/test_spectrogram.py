@@ -111,3 +111,51 @@ def test_encoder_specaugment_changes_output_only_in_train():
     a = enc(x)
     torch.manual_seed(2)
     assert not torch.equal(a, enc(x))
+
+
+# Masked pooling. Tolerance 1e-5 on pooled features: the centred transform's frames of the valid
+# samples are the unpadded clip's frames exactly, and zeroing padded frames before every conv and
+# ceil-mode pool reproduces the unpadded clip's zero padding, so only float summation order differs.
+PAD_ATOL = 1e-5
+
+
+def _tower(kind: str) -> SpectrogramEncoder:
+    enc = SpectrogramEncoder(
+        sample_rate=SR, kind=kind, n_fft=512, hop_length=160, n_mels=32, fmin=100.0, channels=(4, 8)
+    )
+    enc.train()  # non-trivial BatchNorm running statistics: a zero frame does not stay zero after BN
+    with torch.no_grad():
+        enc(torch.rand(4, SR // 2) * 2 - 1)
+    return enc.eval()
+
+
+@pytest.mark.parametrize("kind", ["mel", "cqt"])
+def test_padded_clip_with_length_embeds_like_the_unpadded_clip(kind):
+    enc = _tower(kind)
+    for n in (8000, 8123, 4960):  # whole hops, a partial hop, an odd frame count at a pool
+        clip = _signal(n / SR, seed=n)
+        padded = torch.cat([clip, torch.zeros(1, n)], dim=1)
+        ref = enc(clip)
+        assert torch.allclose(enc(padded, torch.tensor([n])), ref, atol=PAD_ATOL), n
+        assert not torch.allclose(enc(padded), ref, atol=1e-3)  # the silence did dilute it before
+
+
+def test_full_length_is_bit_identical_and_counts_match_the_layers():
+    enc = _tower("mel")
+    x = _signal(0.5).repeat(2, 1)
+    assert torch.equal(enc(x, torch.full((2,), x.shape[1])), enc(x))
+    frames = enc.log_spectrogram(x).shape[-1]
+    assert frames == x.shape[1] // 160 + 1
+    counts = enc.valid_frames(torch.tensor([x.shape[1]]), frames)
+    assert [int(c) for c in counts] == [51, 26, 13, 7]  # spectrogram, stem pool, two ceil-mode stages
+
+
+def test_mixed_lengths_in_a_batch_and_a_single_sample():
+    enc = _tower("mel")
+    lengths = torch.tensor([8000, 3000, 1])
+    x = _signal(0.5).repeat(3, 1)
+    x[torch.arange(8000)[None, :] >= lengths[:, None]] = 0.0
+    out = enc(x, lengths)
+    assert out.shape == (3, enc.out_dim) and torch.isfinite(out).all()
+    assert torch.allclose(out[1], enc(x[1:2, :3000])[0], atol=PAD_ATOL)
+    assert torch.allclose(out[2], enc(x[2:3, :1])[0], atol=PAD_ATOL)  # one sample: one centred frame

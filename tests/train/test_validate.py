@@ -16,7 +16,7 @@ class _FirstTwoSamples:
 
     device = torch.device("cpu")
 
-    def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
+    def encode_audio(self, audio: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
         return F.normalize(audio[:, :2] + 1e-3, dim=-1)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
