@@ -214,7 +214,8 @@ def markdown(data: dict[str, Any]) -> str:
         lines.append("")
     lines.append(
         f"Machine: {m.get('cpu_count')} x {m.get('cpu')}, torch {m.get('torch')}, device {m.get('device')}, "
-        f"load average at the end {m.get('load_average')} (the CPU was shared with other jobs)."
+        f"1/5/15-min load average at the end {[round(x, 2) for x in m.get('load_average') or []]} "
+        "(above the core count means other jobs shared the CPU)."
     )
     return "\n".join(lines) + "\n"
 
