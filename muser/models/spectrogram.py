@@ -14,6 +14,7 @@ import torch
 from nnAudio.features import CQT1992v2, MelSpectrogram
 from torch import nn
 
+from muser.models.blocks import ResBlock
 from muser.models.pooling import frame_mask, is_full, mean_max_pool
 
 LOG_EPS = 1e-6  # floor of log(power + eps): about -60 dB below a full-scale bin, keeps silence finite
@@ -106,38 +107,6 @@ class SpecAugment(nn.Module):
         return x.masked_fill(freq | time, 0.0)
 
 
-class ResBlock2d(nn.Module):
-    """Two 3x3 conv-BN layers with a shortcut, ReLU, then 2x2 max-pool (ResNet basic block)."""
-
-    def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.shortcut = (
-            nn.Identity()
-            if c_in == c_out
-            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
-        )
-        # ceil_mode keeps the last odd row/column (the top mel band, the clip's last frame).
-        self.pool = nn.MaxPool2d(2, ceil_mode=True)
-
-    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, C, F, N); valid: (B, 1, 1, N) bool, False on frames made from zero padding, or None."""
-        if valid is None:
-            y = torch.relu(self.bn1(self.conv1(x)))
-            y = self.bn2(self.conv2(y))
-            return self.pool(torch.relu(y + self.shortcut(x)))
-        # Zero padded frames before each 3x3 conv (the unpadded clip's conv sees its own zero padding
-        # there) and before the ceil-mode pool, whose last window may straddle the valid end: after the
-        # ReLU every valid value is >= 0, so a zeroed neighbour never wins the max.
-        x = x.masked_fill(~valid, 0.0)
-        y = torch.relu(self.bn1(self.conv1(x))).masked_fill(~valid, 0.0)
-        y = self.bn2(self.conv2(y))
-        return self.pool(torch.relu(y + self.shortcut(x)).masked_fill(~valid, 0.0))
-
-
 class SpectrogramEncoder(nn.Module):
     """Raw audio (B, T) float in [-1, 1] -> features (B, out_dim) through a log spectrogram."""
 
@@ -178,7 +147,10 @@ class SpectrogramEncoder(nn.Module):
             nn.MaxPool2d(2, ceil_mode=True),  # halve both axes before the (costly) residual stages
         )
         widths = (channels[0], *channels)
-        self.stages = nn.Sequential(*(ResBlock2d(a, b) for a, b in pairwise(widths)))
+        # ceil_mode keeps the last odd row/column (the top mel band, the clip's last frame).
+        self.stages = nn.Sequential(
+            *(ResBlock(2, a, b, nn.MaxPool2d(2, ceil_mode=True)) for a, b in pairwise(widths))
+        )
         self.out_dim = 2 * channels[-1]
 
     def _count_bins(self) -> int:
@@ -230,7 +202,7 @@ class SpectrogramEncoder(nn.Module):
             return mean_max_pool(x.flatten(2))  # over the whole time-frequency plane
         counts = self.valid_frames(length.to(x.device), x.shape[-1])
         valid = frame_mask(counts[0], x.shape[-1])[:, None, None, :]
-        conv, bn, relu, pool = self.stem  # masked as in ResBlock2d: before the conv and the ceil pool
+        conv, bn, relu, pool = self.stem  # masked as in ResBlock: before the conv and the ceil pool
         x = pool(relu(bn(conv(x.masked_fill(~valid, 0.0)))).masked_fill(~valid, 0.0))
         for stage, n in zip(self.stages, counts[1:], strict=False):
             x = stage(x, frame_mask(n, x.shape[-1])[:, None, None, :])

@@ -1,5 +1,5 @@
 """F_aud: the raw-waveform tower (learnable strided filterbank + residual 1-D CNN + mean/max pooling over
-the valid frames), and the masked mean/max pooling both audio towers share."""
+the valid frames)."""
 
 from __future__ import annotations
 
@@ -8,42 +8,12 @@ from itertools import pairwise
 import torch
 from torch import nn
 
+from muser.models.blocks import ResBlock
 from muser.models.pooling import frame_mask, is_full, mean_max_pool
 
 # Each residual stage ends with a max-pool of this factor (SampleCNN uses 3: small receptive-field growth
 # per stage, many stages; a 3-s crop at 16 kHz after a stride-10 front end is 4800 frames -> ~20 after 5).
 POOL = 3
-
-
-class ResBlock1d(nn.Module):
-    """conv3-BN-ReLU-conv3-BN plus a (1x1 when the width changes) shortcut, ReLU, then max-pool."""
-
-    def __init__(self, c_in: int, c_out: int, pool: int = POOL) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv1d(c_in, c_out, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm1d(c_out)
-        self.conv2 = nn.Conv1d(c_out, c_out, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm1d(c_out)
-        self.shortcut = (
-            nn.Identity()
-            if c_in == c_out
-            else nn.Sequential(nn.Conv1d(c_in, c_out, 1, bias=False), nn.BatchNorm1d(c_out))
-        )
-        self.pool = nn.MaxPool1d(pool)
-
-    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, C, N); valid: (B, 1, N) bool, False on frames made from zero padding, or None."""
-        if valid is None:
-            y = torch.relu(self.bn1(self.conv1(x)))
-            y = self.bn2(self.conv2(y))
-            return self.pool(torch.relu(y + self.shortcut(x)))
-        # Zeroing padded frames before each 3-tap conv makes the last valid frame see the same zero its
-        # unpadded clip would get from the conv's own padding, so a padded clip equals the unpadded one.
-        # The floor-mode pool then only mixes valid frames into frames that stay valid.
-        x = x.masked_fill(~valid, 0.0)
-        y = torch.relu(self.bn1(self.conv1(x))).masked_fill(~valid, 0.0)
-        y = self.bn2(self.conv2(y))
-        return self.pool(torch.relu(y + self.shortcut(x)))
 
 
 class WaveformEncoder(nn.Module):
@@ -71,7 +41,7 @@ class WaveformEncoder(nn.Module):
             nn.ReLU(inplace=True),
         )
         widths = (filters, *channels)
-        self.stages = nn.Sequential(*(ResBlock1d(a, b) for a, b in pairwise(widths)))
+        self.stages = nn.Sequential(*(ResBlock(1, a, b, nn.MaxPool1d(POOL)) for a, b in pairwise(widths)))
         self.stride = stride
         self.out_dim = 2 * channels[-1]  # mean and max pooled
 
