@@ -9,56 +9,42 @@ from pathlib import Path
 from typing import Any
 
 from muser.shards import manifest as mf
+from muser.shards.manifest import ShardFolder
+from muser.shards.text import load_meta
 
 
 def inspect_shards(dst: str | Path, verify: bool = False, max_errors_shown: int = 5) -> dict[str, Any]:
     """A JSON-ready report of dst; `verify` re-hashes every shard (report["verify"] lists mismatches)."""
-    dst = Path(dst)
-    m = mf.read_manifest(dst)
-    splits = mf.split_summary(m)
+    folder = ShardFolder.open(dst)
+    splits = mf.split_summary(folder.manifest)
+    errors = [{k: str(rec.get(k, "")) for k in ("id", "path", "reason")} for rec in folder.errors()]
     return {
         "dst": str(dst),
-        "complete": m.get("complete", False),
-        "sample_rate": m["sample_rate"],
-        "codec": m["codec"],
-        "sources": m.get("sources", []),
+        "complete": folder.complete,
+        "sample_rate": folder.sample_rate,
+        "codec": folder.codec,
+        "sources": folder.manifest.get("sources", []),
         "splits": splits,
-        "samples": sum(s["samples"] for s in splits.values()),
-        "hours": round(sum(s["seconds"] for s in splits.values()) / 3600, 4),
-        "labels": m.get("labels", {}),
-        "errors": {"count": m.get("errors", 0), "first": _first_errors(dst, max_errors_shown)},
-        "sample": _first_sample(dst, m),
+        "samples": folder.samples(),
+        "hours": round((folder.seconds() or 0.0) / 3600, 4),
+        "labels": folder.labels,
+        "errors": {"count": folder.manifest.get("errors", 0), "first": errors[:max_errors_shown]},
+        "sample": _first_sample(folder),
         "verify": mf.verify(dst) if verify else None,
     }
 
 
-def _first_errors(dst: Path, n: int) -> list[dict[str, str]]:
-    path = dst / mf.ERRORS
-    if not path.is_file():
-        return []
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if len(out) == n:
-                break
-            if line.strip():
-                rec = json.loads(line)
-                out.append({k: rec.get(k, "") for k in ("id", "path", "reason")})
-    return out
-
-
-def _first_sample(dst: Path, m: dict[str, Any]) -> dict[str, Any] | None:
-    """The metadata of the first sample of the first shard, read with plain tarfile."""
-    for split in m["splits"].values():
-        for shard in split["shards"]:
-            path = dst / shard["name"]
-            if not path.is_file():
-                continue
+def _first_sample(folder: ShardFolder) -> dict[str, Any] | None:
+    """The metadata of the first readable sample of the first shard, read with plain tarfile."""
+    for path in folder.urls():
+        try:
             with tarfile.open(path) as tar:
                 for member in tar:
                     if member.name.endswith(".json"):
-                        meta = json.loads(tar.extractfile(member).read())
-                        return {"shard": shard["name"], "key": member.name[: -len(".json")], "meta": meta}
+                        meta = load_meta(tar.extractfile(member).read())
+                        return {"shard": Path(path).name, "key": member.name[: -len(".json")], "meta": meta}
+        except (OSError, tarfile.TarError, ValueError):
+            continue  # a missing or damaged shard: --verify says which; show the next one's sample
     return None
 
 

@@ -1,5 +1,5 @@
-"""manifest.json of a shard folder: building it, atomic rewrites, reading it back, label vocabularies
-and checksum verification.
+"""manifest.json of a shard folder: building it, atomic rewrites, label vocabularies, checksum verification,
+and `ShardFolder`, the one reader of it that every other module asks (splits, counts, URLs, labels, rate).
 
 The manifest is the commit point of the writer: a shard counts as written only once a manifest that
 lists it has replaced the previous one, so it also records the keys each shard holds (for resuming).
@@ -12,8 +12,11 @@ import json
 import os
 import re
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import braceexpand
 
 from muser import __version__
 
@@ -103,37 +106,223 @@ def fsync_dir(path: Path) -> None:
 
 
 def read_manifest(dst: str | Path) -> dict[str, Any]:
-    """Load dst/manifest.json; a clear ValueError when dst is not a shard folder this version reads."""
-    dst = Path(dst)
-    if not dst.is_dir():
-        raise ValueError(f"{dst} is not a folder; expected a shard folder written by `muser shard`")
-    path = dst / MANIFEST
-    if not path.is_file():
-        raise ValueError(
-            f"{dst} is not a shard folder: {MANIFEST} is missing (write one with `muser shard SRC {dst}`)"
-        )
+    """The validated manifest dict of the shard folder dst (what the writer resumes from)."""
+    return ShardFolder.open(dst).manifest
+
+
+def _load(path: Path) -> dict[str, Any]:
+    """Parse and version-check one manifest file: the single place a manifest is ever read."""
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); re-run `muser shard` with --overwrite") from err
-    if not isinstance(manifest, dict) or "splits" not in manifest or "format_version" not in manifest:
+        raise ValueError(f"{path} is not valid JSON ({err}); re-run `muser shard` with --overwrite") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("splits"), dict):
         raise ValueError(f"{path} is not a MUSER shard manifest (no format_version/splits)")
-    if manifest["format_version"] > FORMAT_VERSION:
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
         raise ValueError(
-            f"{path} has format_version {manifest['format_version']}; this muser reads up to "
-            f"{FORMAT_VERSION} (upgrade muser)"
+            f"{path} has format_version {version!r}; this muser reads up to {FORMAT_VERSION} "
+            "(upgrade muser, or re-shard the folder with this version)"
         )
+    for split, body in manifest["splits"].items():
+        shards = body.get("shards") if isinstance(body, dict) else None
+        if not isinstance(shards, list):
+            raise ValueError(
+                f"{path}: split {split!r} has no shard list; re-run `muser shard` with --overwrite"
+            )
+        for shard in shards:
+            # Names are file names inside the folder: "../x.tar" or "/etc/x.tar" would reach outside it.
+            name = shard.get("name") if isinstance(shard, dict) else None
+            if not isinstance(name, str) or not SHARD_RE.match(name):
+                raise ValueError(
+                    f"{path} lists a shard named {name!r}; shard names must look like "
+                    "'{split}-NNNNNN.tar' inside the folder (refusing a manifest that points elsewhere)"
+                )
     return manifest
+
+
+def _is_stream(item: str) -> bool:
+    """A source read as plain tar streams without a manifest: a URL, a brace pattern or one .tar file."""
+    return "://" in item or "{" in item or item.endswith(".tar")
+
+
+@dataclass(frozen=True)
+class ShardFolder:
+    """One shard source as every other module sees it; built by `ShardFolder.open` only.
+
+    kind: "folder" (a folder written by `muser shard`), "manifest" (the path of its manifest.json) or
+    "urls" (shard URLs, a brace pattern or .tar paths: no manifest, so no counts, splits or labels).
+    """
+
+    source: str  # as the user gave it
+    kind: str
+    root: Path | None  # the shard folder (None for urls)
+    manifest: dict[str, Any] = field(repr=False, default_factory=dict)  # {} for urls
+    stream_urls: tuple[str, ...] = ()  # urls: the expanded shard URLs
+    default_rate: int = 16000  # urls: the sample rate assumed (a manifest records its own)
+
+    @classmethod
+    def open(cls, source: str | os.PathLike, sample_rate: int | None = None) -> ShardFolder:
+        """Resolve `source` (folder, its manifest.json, or URLs/brace pattern) and read its manifest once.
+
+        sample_rate: only for URL sources, which record none (default 16000). Every problem is one
+        ValueError naming the source: missing path, empty folder, no manifest, bad JSON, unknown
+        format_version, shard names outside the folder, URL paths that do not exist.
+        """
+        item = os.fspath(source)
+        path = Path(item)
+        if path.is_dir() or (path.name == MANIFEST and path.is_file()):
+            root = path if path.is_dir() else path.parent
+            if not (root / MANIFEST).is_file():
+                why = "the folder is empty" if not any(root.iterdir()) else f"no {MANIFEST} among its files"
+                raise ValueError(
+                    f"{root} is not a shard folder: {MANIFEST} is missing ({why}); write one with "
+                    f"`muser shard SRC {root}`"
+                )
+            kind = "folder" if path.is_dir() else "manifest"
+            return cls(item, kind, root, _load(root / MANIFEST))
+        if not _is_stream(item):
+            raise ValueError(
+                f"{item} is not a folder (no such folder); pass a shard folder written by `muser shard`, "
+                "or shard URLs"
+            )
+        urls = tuple(braceexpand.braceexpand(item))
+        for url in urls:
+            if "://" not in url and not Path(url).is_file():
+                raise ValueError(f"shard {url} does not exist; pass a shard folder or existing .tar paths.")
+        return cls(item, "urls", None, {}, urls, int(sample_rate or 16000))
+
+    # ---- what the manifest says ------------------------------------------------------------------------
+
+    @property
+    def has_manifest(self) -> bool:
+        return self.kind != "urls"
+
+    @property
+    def name(self) -> str:
+        """How messages name this source: the folder, or the URL pattern."""
+        return str(self.root) if self.root is not None else self.source
+
+    @property
+    def sample_rate(self) -> int:
+        return (
+            int(self.manifest.get("sample_rate", self.default_rate))
+            if self.has_manifest
+            else self.default_rate
+        )
+
+    @property
+    def codec(self) -> str | None:
+        return self.manifest.get("codec") if self.has_manifest else None
+
+    @property
+    def complete(self) -> bool:
+        """False while `muser shard` has not finished (the shards so far are readable)."""
+        return bool(self.manifest.get("complete", True)) if self.has_manifest else True
+
+    @property
+    def labels(self) -> dict[str, dict[str, Any]]:
+        """Label vocabularies {task: {type, classes, counts}} ({} without a manifest)."""
+        return dict(self.manifest.get("labels") or {})
+
+    @property
+    def splits(self) -> list[str]:
+        """The splits that hold samples, in the manifest's order (train, valid, test, all)."""
+        return [s for s, body in self.manifest.get("splits", {}).items() if body.get("samples")]
+
+    def has(self, split: str) -> bool:
+        """Whether `split` has samples here (URL sources have no splits: every split reads all of them)."""
+        return not self.has_manifest or split in self.splits
+
+    def samples(self, split: str | None = None) -> int | None:
+        """Samples in `split` (all splits when None); None without a manifest (unknown)."""
+        if not self.has_manifest:
+            return None
+        return sum(int(b.get("samples", 0)) for s, b in self._bodies(split))
+
+    def seconds(self, split: str | None = None) -> float | None:
+        if not self.has_manifest:
+            return None
+        return float(sum(float(b.get("seconds", 0.0)) for s, b in self._bodies(split)))
+
+    def shards(self, split: str | None = None) -> list[dict[str, Any]]:
+        """The manifest entries {name, samples, seconds, sha256, ...} of `split` (all when None)."""
+        return [sh for _, body in self._bodies(split) for sh in body["shards"]]
+
+    def keys(self, split: str | None = None) -> list[str] | None:
+        """The sample keys the manifest records for `split` (all when None); None when it records none
+        (URL sources, folders written by other tools)."""
+        entries = self.shards(split)
+        if not entries or any("keys" not in sh for sh in entries):
+            return None
+        return [k for sh in entries for k in sh["keys"]]
+
+    def urls(self, split: str | None = None) -> list[str]:
+        """Shard paths (folders) or URLs to read for `split` (all splits when None); an error naming the
+        splits that exist when a folder has no shards for `split`."""
+        if not self.has_manifest:
+            return list(self.stream_urls)
+        entries = self.shards(split)
+        if split is not None and not entries:
+            have = ", ".join(self.splits) or "none"
+            raise ValueError(f"{self.name} has no shards for split {split!r}; its splits are: {have}.")
+        assert self.root is not None
+        return [str(self.root / sh["name"]) for sh in entries]
+
+    def choose_split(self, split: str | None) -> str:
+        """The split to train on: `split` when given (it must hold samples), else train, else all.
+
+        A folder sharded without held-out splits (a user's own music) holds only `all`; training on it
+        needs no option.
+        """
+        if split is not None:
+            if not self.has(split):
+                have = ", ".join(self.splits) or "none"
+                raise ValueError(f"{self.name} has no {split!r} samples (splits with samples: {have})")
+            return split
+        for candidate in ("train", "all"):
+            if self.has(candidate):
+                return candidate
+        have = ", ".join(self.splits) or "none"
+        raise ValueError(
+            f"{self.name} has neither a 'train' nor an 'all' split (splits with samples: {have}); "
+            "choose one with --split"
+        )
+
+    def fingerprint(self) -> str:
+        """sha256 of the manifest's bytes: changes whenever a shard is added or rewritten."""
+        if not self.has_manifest:
+            return hashlib.sha256("\n".join(self.stream_urls).encode()).hexdigest()
+        assert self.root is not None
+        return sha256_file(self.root / MANIFEST)
+
+    def errors(self) -> list[dict[str, Any]]:
+        """The records of errors.jsonl (tracks `muser shard` could not read); [] when there are none.
+
+        A torn or garbled line (a disk that filled mid-append) is skipped, never fatal.
+        """
+        if self.root is None or not (self.root / ERRORS).is_file():
+            return []
+        out = []
+        for line in (self.root / ERRORS).read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                out.append(record)
+        return out
+
+    def _bodies(self, split: str | None) -> list[tuple[str, dict[str, Any]]]:
+        splits = self.manifest.get("splits", {})
+        if split is None:
+            return list(splits.items())
+        return [(split, splits[split])] if split in splits else []
 
 
 def shard_paths(dst: str | Path, split: str | None = None) -> list[Path]:
     """The shard files a manifest lists, in order (all splits, or one)."""
-    dst = Path(dst)
-    manifest = read_manifest(dst)
-    names = [split] if split is not None else list(manifest["splits"])
-    if split is not None and split not in manifest["splits"]:
-        raise ValueError(f"{dst} has no split {split!r}; it has: {', '.join(manifest['splits']) or 'none'}")
-    return [dst / sh["name"] for name in names for sh in manifest["splits"][name]["shards"]]
+    return [Path(u) for u in ShardFolder.open(dst).urls(split)]
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

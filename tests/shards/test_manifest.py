@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from muser.shards import manifest as mf
+from muser.shards.manifest import ShardFolder
 
 
 def _folder(tmp_path):
@@ -37,7 +39,7 @@ def test_round_trip_totals_and_keys(tmp_path):
     assert back["splits"]["train"]["samples"] == 4 and back["splits"]["train"]["seconds"] == 3.0
     assert mf.committed_keys(back) == {"k0a", "k0b", "k1a", "k1b"}
     assert [p.name for p in mf.shard_paths(tmp_path, "train")] == ["train-000000.tar", "train-000001.tar"]
-    with pytest.raises(ValueError, match="no split 'test'"):
+    with pytest.raises(ValueError, match="no shards for split 'test'"):
         mf.shard_paths(tmp_path, "test")
 
 
@@ -107,3 +109,88 @@ def test_verify_reports_every_kind_of_mismatch(tmp_path):
     assert problems["valid-000000.tar"] == "not listed in the manifest"
     (tmp_path / "train-000001.tar").unlink()
     assert {"name": "train-000001.tar", "reason": "missing"} in mf.verify(tmp_path)
+
+
+def _kit_folder(tmp_path: Path, split: str = "train") -> Path:
+    from tests.shards import shardkit
+
+    return shardkit.write_folder(tmp_path / "s", shardkit.make_tracks(5, 1.0), split=split)
+
+
+def test_shard_folder_answers_from_one_reading(tmp_path):
+    root = _kit_folder(tmp_path)
+    folder = ShardFolder.open(root)
+    assert folder.kind == "folder" and folder.root == root and folder.has_manifest and folder.complete
+    assert folder.splits == ["train"] and folder.samples("train") == 5 and folder.samples() == 5
+    assert folder.seconds("train") == 5.0 and folder.sample_rate == 8000 and folder.codec == "flac"
+    assert set(folder.labels) == {"genre", "tags"} and folder.labels["tags"]["type"] == "multi"
+    assert folder.urls("train") == [str(root / "train-000000.tar"), str(root / "train-000001.tar")]
+    assert folder.has("train") and not folder.has("valid") and folder.choose_split(None) == "train"
+    assert folder.fingerprint() == mf.sha256_file(root / mf.MANIFEST)
+    with pytest.raises(ValueError, match="no 'valid' samples"):
+        folder.choose_split("valid")
+
+
+def test_a_manifest_path_is_the_same_kit_folder(tmp_path):
+    root = _kit_folder(tmp_path)
+    by_path = ShardFolder.open(root / "manifest.json")
+    assert by_path.kind == "manifest" and by_path.root == root
+    assert by_path.urls("train") == ShardFolder.open(root).urls("train")
+
+
+def test_a_url_pattern_has_no_manifest(tmp_path):
+    root = _kit_folder(tmp_path)
+    pattern = str(root / "train-{000000..000001}.tar")
+    folder = ShardFolder.open(pattern, sample_rate=22050)
+    assert folder.kind == "urls" and not folder.has_manifest and folder.root is None
+    assert folder.urls() == folder.urls("anything") == [str(root / f"train-00000{i}.tar") for i in (0, 1)]
+    assert folder.samples() is None and folder.labels == {} and folder.sample_rate == 22050
+    assert (
+        ShardFolder.open("https://example.org/shards/train-{000000..000003}.tar").urls()[3].endswith("3.tar")
+    )
+    with pytest.raises(ValueError, match="does not exist"):
+        ShardFolder.open(str(root / "train-{000005..000006}.tar"))
+
+
+def test_a_folder_without_a_train_split_trains_on_all(tmp_path):
+    folder = ShardFolder.open(_kit_folder(tmp_path, split="all"))
+    assert folder.splits == ["all"] and folder.choose_split(None) == "all"
+    assert folder.choose_split("all") == "all"
+
+
+def test_only_valid_and_test_needs_an_explicit_split(tmp_path):
+    folder = ShardFolder.open(_kit_folder(tmp_path, split="valid"))
+    with pytest.raises(ValueError, match="neither a 'train' nor an 'all' split.*--split"):
+        folder.choose_split(None)
+
+
+@pytest.mark.parametrize("version", [99, 0, "1", None, True])
+def test_an_unknown_format_version_is_the_same_error_everywhere(tmp_path, version):
+    from muser.shards.reader import make_loader
+    from muser.train.data import TrainSources
+
+    root = _kit_folder(tmp_path)
+    m = json.loads((root / mf.MANIFEST).read_text())
+    m["format_version"] = version
+    (root / mf.MANIFEST).write_text(json.dumps(m))
+    for open_it in (ShardFolder.open, mf.read_manifest, lambda r: make_loader(r, num_workers=0)):
+        with pytest.raises(ValueError, match=rf"format_version {version!r}.*upgrade muser"):
+            open_it(root)
+    with pytest.raises(ValueError, match=rf"--shards .*format_version {version!r}"):
+        TrainSources.open([str(root)], None)
+
+
+@pytest.mark.parametrize("name", ["../elsewhere.tar", "/etc/passwd", "sub/train-000000.tar", "train-1.tar"])
+def test_shard_names_outside_the_folder_are_refused(tmp_path, name):
+    root = _kit_folder(tmp_path)
+    m = json.loads((root / mf.MANIFEST).read_text())
+    m["splits"]["train"]["shards"][0]["name"] = name
+    (root / mf.MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="refusing a manifest that points elsewhere"):
+        ShardFolder.open(root)
+
+
+def test_errors_survive_a_torn_last_line(tmp_path):
+    root = _kit_folder(tmp_path)
+    (root / mf.ERRORS).write_text('{"id": "a", "reason": "no audio"}\n{"id": "b", "rea')
+    assert ShardFolder.open(root).errors() == [{"id": "a", "reason": "no audio"}]
