@@ -70,21 +70,23 @@ class Track:
             self._file.close()
 
 
-def _padded(x: np.ndarray, n: int) -> tuple[np.ndarray, int]:
-    if len(x) == n:
-        return x, n
-    out = np.zeros(n, dtype=np.int16)
-    out[: len(x)] = x
-    return out, len(x)
-
-
-def random_crop(track: Track, n: int, rng: random.Random) -> tuple[np.ndarray, int]:
-    """A uniform random window of n samples: ((n,) int16, valid length); shorter tracks are zero-padded."""
+def random_crop(track: Track, n: int, rng: random.Random) -> np.ndarray:
+    """A uniform random window of at most n samples: (min(n, frames),) int16. Never padded here: the
+    batch pads to its longest sample, so a crop far longer than the tracks costs no memory."""
     start = rng.randrange(track.frames - n + 1) if track.frames > n else 0
-    return _padded(track.read(start, n), n)
+    return track.read(start, n)
 
 
-def chunks(track: Track, n: int) -> list[tuple[np.ndarray, int]]:
-    """Consecutive n-sample chunks covering the whole track: [((n,) int16, valid length)], last one padded."""
+def chunks(track: Track, n: int) -> list[np.ndarray]:
+    """Consecutive n-sample chunks covering the whole track, (<= n,) int16 each (the last one shorter)."""
     whole = track.read(0, track.frames)
-    return [_padded(whole[i : i + n], n) for i in range(0, track.frames, n)]
+    return [whole[i : i + n] for i in range(0, track.frames, n)]
+
+
+def pad_stack(items: list[np.ndarray], floor: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(B, T) int16 zero-padded to the longest item (at least `floor` samples) and (B,) valid lengths."""
+    lengths = np.array([len(x) for x in items], dtype=np.int64)
+    out = np.zeros((len(items), max(int(lengths.max(initial=0)), floor)), dtype=np.int16)
+    for row, x in enumerate(items):
+        out[row, : len(x)] = x
+    return out, lengths

@@ -8,15 +8,14 @@ pickled into forkserver workers and iterated again each epoch.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
+import os
 import random
 import tarfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import webdataset as wds
 
@@ -37,6 +36,9 @@ class Context:
     seed: int
     skipped: int = 0
     by_sample: bool = False  # eval with fewer shards than readers: split by sample index instead of shard
+    on_error: str = "skip"  # skip: log and count a bad member, go on; raise: stop at the first one
+    logged: int = 0  # skips this reader has logged (the rest are only counted)
+    total_skipped: int = 0  # all skips of this reader (`skipped` is reset at every batch)
 
     @property
     def unit(self) -> int:
@@ -51,9 +53,30 @@ class Context:
         key = f"{self.seed}/{self.epoch}/{self.rank}/{self.worker}/{purpose}".encode()
         return random.Random(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big"))
 
-    def skip(self, key: str, reason: str) -> None:
-        log.warning("skipping %s: %s", key, reason)
+    def skip(self, key: str, reason: str, error: BaseException | None = None) -> None:
+        """A member that cannot be used: counted and logged, or (on_error="raise") the first one raises.
+
+        Logging is rate-limited (the first few, then every 1000th with the running count): a folder of
+        broken audio must not fill the disk with warnings.
+        """
+        if self.on_error == "raise":
+            raise ShardReadError(f"{key}: {reason}") from error
         self.skipped += 1
+        self.total_skipped += 1
+        if self.logged < LOGGED_SKIPS or self.total_skipped % 1000 == 0:
+            self.logged += 1
+            late = self.logged > LOGGED_SKIPS
+            more = f" ({self.total_skipped} skipped by this reader so far)" if late else ""
+            log.warning("skipping %s: %s%s", key, reason, more)
+
+
+# The first skips of each reader are logged one by one, later ones only every 1000th.
+LOGGED_SKIPS = 5
+
+
+class ShardReadError(RuntimeError):
+    """Shards the reader cannot use: the first bad member under on_error="raise", or a source that gives
+    no sample at all. Raised in the main process with the worker's one-sentence message."""
 
 
 # --- shard lists --------------------------------------------------------------------------------------
@@ -98,18 +121,26 @@ def _split_name(name: str) -> tuple[str, str]:
     return (f"{head}/{key}" if head else key), ext.lower()
 
 
+# A member larger than this is not audio a reader should hold in memory (an hour of 16 kHz PCM is 115 MB).
+MAX_MEMBER_BYTES = 1 << 30
+
+
 @dataclass
 class ExpandTars:
-    """Shard URLs -> samples {"__key__", "__url__", ext: bytes}; a broken shard is logged, counted, left."""
+    """Shard URLs -> samples {"__key__", "__url__", ext: bytes}; a broken shard is logged, counted, left.
+
+    A member larger than max_member_bytes is never read into memory: its sample is skipped and counted.
+    """
 
     train: bool
     max_empty: int = 200  # train: consecutive shards without one readable sample before we give up
+    max_member_bytes: int = MAX_MEMBER_BYTES
 
     def __call__(self, urls: Iterator[str], ctx: Context) -> Iterator[dict]:
         index, empty_run = 0, 0
         for url in urls:
             got = 0
-            for sample, error in self._read(url):
+            for sample, error in read_tar(url, self.max_member_bytes):
                 if error is not None:
                     # In by-sample mode every reader sees the same broken shard: only the owner of the
                     # next index counts it, so the total is the same as with one reader.
@@ -123,37 +154,44 @@ class ExpandTars:
                     yield sample
             empty_run = 0 if got else empty_run + 1
             if self.train and empty_run >= self.max_empty:
-                raise RuntimeError(
-                    f"{empty_run} shards in a row gave no sample (last {url}); check the shards."
+                raise ShardReadError(
+                    f"{empty_run} shards in a row gave no sample (last {url}); check them with "
+                    "`muser inspect --verify`"
                 )
 
-    @staticmethod
-    def _read(url: str) -> Iterator[tuple[dict | None, str | None]]:
-        current: dict | None = None
-        try:
-            stream = wds.gopen(url, "rb")
-        except Exception as exc:
-            yield None, f"cannot open shard ({exc})"
-            return
-        try:
-            with tarfile.open(fileobj=stream, mode="r|*") as tar:
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    key, ext = _split_name(member.name)
-                    if current is not None and current["__key__"] != key:
-                        yield current, None
-                        current = None
-                    if current is None:
-                        current = {"__key__": key, "__url__": url}
-                    current[ext] = tar.extractfile(member).read()
-        except Exception as exc:  # truncated or garbage tar: keep what came before, report the rest
-            yield None, f"broken tar ({type(exc).__name__}: {exc})"
-            current = None
-        finally:
-            stream.close()
-        if current is not None:
-            yield current, None
+
+def read_tar(url: str, max_member_bytes: int = MAX_MEMBER_BYTES) -> Iterator[tuple[dict | None, str | None]]:
+    """(sample, None) for each sample of one shard, (None, reason) for what could not be read: a broken
+    tar (what came before the break is kept) or a sample with a member over max_member_bytes (not read)."""
+    current: dict | None = None
+    too_big: str | None = None
+    try:
+        stream = wds.gopen(url, "rb")
+    except Exception as exc:
+        yield None, f"cannot open shard ({exc})"
+        return
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key, ext = _split_name(member.name)
+                if current is not None and current["__key__"] != key:
+                    yield (None, too_big) if too_big else (current, None)
+                    current, too_big = None, None
+                if current is None:
+                    current = {"__key__": key, "__url__": url}
+                if member.size > max_member_bytes:
+                    too_big = f"{member.name} is {member.size} bytes, over the reader's {max_member_bytes}"
+                    continue  # the stream skips the member's bytes without holding them
+                current[ext] = tar.extractfile(member).read()
+    except Exception as exc:  # truncated or garbage tar: keep what came before, report the rest
+        yield None, f"broken tar ({type(exc).__name__}: {exc})"
+        current = None
+    finally:
+        stream.close()
+    if current is not None:
+        yield (None, too_big) if too_big else (current, None)
 
 
 # --- samples -> audio -----------------------------------------------------------------------------------
@@ -162,9 +200,7 @@ class ExpandTars:
 def _open(sample: dict, rate: int) -> tuple[dict, decode.Track]:
     if "json" not in sample:
         raise decode.DecodeError("no .json member")
-    meta = json.loads(sample["json"].decode("utf-8"))
-    if not isinstance(meta, dict):
-        raise decode.DecodeError(".json member is not an object")
+    meta = text.load_meta(sample["json"])
     codec = next((ext for ext in decode.AUDIO_EXTS if ext in sample), None)
     if codec is None:
         raise decode.DecodeError("no .flac or .pcm member")
@@ -173,28 +209,51 @@ def _open(sample: dict, rate: int) -> tuple[dict, decode.Track]:
 
 @dataclass
 class CropAudio:
-    """Train: one random crop of n samples per track, decoded by seeking (int16 until batching)."""
+    """Train: one random crop of at most n samples per track, decoded by seeking (int16 until batching).
+
+    A reader that has decoded nothing at all after `give_up` failures spread over its shards stops the run
+    with one sentence naming the folder and the first reasons, instead of skipping forever.
+    """
 
     n: int
     sample_rate: int
+    shards: int = 1  # shard URLs the run draws from (a stop needs failures from min(shards, 8) of them)
+    give_up: int = 200
 
     def __call__(self, samples: Iterator[dict], ctx: Context) -> Iterator[dict]:
         rng = ctx.rng("crop")
+        failures: dict[str, str] = {}  # shard -> its first reason, while nothing has decoded yet
+        failed, decoded = 0, False
         for sample in samples:
             key = sample["__key__"]
             try:
                 meta, track = _open(sample, self.sample_rate)
-                audio, length = decode.random_crop(track, self.n, rng)
+                audio = decode.random_crop(track, self.n, rng)
                 track.close()
             except Exception as exc:
-                ctx.skip(key, str(exc))
+                ctx.skip(key, str(exc), exc)
+                if not decoded:
+                    failed += 1
+                    failures.setdefault(sample.get("__url__", "?"), f"{key}: {exc}")
+                    if failed >= self.give_up and len(failures) >= min(self.shards, 8):
+                        raise ShardReadError(_nothing_decodable(failures, failed)) from None
                 continue
-            yield {"key": key, "meta": meta, "audio": audio, "length": length}
+            decoded = True
+            yield {"key": key, "meta": meta, "audio": audio}
+
+
+def _nothing_decodable(failures: dict[str, str], failed: int) -> str:
+    folders = sorted({os.path.dirname(url) or url for url in failures})
+    reasons = "; ".join(list(dict.fromkeys(failures.values()))[:3])
+    return (
+        f"no training sample of {', '.join(folders)} could be decoded ({failed} tried, none readable; "
+        f"first reasons: {reasons}); check the folder with `muser inspect --verify` or re-shard it"
+    )
 
 
 @dataclass
 class ChunkAudio:
-    """Eval: every track cut into consecutive n-sample chunks, the key repeated per chunk."""
+    """Eval: every track cut into consecutive n-sample chunks (the last one shorter), the key repeated."""
 
     n: int
     sample_rate: int
@@ -207,34 +266,40 @@ class ChunkAudio:
                 pieces = decode.chunks(track, self.n)
                 track.close()
             except Exception as exc:
-                ctx.skip(key, str(exc))
+                ctx.skip(key, str(exc), exc)
                 continue
-            for audio, length in pieces:
-                yield {"key": key, "meta": meta, "audio": audio, "length": length}
+            for audio in pieces:
+                yield {"key": key, "meta": meta, "audio": audio}
 
 
 @dataclass
 class Shuffle:
-    """Shuffle buffer: starts yielding after `initial` items, then grows to `size` (webdataset's scheme)."""
+    """Shuffle buffer: starts yielding after `initial` items, then grows to `size` items or `max_bytes`
+    of audio, whichever comes first (webdataset's scheme, bounded in memory for very long crops)."""
 
     size: int
     initial: int = 100
+    max_bytes: int = 512 * 1024**2
 
     def __call__(self, items: Iterator[dict], ctx: Context) -> Iterator[dict]:
         if self.size <= 1:
             yield from items
             return
-        rng, buf, initial = ctx.rng("shuffle"), [], min(self.initial, self.size)
+        rng, buf, initial, held = ctx.rng("shuffle"), [], min(self.initial, self.size), 0
         for item in items:
             buf.append(item)
-            if len(buf) < self.size:
+            held += item["audio"].nbytes
+            if len(buf) < self.size and held < self.max_bytes:
                 nxt = next(items, None)
                 if nxt is not None:
                     buf.append(nxt)
-            if len(buf) >= initial:
+                    held += nxt["audio"].nbytes
+            if len(buf) >= initial or held >= self.max_bytes:
                 i = rng.randrange(len(buf))
                 buf[i], buf[-1] = buf[-1], buf[i]
-                yield buf.pop()
+                out = buf.pop()
+                held -= out["audio"].nbytes
+                yield out
         rng.shuffle(buf)
         yield from buf
 
@@ -265,16 +330,17 @@ class Caption:
 class Batch:
     """Collate items into the batch dict of the reader contract, tokenised here so workers do the work.
 
-    labels: task -> {"type": "single"|"multi", "classes": [...]}. `skipped` carries this worker's skip
-    count since its previous batch back to the main process. With `partial`, the last short batch and a
-    final count-only dict (no "audio") are emitted too.
+    labels: task -> {"type": "single"|"multi", "classes": [...]}. tokenize: the model's picklable
+    sentences -> {input_ids, attention_mask} function (muser.models.tokenizer.Tokenize), or None.
+    `skipped` carries this worker's skip count since its previous batch back to the main process. With
+    `partial`, the last short batch and a final count-only dict (no "audio") are emitted too.
     """
 
     batch_size: int
     labels: Mapping[str, Mapping[str, Any]]
-    tokenizer: Any
-    max_length: int
+    tokenize: Callable[[list[str]], Mapping[str, torch.Tensor]] | None
     partial: bool
+    floor: int = 1  # the shortest padded length (a batch of very short clips still feeds the towers)
 
     def __call__(self, items: Iterator[dict], ctx: Context) -> Iterator[dict]:
         index = {task: {c: i for i, c in enumerate(v["classes"])} for task, v in self.labels.items()}
@@ -292,9 +358,11 @@ class Batch:
 
     def collate(self, items: list[dict], index: Mapping[str, Mapping[str, int]], ctx: Context) -> dict:
         texts = [it["text"] for it in items]
+        # Padded to the longest real sample of this batch (at least `floor`), never to the crop length.
+        audio, length = decode.pad_stack([it["audio"] for it in items], self.floor)
         batch = {
-            "audio": torch.from_numpy(decode.to_float(np.stack([it["audio"] for it in items]))),
-            "length": torch.tensor([it["length"] for it in items], dtype=torch.int64),
+            "audio": torch.from_numpy(decode.to_float(audio)),
+            "length": torch.from_numpy(length),
             "text": texts,
             "caption_id": torch.tensor([text.caption_id(t) for t in texts], dtype=torch.int64),
             "key": [it["key"] for it in items],
@@ -305,11 +373,8 @@ class Batch:
                 task: _labels([it["meta"].get("labels", {}).get(task) for it in items], spec, index[task])
                 for task, spec in self.labels.items()
             }
-        if self.tokenizer is not None:
-            tok = self.tokenizer(
-                texts, padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
-            )
-            batch["input_ids"], batch["attention_mask"] = tok["input_ids"], tok["attention_mask"]
+        if self.tokenize is not None:
+            batch.update(self.tokenize(texts))
         batch["skipped"], ctx.skipped = ctx.skipped, 0
         return batch
 

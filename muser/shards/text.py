@@ -7,6 +7,7 @@ is available, so a missing field can never leave a dangling "{}", "nan" or empty
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import string
 from collections.abc import Mapping, Sequence
@@ -99,6 +100,73 @@ def load_templates(path: str | Path) -> tuple[Template, ...]:
     if not templates:
         raise ValueError(f"templates file {path} has no templates; write one sentence per line.")
     return tuple(templates)
+
+
+# The metadata JSON contract (DESIGN.md section 4): which fields must have which JSON shape. A member
+# that breaks it is skipped and counted by the reader, never allowed to crash a worker mid-run.
+_SCALAR_OR_LIST = ("id", "source", "split", "title", "artist", "album", "description", "year")
+_LISTS = ("genres", "parent_genres", "tags", "mood")
+_NUMBERS = ("duration", "sample_rate")
+MAX_META_BYTES = 1 << 20  # a metadata member is a few hundred bytes; a megabyte is not metadata
+MAX_META_DEPTH = 16  # nesting deeper than this is an attack or a bug, and json recursion is not free
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float))
+
+
+def _depth(value: Any) -> int:
+    depth, level = 0, [value]
+    while level:
+        depth += 1
+        level = [
+            v
+            for x in level
+            if isinstance(x, (dict, list))
+            for v in (x.values() if isinstance(x, dict) else x)
+        ]
+        if depth > MAX_META_DEPTH:
+            break
+    return depth
+
+
+def load_meta(raw: bytes) -> dict[str, Any]:
+    """Parse a sample's .json member and check it against the metadata contract; ValueError naming the
+    first problem (not an object, a field of the wrong type, too large, too deeply nested)."""
+    if len(raw) > MAX_META_BYTES:
+        raise ValueError(f"metadata member of {len(raw)} bytes is over the {MAX_META_BYTES}-byte limit")
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"metadata is not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"metadata is a JSON {type(meta).__name__}, not an object")
+    if _depth(meta) > MAX_META_DEPTH:
+        raise ValueError(f"metadata is nested more than {MAX_META_DEPTH} levels deep")
+    for name in _SCALAR_OR_LIST:
+        value = meta.get(name)
+        if not (_scalar(value) or (isinstance(value, list) and all(_scalar(v) for v in value))):
+            raise ValueError(f"metadata field {name!r} is a {type(value).__name__}, not text")
+    for name in _LISTS:
+        value = meta.get(name)
+        if value is not None and not (isinstance(value, list) and all(_scalar(v) for v in value)):
+            raise ValueError(f"metadata field {name!r} is a {type(value).__name__}, not a list of words")
+    for name in _NUMBERS:
+        value = meta.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"metadata field {name!r} is a {type(value).__name__}, not a number")
+    labels = meta.get("labels")
+    if labels is not None:
+        if not isinstance(labels, dict):
+            raise ValueError(f"metadata field 'labels' is a {type(labels).__name__}, not an object")
+        for task, value in labels.items():
+            if not (
+                isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+            ):
+                raise ValueError(f"label {task!r} is a {type(value).__name__}, not a class name or list")
+    if meta.get("extra") is not None and not isinstance(meta["extra"], dict):
+        raise ValueError(f"metadata field 'extra' is a {type(meta['extra']).__name__}, not an object")
+    return meta
 
 
 def _clean(value: Any) -> str:

@@ -82,12 +82,20 @@ def write_folder(
                     else encode(t["audio"], sample_rate, codec)
                 )
                 _add(tar, f"{t['key']}.{codec}", data)
-                _add(tar, f"{t['key']}.json", json.dumps(t["meta"]).encode())
+                # `raw_json` replaces the metadata member's bytes (malformed-member tests)
+                _add(tar, f"{t['key']}.json", t.get("raw_json", json.dumps(t["meta"]).encode()))
         raw = (root / name).read_bytes()
         seconds = sum(t["meta"]["duration"] for t in part)
         digest = hashlib.sha256(raw).hexdigest()
         shards.append(
-            {"name": name, "samples": len(part), "seconds": seconds, "sha256": digest, "bytes": len(raw)}
+            {
+                "name": name,
+                "samples": len(part),
+                "seconds": seconds,
+                "sha256": digest,
+                "bytes": len(raw),
+                "keys": [t["key"] for t in part],
+            }
         )
     labels: dict[str, Any] = {}
     for task, kind in (("genre", "single"), ("tags", "multi")):
