@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -17,6 +18,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from muser.config import ModelConfig, from_dict, preset, to_dict
 from muser.models.spectrogram import SpectrogramEncoder
 from muser.models.text import TextEncoder
+from muser.models.tokenizer import Tokenize
 from muser.models.waveform import WaveformEncoder
 
 FORMAT_VERSION = 1
@@ -65,6 +67,24 @@ def check_length(length: Any, wave: torch.Tensor) -> torch.Tensor | None:
     return length.long()
 
 
+def architecture_mismatch(model: nn.Module, saved: dict[str, tuple[int, ...]]) -> str | None:
+    """None when the tensor names and shapes `saved` fit `model`, else the first difference and counts."""
+    mine = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in mine if k not in saved]
+    unexpected = [k for k in saved if k not in mine]
+    shapes = [k for k in mine if k in saved and mine[k] != saved[k]]
+    if not (missing or unexpected or shapes):
+        return None
+    if shapes:
+        first = f"{shapes[0]} is {saved[shapes[0]]} there but {mine[shapes[0]]} here"
+    elif missing:
+        first = f"{missing[0]} is missing there"
+    else:
+        first = f"{unexpected[0]} is not part of this model"
+    counts = f"{len(shapes)} tensors differ in shape, {len(missing)} missing, {len(unexpected)} unexpected"
+    return f"{first}; {counts}"
+
+
 class MUSER(nn.Module):
     """Tri-modal encoder. `forward(batch)` returns whichever of audio/spec/text the batch has inputs for,
     each (B, embed_dim) and L2-normalised; logit scales live in the loss (muser.losses)."""
@@ -106,9 +126,12 @@ class MUSER(nn.Module):
     # ---- construction -------------------------------------------------------------------------------
 
     @classmethod
-    def from_config(cls, config: ModelConfig, tokenizer_texts: Iterable[str] | None = None) -> MUSER:
+    def from_config(
+        cls, config: ModelConfig, tokenizer_texts: Iterable[str] | None = None, tokenizer: Any = None
+    ) -> MUSER:
         """A freshly initialised model; the text tower is loaded from config.text_encoder when set, else
-        built in code with a WordPiece tokenizer trained on `tokenizer_texts` (default: music vocabulary)."""
+        built in code with `tokenizer` (a transformers tokenizer) or a WordPiece tokenizer trained on
+        `tokenizer_texts` (default: a built-in music vocabulary)."""
         if config.text_encoder:
             text = TextEncoder.from_pretrained(
                 config.text_encoder, config.text_max_length, config.text_pooling, config.text_freeze_layers
@@ -123,6 +146,7 @@ class MUSER(nn.Module):
                 max_length=config.text_max_length,
                 pooling=config.text_pooling,
                 freeze_layers=config.text_freeze_layers,
+                tokenizer=tokenizer,
             )
         return cls(config, text)
 
@@ -163,9 +187,11 @@ class MUSER(nn.Module):
 
     # ---- encoding -----------------------------------------------------------------------------------
 
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Sentences -> input_ids, attention_mask (B, L) on the CPU (the loader calls this in workers)."""
-        return self.text.tokenize(texts)
+    @property
+    def tokenize(self) -> Tokenize:
+        """Sentences -> input_ids, attention_mask (B, L) on the CPU; picklable, so the reader's workers run
+        this very function (make_loader(tokenizer=model.tokenize))."""
+        return self.text.tokenize
 
     def _embed_waveform(self, wave: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
         return F.normalize(self.proj_audio(self.waveform(wave, length)), dim=-1)
@@ -269,8 +295,16 @@ class MUSER(nn.Module):
             raise ValueError(f"{root} is an incomplete MUSER model folder: missing {', '.join(missing)}")
         config = from_dict(ModelConfig, meta["model"])
         source = meta.get("text", {}).get("source")
-        tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer", local_files_only=True)
-        text_config = AutoConfig.from_pretrained(root / "text", local_files_only=True)
+        # A model folder may come from a stranger: never run code it ships (and never ask whether to).
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(
+                root / "tokenizer", local_files_only=True, trust_remote_code=False
+            )
+            text_config = AutoConfig.from_pretrained(
+                root / "text", local_files_only=True, trust_remote_code=False
+            )
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{root} has an unusable text tower ({type(err).__name__}: {err})") from None
         # The text backbone is rebuilt from its own config; its weights come from model.safetensors below.
         backbone = AutoModel.from_config(text_config)
         text = TextEncoder(
@@ -282,5 +316,23 @@ class MUSER(nn.Module):
             source,
         )
         model = cls(config, text)
-        load_model(model, str(root / "model.safetensors"), strict=True, device=str(map_location))
+        weights = root / "model.safetensors"
+        try:
+            load_model(model, str(weights), strict=True, device=str(map_location))
+        except Exception as err:  # shapes or names that do not fit config.json, or a damaged file
+            try:
+                with safe_open(str(weights), framework="pt") as f:
+                    saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+            except Exception:
+                raise ValueError(
+                    f"{weights} is not a readable safetensors file ({type(err).__name__})"
+                ) from None
+            # save_model leaves out tensors shared with another (tied weights): not a mismatch
+            shared = {k for k in model.state_dict() if k not in saved and "text" in k}
+            problem = architecture_mismatch(
+                model, {**saved, **{k: model.state_dict()[k].shape for k in shared}}
+            )
+            raise ValueError(
+                f"{weights} does not fit the architecture in {root / 'config.json'} ({problem or err})"
+            ) from None
         return model.to(map_location)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedModel
 
-from muser.models.tokenizer import train_wordpiece
+from muser.models.tokenizer import Tokenize, train_wordpiece
 
 
 def _layer_list(model: nn.Module) -> nn.ModuleList:
@@ -51,6 +52,7 @@ class TextEncoder(nn.Module):
             backbone.pooler = None
         self.backbone = backbone
         self.tokenizer = tokenizer
+        self.tokenize = Tokenize(tokenizer, max_length)  # texts -> input_ids, attention_mask (B, L)
         self.pooling = pooling
         self.max_length = max_length
         self.source = source
@@ -69,9 +71,12 @@ class TextEncoder(nn.Module):
         max_length: int = 64,
         pooling: str = "mean",
         freeze_layers: int = 0,
+        tokenizer: Any = None,
     ) -> TextEncoder:
-        """A small BERT from a config (random init) with a WordPiece tokenizer trained on `texts`."""
-        tokenizer = train_wordpiece(texts, vocab_size=vocab_size, max_length=max_length)
+        """A small BERT from a config (random init) with `tokenizer`, or a WordPiece tokenizer trained on
+        `texts` when none is given."""
+        if tokenizer is None:
+            tokenizer = train_wordpiece(texts, vocab_size=vocab_size, max_length=max_length)
         config = BertConfig(
             vocab_size=len(tokenizer),
             hidden_size=hidden,
@@ -91,8 +96,11 @@ class TextEncoder(nn.Module):
         """Any transformers encoder; a directory is loaded strictly offline (local_files_only)."""
         local = Path(name_or_dir).expanduser().is_dir()
         try:
-            tokenizer = AutoTokenizer.from_pretrained(name_or_dir, local_files_only=local)
-            backbone = AutoModel.from_pretrained(name_or_dir, local_files_only=local)
+            # Never run code a model folder ships (trust_remote_code), and never prompt about it.
+            tokenizer = AutoTokenizer.from_pretrained(
+                name_or_dir, local_files_only=local, trust_remote_code=False
+            )
+            backbone = AutoModel.from_pretrained(name_or_dir, local_files_only=local, trust_remote_code=False)
         except (OSError, ValueError) as err:
             raise ValueError(
                 f"cannot load text encoder {name_or_dir!r} ({err.__class__.__name__}); give a local model "
@@ -110,15 +118,6 @@ class TextEncoder(nn.Module):
             frozen.append(self.backbone.embeddings)
         for module in frozen:
             module.requires_grad_(False)
-
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Pad to the longest sentence, truncate at max_length -> input_ids, attention_mask (B, L)."""
-        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-            raise ValueError("texts must be a list of strings (one sentence per example)")
-        enc = self.tokenizer(
-            list(texts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """input_ids, attention_mask: (B, L) -> (B, out_dim) mean over real tokens, or the [CLS] state."""

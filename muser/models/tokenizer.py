@@ -1,12 +1,16 @@
-"""The built-in WordPiece tokenizer: trained with `tokenizers` on corpus sentences (or, with none given, on
-a built-in music vocabulary) and wrapped as a transformers PreTrainedTokenizerFast."""
+"""Tokenisation: `Tokenize`, the one sentences -> token ids function (model, loader workers, eval and
+fine-tuning all call it), and the built-in WordPiece tokenizer trained with `tokenizers` on corpus
+sentences (or, with none given, on a built-in music vocabulary)."""
 
 from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
@@ -40,15 +44,29 @@ MOODS = (
 ).split()
 
 
-def music_vocabulary() -> list[str]:
-    """Sentences covering template words, genres (plus muser.synth.STYLES when present), tags and moods."""
-    words = list(GENRES)
-    try:  # the synthetic corpus' label names, when that module is installed; not needed otherwise
-        from muser.synth import STYLES
+@dataclass(frozen=True)
+class Tokenize:
+    """Sentences -> {"input_ids", "attention_mask"}: (B, L) int64, padded to the longest sentence and
+    truncated at max_length. Picklable (a transformers fast tokenizer pickles), so the reader's forkserver
+    workers tokenise with exactly the function the model uses."""
 
-        words += [str(s) for s in STYLES]
-    except ImportError:
-        pass
+    tokenizer: Any  # a transformers tokenizer
+    max_length: int
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise ValueError("texts must be a list of strings (one sentence per example)")
+        enc = self.tokenizer(
+            list(texts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+def music_vocabulary(words: Iterable[str] = ()) -> list[str]:
+    """Sentences covering template words, genres (plus `words`, e.g. a corpus' own label names), tags and
+    moods. The vocabulary is fixed here, not read from any corpus, so editing the demo corpus can never
+    change the tokenizer of every model built without texts."""
+    words = [*GENRES, *(str(w) for w in words)]
     pools = (words, TAGS, MOODS)
     sentences = []
     # Fill each template with cycling words so every word appears in context at least once.
