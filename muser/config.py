@@ -9,10 +9,18 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+# The loss terms: term -> (row modality, column modality) of the model's output dict. The one table
+# (muser.losses.PAIRS is this); here, so the CLI can name the terms without importing torch.
+LOSS_TERMS: dict[str, tuple[str, str]] = {
+    "at": ("audio", "text"),
+    "st": ("spec", "text"),
+    "as": ("audio", "spec"),
+}
 
 
 @dataclass
@@ -35,7 +43,7 @@ class ShardConfig:
 @dataclass
 class DataConfig:
     shards: list[str] = field(default_factory=list)  # shard folders (mixed), or shard URLs/patterns
-    split: str = "train"  # which split of each folder to train on
+    split: str | None = None  # split of each folder to train on; None: train, or all when it has no train
     valid_split: str = "valid"  # used by --eval-every when present
     crop_seconds: float = 3.0  # random crop per sample in training
     batch_size: int = 32  # global batch (split across ranks)
@@ -157,14 +165,6 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
         )
         kwargs[name] = tuple(value) if isinstance(template, tuple) and isinstance(value, list) else value
     return cls(**kwargs)
-
-
-def save_json(cfg: Any, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
-
-
-def load_json(cls: type[T], path: str | Path) -> T:
-    return from_dict(cls, json.loads(Path(path).read_text()))
 
 
 # Named model presets. `tiny` runs a training step on CPU in well under a second (CI, `muser demo`);

@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -55,22 +56,14 @@ def is_dist() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def get_rank() -> int:
-    return dist.get_rank() if is_dist() else 0
-
-
 def get_world_size() -> int:
     return dist.get_world_size() if is_dist() else 1
 
 
-def is_main() -> bool:
-    """True on global rank 0, the only process that prints and writes files."""
-    return get_rank() == 0
-
-
-def print0(*args: object, **kwargs: object) -> None:
-    if is_main():
-        print(*args, **kwargs)  # type: ignore[call-overload]
+def print0(*args: object, **kwargs: Any) -> None:
+    """print() on global rank 0 only (the process that talks to the user)."""
+    if not is_dist() or dist.get_rank() == 0:
+        print(*args, **kwargs)
 
 
 def barrier() -> None:
@@ -90,14 +83,6 @@ def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
     out = values.clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out / dist.get_world_size()
-
-
-def all_reduce_max(values: torch.Tensor) -> torch.Tensor:
-    if not is_dist():
-        return values
-    out = values.clone()
-    dist.all_reduce(out, op=dist.ReduceOp.MAX)
-    return out
 
 
 def launch_command(

@@ -8,6 +8,9 @@ Beside last.pt, model/ is the export (save_pretrained) of the same weights, swap
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
 import os
 import random
 import shutil
@@ -18,6 +21,7 @@ import numpy as np
 import torch
 
 LAST = "last.pt"
+CHECKSUMS = "checksums.json"  # sha256 of every checkpoint file, checked before loading
 MODEL = "model"  # the trained model's export (what `muser eval --checkpoint RUN` loads)
 INIT = "init"  # the untrained initial model: tokenizer and architecture for the other ranks and --resume
 
@@ -64,11 +68,36 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
+def _sums(run_dir: Path) -> dict[str, list[str]]:
+    """checksums.json: file name -> the sha256 digests it may have (two only while a save is under way)."""
+    try:
+        sums = json.loads((run_dir / CHECKSUMS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return sums if isinstance(sums, dict) else {}
+
+
+def _write_sums(run_dir: Path, sums: dict[str, list[str]]) -> None:
+    tmp = run_dir / f".{CHECKSUMS}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(sums, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, run_dir / CHECKSUMS)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
 def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int, keep_step: bool = False) -> Path:
     """Write run_dir/last.pt atomically (temp file + fsync + os.replace); with keep_step also step-K.pt.
 
     A crash during the write leaves the previous last.pt untouched. The step file is a hard link to the
-    same bytes when the filesystem allows it (no second write), a copy otherwise.
+    same bytes when the filesystem allows it (no second write), a copy otherwise. Each file's sha256 goes
+    to checksums.json so a damaged file is refused on load; while last.pt is being replaced both its old
+    and its new digest are accepted, so no crash point can make an intact file look damaged.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -79,9 +108,20 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int, keep_
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        digest = _sha256(tmp)
+        sums = _sums(run_dir)
+        _write_sums(run_dir, {**sums, LAST: [digest, *sums.get(LAST, [])[:1]]})
         os.replace(tmp, final)
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise RuntimeError(
+                f"cannot write checkpoint {final}: no space left on device; free some space and --resume "
+                "(the previous checkpoint is intact)"
+            ) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+    sums = {**_sums(run_dir), LAST: [digest]}
     if keep_step:
         kept = run_dir / step_name(step)
         tmp_kept = run_dir / f".{kept.name}.tmp-{os.getpid()}"
@@ -91,6 +131,8 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int, keep_
         except OSError:
             shutil.copyfile(final, tmp_kept)
         os.replace(tmp_kept, kept)
+        sums[kept.name] = [digest]
+    _write_sums(run_dir, sums)
     return final
 
 
@@ -131,14 +173,57 @@ def export_model(model: Any, run_dir: str | Path) -> Path:
     return final
 
 
+def check_architecture(model: torch.nn.Module, saved: dict[str, Any], where: str) -> None:
+    """One sentence naming the first difference when `saved` (a state dict) was written by another
+    architecture than `model`'s, instead of load_state_dict's list of every mismatched tensor."""
+    from muser.models.muser import architecture_mismatch
+
+    problem = architecture_mismatch(model, {k: tuple(v.shape) for k, v in saved.items()})
+    if problem is not None:
+        raise ValueError(
+            f"{where} was saved by a different architecture ({problem}); it cannot continue this run"
+        )
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """None when `path` matches the sha256 recorded when it was written (or none was: an older run),
+    else the reason it does not. Any checkpoint of the run is accepted under any name, so a step-K.pt
+    copied over last.pt loads."""
+    sums = _sums(path.parent)
+    recorded = sums.get(path.name)
+    if not recorded:
+        return None
+    digest = _sha256(path)
+    if any(digest in digests for digests in sums.values()):
+        return None
+    return f"its sha256 {digest[:12]}... is not the {recorded[0][:12]}... recorded when it was written"
+
+
+def intact_steps(run_dir: Path) -> list[Path]:
+    """The step-K.pt files of run_dir whose checksum matches, newest first."""
+    return [p for p in sorted(run_dir.glob("step-*.pt"), reverse=True) if verify_checkpoint(p) is None]
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely (weights_only=True); a missing or unreadable file is one clear error."""
+    """Load a checkpoint safely (weights_only=True) after checking its sha256; a missing, damaged or
+    unreadable file is one clear error that names the newest intact step-K.pt to resume from instead."""
     path = Path(path)
     if path.is_dir():
         path = path / LAST
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; --resume needs the run folder of an earlier run")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # a truncated or foreign file: say which one, not a pickle traceback
-        raise RuntimeError(f"cannot read checkpoint {path}: {err}") from err
+    problem = verify_checkpoint(path)
+    if problem is None:
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as err:  # a truncated or foreign file: say which one, not a pickle traceback
+            problem = f"cannot read checkpoint {path}: {err}"
+    else:
+        problem = f"checkpoint {path} is damaged ({problem}); refusing to load it"
+    good = [p for p in intact_steps(path.parent) if p != path]
+    hint = (
+        f"; the newest intact one is {good[0].name}: `cp {good[0]} {path.parent / LAST}` and --resume again"
+        if good and path.name == LAST
+        else ""
+    )
+    raise RuntimeError(problem + hint)

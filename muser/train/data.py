@@ -1,4 +1,4 @@
-"""The training data stream: shard-folder checks, tokenizer sentences, and a seekable micro-batch stream.
+"""The training data: the --shards sources and their splits, tokenizer sentences, and a seekable stream.
 
 The reader is deterministic per (seed, epoch, rank, worker), so micro-batch i of a run is batch i % E of
 loader epoch i // E (E batches per epoch). A resumed run re-opens epoch i // E and skips i % E batches,
@@ -7,117 +7,123 @@ which reproduces the uninterrupted stream exactly.
 
 from __future__ import annotations
 
-import json
 import random
 import tarfile
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from muser.shards import text as text_mod
+from muser.shards.manifest import ShardFolder
 
 # Below this many batches per loader epoch the DataLoader's worker start-up (forkserver) dominates, so a
 # small corpus is read in longer epochs; resampled shards make an epoch a window, not an exact pass.
 MIN_EPOCH_BATCHES = 64
 
 
-def _is_url(item: str) -> bool:
-    """A source the reader opens as a tar stream (a URL, a brace pattern or one local .tar): no manifest."""
-    return "://" in item or "{" in item or item.endswith(".tar")
+@dataclass(frozen=True)
+class TrainSources:
+    """The --shards items opened once: each folder with the split it trains on, and the sample count."""
+
+    folders: tuple[ShardFolder, ...]
+    splits: tuple[str, ...]  # the split each folder trains on ("" for URL sources: they have none)
+
+    @classmethod
+    def open(cls, shards: list[str], split: str | None) -> TrainSources:
+        """Open every item; split None trains each folder on `train`, or on `all` when it has no train
+        split (a user's own folder sharded without held-out splits). One ValueError naming the item."""
+        if not shards:
+            raise ValueError("no --shards given; pass at least one folder written by `muser shard`")
+        folders, splits = [], []
+        for item in shards:
+            try:
+                folder = ShardFolder.open(item)
+                splits.append(folder.choose_split(split) if folder.has_manifest else "")
+            except ValueError as err:
+                raise ValueError(f"--shards {err}") from None
+            folders.append(folder)
+        return cls(tuple(folders), tuple(splits))
+
+    @property
+    def samples(self) -> int | None:
+        """Training samples over all folders; None when a URL source (no manifest) is among them."""
+        if any(not f.has_manifest for f in self.folders):
+            return None
+        return sum(f.samples(s) or 0 for f, s in zip(self.folders, self.splits, strict=True))
+
+    @property
+    def sample_rate(self) -> int:
+        rates = {f.sample_rate for f in self.folders if f.has_manifest}
+        if len(rates) > 1:
+            raise ValueError(f"--shards folders have different sample rates {sorted(rates)}; reshard to one")
+        return rates.pop() if rates else self.folders[0].sample_rate
+
+    def notes(self) -> list[str]:
+        """One line per folder that trains on its `all` split (it was sharded without held-out splits)."""
+        return [
+            f"{f.name} has no 'train' split: training on its 'all' split ({f.samples('all')} tracks; "
+            "shard with --valid-fraction/--test-fraction to hold some out)"
+            for f, s in zip(self.folders, self.splits, strict=True)
+            if s == "all"
+        ]
+
+    def epochs_message(self) -> str:
+        """The message for --epochs over sources without a manifest (their sample count is unknown)."""
+        streams = [f.source for f in self.folders if not f.has_manifest]
+        one = len(streams) == 1
+        return (
+            f"--epochs needs the sample counts a shard folder's manifest records, but {', '.join(streams)} "
+            f"{'is a single .tar / URL source' if one else 'are single .tar / URL sources'} without a "
+            "manifest; use --steps, or pass the shard folder that holds the .tar files"
+        )
+
+    def read_args(self) -> tuple[list[ShardFolder], str | None]:
+        """(sources, split) for make_loader: one split when every folder trains on the same one, else
+        None, which the reader resolves per folder exactly as `open` did."""
+        return list(self.folders), (self.splits[0] if len(set(self.splits)) == 1 and self.splits[0] else None)
 
 
-def epochs_need_manifests(shards: list[str]) -> str:
-    """The message for --epochs over sources without a manifest (their sample count is unknown)."""
-    streams = [s for s in shards if _is_url(s)]
-    return (
-        f"--epochs needs the sample counts in the manifest.json of shard folders, but {', '.join(streams)} "
-        f"{'is a single .tar / URL source' if len(streams) == 1 else 'are single .tar / URL sources'} "
-        "without a manifest; use --steps, or pass the shard folder that holds the .tar files"
-    )
-
-
-def check_sources(shards: list[str], split: str) -> int | None:
-    """Validate every --shards item; returns the number of training samples (None for URL sources).
-
-    A missing path, a folder without manifest.json (empty, or not written by `muser shard`) and a folder
-    without samples in `split` are each one clear ValueError naming the folder.
-    """
-    if not shards:
-        raise ValueError("no --shards given; pass at least one folder written by `muser shard`")
-    total: int | None = 0
-    for item in shards:
-        if _is_url(item):
-            total = None
-            continue
-        path = Path(item)
-        if not path.exists():
-            raise ValueError(f"--shards {item}: no such folder")
-        if not path.is_dir():
-            raise ValueError(f"--shards {item}: not a folder; pass a folder written by `muser shard`")
-        manifest_path = path / "manifest.json"
-        if not manifest_path.is_file():
-            what = "is empty" if not any(path.iterdir()) else "has no manifest.json"
-            raise ValueError(f"--shards {item} {what}; pass a folder written by `muser shard`")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--shards {item}: manifest.json is not valid JSON ({err})") from None
-        samples = int(manifest.get("splits", {}).get(split, {}).get("samples", 0) or 0)
-        if samples < 1:
-            have = ", ".join(s for s, v in manifest.get("splits", {}).items() if v.get("samples")) or "none"
-            raise ValueError(f"--shards {item} has no {split!r} samples (splits with samples: {have})")
-        if total is not None:
-            total += samples
-    return total
-
-
-def has_split(folder: str, split: str) -> bool:
-    """True when `folder` is a shard folder whose manifest lists samples in `split`."""
-    path = Path(folder) / "manifest.json"
-    if _is_url(folder) or not path.is_file():
-        return False
-    splits = json.loads(path.read_text(encoding="utf-8")).get("splits", {})
-    return bool(splits.get(split, {}).get("samples"))
-
-
-def _metadata(folder: Path, split: str, limit: int) -> Iterator[dict[str, Any]]:
-    # Only the small .json members are read (tarfile skips over audio members without decoding them).
-    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    count = 0
-    for shard in manifest["splits"][split]["shards"]:
-        with tarfile.open(folder / shard["name"]) as tar:
-            for member in tar:
-                if count >= limit:
-                    return
-                if member.isfile() and member.name.endswith(".json"):
-                    f = tar.extractfile(member)
-                    if f is None:
-                        continue
-                    try:
-                        meta = json.loads(f.read())
-                    except (json.JSONDecodeError, UnicodeDecodeError):
-                        continue  # the reader skips and counts these; the tokenizer just needs sentences
-                    count += 1
-                    yield meta
-
-
-def tokenizer_texts(shards: list[str], split: str, limit: int = 5000, seed: int = 0) -> list[str]:
-    """Sentences for training the built-in WordPiece tokenizer, rendered from the shards' metadata.
+def tokenizer_texts(sources: TrainSources, limit: int = 5000, seed: int = 0) -> tuple[list[str], int]:
+    """Sentences for training the built-in WordPiece tokenizer, rendered from the shards' metadata, and
+    the number of metadata members skipped (unreadable tar, invalid JSON, fields of the wrong type).
 
     Each track gives its eval caption and two train-mode captions (random templates, no dropout), so
     every template word and every metadata value becomes part of the vocabulary.
     """
     rng = random.Random(seed)
-    folders = [Path(s) for s in shards if not _is_url(s)]
-    per_folder = max(1, limit // max(1, len(folders)))
+    local = [(f, s) for f, s in zip(sources.folders, sources.splits, strict=True) if f.has_manifest]
+    per_folder = max(1, limit // max(1, len(local)))
     texts: list[str] = []
-    for folder in folders:
-        for meta in _metadata(folder, split, per_folder):
+    skipped = 0
+    for folder, split in local:
+        metas, bad = _metadata(folder.urls(split), per_folder)
+        skipped += bad
+        for meta in metas:
             texts.append(text_mod.render(meta))
             texts += [text_mod.render(meta, rng=rng) for _ in range(2)]
-    return texts
+    return texts, skipped
+
+
+def _metadata(paths: list[str], limit: int) -> tuple[list[dict[str, Any]], int]:
+    # Random access to the small .json members only: tarfile seeks over the audio without reading it.
+    metas, skipped = [], 0
+    for path in paths:
+        try:
+            with tarfile.open(path) as tar:
+                for member in tar:
+                    if len(metas) >= limit:
+                        return metas, skipped
+                    if not (member.isfile() and member.name.endswith(".json")):
+                        continue
+                    try:
+                        metas.append(text_mod.load_meta(tar.extractfile(member).read()))
+                    except ValueError:
+                        skipped += 1  # the reader skips and counts the same members in training
+        except (OSError, tarfile.TarError):
+            skipped += 1  # a truncated or unreadable shard: keep what came before it
+    return metas, skipped
 
 
 class MicroBatches:
@@ -150,6 +156,11 @@ class MicroBatches:
     @property
     def epoch(self) -> float:
         return self.position / self.per_epoch
+
+    @property
+    def skipped(self) -> int:
+        """Members the reader skipped so far (unreadable audio, bad metadata, broken tars)."""
+        return self.loader.errors
 
     def __iter__(self) -> MicroBatches:
         return self

@@ -1,12 +1,12 @@
 """Run `pretrain` on several processes: write the three configs to a spec file and start torchrun on
-`python -m muser.train SPEC`, whose workers call `pretrain` again inside the torchrun environment."""
+`python -m muser.train SPEC` (muser/train/__main__.py), whose workers call `pretrain` again inside the
+torchrun environment. A leaf module: it knows the configs and torchrun, never the trainer."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -58,22 +58,3 @@ def launch(data: DataConfig, model: ModelConfig, train: TrainConfig) -> dict[str
     if received and not result.get("stopped"):
         result["stopped"] = signal.Signals(received).name
     return result or {"output": train.output, "node_rank": train.node_rank, "exit_code": code}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Worker entry (`python -m muser.train SPEC`): 0 when done or stopped by SIGTERM, 130 after SIGINT."""
-    from muser.train.trainer import pretrain
-
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print(
-            "usage: python -m muser.train RUN/launch-node0.json (started by `muser pretrain`)",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        result = pretrain(*read_spec(args[0]))
-    except (ValueError, RuntimeError) as err:
-        print(f"muser pretrain: {err}", file=sys.stderr)
-        return 1
-    return 130 if result.get("stopped") == "SIGINT" else 0

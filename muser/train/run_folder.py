@@ -1,17 +1,19 @@
-"""The run folder's bookkeeping files (rank 0 writes them): the --resume check against last.pt,
-config.json (what ran), metrics.jsonl (one record per logged step) and result.json (the run summary)."""
+"""The run folder's bookkeeping files (rank 0 writes them): the run's configs (new, or merged with a
+resumed run's config.json), the --resume check against last.pt, config.json (what ran), metrics.jsonl
+(one record per logged step) and result.json (the run summary)."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from muser import __version__
-from muser.config import DataConfig, ModelConfig, TrainConfig, to_dict
+from muser.config import DataConfig, ModelConfig, TrainConfig, from_dict, preset, to_dict
 from muser.train import checkpoint as ckpt
 
 # Options a resumed run must share with the saved one: they fix the data stream and the step arithmetic.
@@ -19,6 +21,54 @@ _RESUME_FIXED = (
     ("data", ("batch_size", "shards", "split", "crop_seconds")),
     ("train", ("grad_accum", "seed")),
 )
+
+
+def run_configs(
+    output: str,
+    overrides: dict[str, dict[str, Any]],
+    resume: bool = False,
+    model: ModelConfig | None = None,
+) -> tuple[DataConfig, ModelConfig, TrainConfig]:
+    """The three configs of a run: `overrides` {"data": {field: value}, "train": {...}} over the defaults
+    or, with `resume`, over the run's own config.json, so options given again win and the rest continue.
+
+    model: the architecture when chosen now (a preset, a text encoder); None keeps the resumed run's, or
+    the tiny preset for a new run. Raises ValueError naming the problem.
+    """
+    saved: dict[str, Any] = {}
+    path = Path(output) / "config.json"
+    if resume:
+        if not path.is_file():
+            raise ValueError(f"--resume: {path} not found; --output must be an earlier run's folder")
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(
+                f"--resume: {path} is not valid JSON ({err}); it cannot describe the run"
+            ) from None
+        if not isinstance(saved, dict):
+            raise ValueError(f"--resume: {path} is not a run configuration (a JSON object)")
+    elif not overrides.get("data", {}).get("shards"):
+        raise ValueError("--shards is required (a folder written by `muser shard`; repeat to mix)")
+    sections = {name: {**saved.get(name, {}), **overrides.get(name, {})} for name in ("data", "train")}
+    sections["train"]["output"] = output
+    sections["train"]["resume"] = resume
+    if "steps" in overrides.get("train", {}):
+        sections["train"]["epochs"] = None  # --steps on a resumed --epochs run: the step count wins
+    if model is not None:
+        model_dict = to_dict(model)
+    elif "model" in saved:
+        model_dict = saved["model"]
+    else:
+        model_dict = to_dict(preset("tiny"))
+    try:
+        return (
+            from_dict(DataConfig, sections["data"]),
+            from_dict(ModelConfig, model_dict),
+            from_dict(TrainConfig, sections["train"]),
+        )
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"cannot build the run configuration: {err}") from None
 
 
 def load_resume(out: Path, data: DataConfig, train: TrainConfig) -> dict[str, Any] | None:
@@ -67,6 +117,28 @@ def write_config(
 def write_result(out: Path, result: dict[str, Any]) -> None:
     """RUN/result.json: the summary pretrain() returns."""
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+class RateWindow:
+    """Throughput since the last logged step: samples per second and the fraction spent waiting for data."""
+
+    def __init__(self) -> None:
+        self.start, self.wait, self.steps = time.perf_counter(), 0.0, 0
+
+    def add(self, data_wait: float) -> None:
+        self.wait += data_wait
+        self.steps += 1
+
+    def take(self, batch_size: int) -> dict[str, float]:
+        """{samples_per_s, data_wait_frac} of the steps added since the last take, and start a new window."""
+        now = time.perf_counter()
+        elapsed = max(now - self.start, 1e-9)
+        rates = {
+            "samples_per_s": batch_size * self.steps / elapsed,
+            "data_wait_frac": min(1.0, self.wait / elapsed),
+        }
+        self.start, self.wait, self.steps = now, 0.0, 0
+        return rates
 
 
 class MetricsLog:

@@ -1,10 +1,14 @@
-"""One optimiser step of pretraining: the model+loss objective (DDP-wrapped across ranks), gradient
-accumulation over micro-batches, the cross-rank loss reduction and clipping, then the update."""
+"""One optimiser step of pretraining: `train_step` runs the model+loss objective (DDP-wrapped across ranks)
+over the step's micro-batches, reduces the losses (and any rank's stop request) over ranks, clips and
+updates, and returns a `StepResult`."""
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,9 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from muser.config import TrainConfig
 from muser.distributed import all_reduce_mean
-
-# Which embeddings each loss term reads; a tower no term reads gets no gradient (DDP must be told).
-TERM_INPUTS = {"at": {"audio", "text"}, "st": {"spec", "text"}, "as": {"audio", "spec"}}
+from muser.losses import PAIRS
 
 
 class Objective(nn.Module):
@@ -36,6 +38,39 @@ class Objective(nn.Module):
         return self.loss(emb, batch["caption_id"])
 
 
+@dataclass
+class Trainee:
+    """What one optimiser step acts on, built once by the trainer."""
+
+    objective: nn.Module  # Objective, DDP-wrapped when world > 1
+    loss: nn.Module  # the TriModalLoss inside it (its scales are clamped after each update)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    device: torch.device
+
+    @property
+    def params(self) -> list[nn.Parameter]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One step, averaged over its micro-batches and all ranks."""
+
+    loss: float  # the total objective
+    terms: dict[str, float]  # each loss term (at, st, as)
+    grad_norm: float  # before clipping
+    lrs: dict[str, float]  # learning rate of each named param group in this step
+    data_wait: float  # seconds this rank waited for its micro-batches
+    stop: bool  # some rank was asked to stop (SIGTERM/SIGINT): every rank stops after this step
+    updated: bool  # False when the loss or the gradient was not finite (nothing was applied)
+
+
+class DataBrokenOff(RuntimeError):
+    """The data stream failed after a stop was requested (Ctrl-C also reaches the loader workers)."""
+
+
 def build_objective(
     model: nn.Module, loss: nn.Module, train: TrainConfig, world: int, device: torch.device
 ) -> tuple[nn.Module, nn.Module]:
@@ -50,7 +85,8 @@ def build_objective(
         if cuda and train.sync_bn:
             objective = nn.SyncBatchNorm.convert_sync_batchnorm(objective)
             model = objective.model
-        used = set().union(*(TERM_INPUTS[t] for t in train.loss_terms))
+        # A tower no loss term reads gets no gradient, which DDP must be told about.
+        used = {modality for term in train.loss_terms for modality in PAIRS[term]}
         objective = DistributedDataParallel(
             objective,
             device_ids=[device.index] if cuda else None,
@@ -59,71 +95,59 @@ def build_objective(
     return objective, model
 
 
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    keys = ("audio", "length", "input_ids", "attention_mask", "caption_id")
-    return {k: batch[k].to(device, non_blocking=True) for k in keys if k in batch}
+_BATCH_TENSORS = ("audio", "length", "input_ids", "attention_mask", "caption_id")
 
 
-def forward_backward(
-    objective: nn.Module,
-    stream: Any,
-    scaler: torch.amp.GradScaler,
+def train_step(
+    t: Trainee,
+    batches: Iterator[dict[str, Any]],
     train: TrainConfig,
-    device: torch.device,
-) -> tuple[torch.Tensor, float]:
-    """Forward and backward over --grad-accum micro-batches of `stream`, the gradients summed.
+    stop_requested: Callable[[], bool],
+) -> StepResult:
+    """Forward and backward over --grad-accum micro-batches of `batches` (gradients summed), reduce over
+    ranks, clip, and apply the update unless the loss or gradient is not finite.
 
-    Returns (losses (A, 1 + T): per micro-batch the total then each term of train.loss_terms, detached;
-    seconds spent waiting for the data).
+    stop_requested: this rank's pending stop signal, read after the micro-batches (and when the data
+    stream fails: then DataBrokenOff is raised, the step is not taken).
     """
     losses, wait = [], 0.0
     for i in range(train.grad_accum):
-        t = time.perf_counter()
-        batch = _to_device(next(stream), device)
-        wait += time.perf_counter() - t
+        started = time.perf_counter()
+        try:
+            batch = next(batches)
+        except Exception as exc:
+            if stop_requested():
+                raise DataBrokenOff("the data stream stopped with the run") from exc
+            raise
+        batch = {k: batch[k].to(t.device, non_blocking=True) for k in _BATCH_TENSORS if k in batch}
+        wait += time.perf_counter() - started
         # DDP all-reduces gradients in backward; only the last micro-batch's backward needs to.
-        sync = i == train.grad_accum - 1 or not isinstance(objective, DistributedDataParallel)
-        with nullcontext() if sync else objective.no_sync():
-            total_loss, parts = objective(batch)
-            scaler.scale(total_loss / train.grad_accum).backward()
-        losses.append(torch.stack([total_loss.detach(), *(parts[t].detach() for t in train.loss_terms)]))
-    return torch.stack(losses), wait
+        last = i == train.grad_accum - 1 or not isinstance(t.objective, DistributedDataParallel)
+        with nullcontext() if last else t.objective.no_sync():
+            total, parts = t.objective(batch)
+            t.scaler.scale(total / train.grad_accum).backward()
+        losses.append(torch.stack([total.detach(), *(parts[term].detach() for term in train.loss_terms)]))
 
-
-def reduce_and_clip(
-    losses: torch.Tensor,
-    signum: int,
-    scaler: torch.amp.GradScaler,
-    optimizer: torch.optim.Optimizer,
-    params: list[nn.Parameter],
-    grad_clip: float,
-) -> tuple[list[float], torch.Tensor]:
-    """Average the losses and the stop signal over ranks, then unscale and clip the gradients.
-
-    losses: (A, 1 + T) from forward_backward; signum: this rank's pending stop signal (0 when none).
-    Returns ([total, *terms, stop flag] averaged over micro-batches and ranks (the flag > 0 when any rank
-    was signalled, so all stop at the same step), the gradient norm before clipping).
-    """
-    # The flag rides on the loss all-reduce so a stop costs no extra collective per step.
-    flag = torch.tensor([float(signum)], device=losses.device)
-    stats = all_reduce_mean(torch.cat([losses.float().mean(0), flag]))
-    scaler.unscale_(optimizer)
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    return stats.tolist(), grad_norm
-
-
-def apply_update(
-    scaler: torch.amp.GradScaler,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    loss: nn.Module,
-) -> dict[str, float]:
-    """Step the optimiser (the fp16 scaler skips it on inf gradients) and the schedule, clamp the logit
-    scales; returns the learning rate each named param group used in this step."""
-    lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}  # before the schedule advances
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    scheduler.step()
-    loss.clamp_()
-    return lrs
+    # The stop flag rides on the loss all-reduce, so a stop costs no extra collective per step.
+    flag = torch.tensor([float(stop_requested())], device=t.device)
+    total, *terms, stop = all_reduce_mean(torch.cat([torch.stack(losses).float().mean(0), flag])).tolist()
+    t.scaler.unscale_(t.optimizer)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(t.params, train.grad_clip))
+    # The fp16 scaler skips inf-gradient steps by itself; anything else non-finite must not be applied.
+    finite = math.isfinite(total) and (t.scaler.is_enabled() or math.isfinite(grad_norm))
+    lrs = {g["name"]: g["lr"] for g in t.optimizer.param_groups}  # before the schedule advances
+    if finite:
+        t.scaler.step(t.optimizer)
+        t.scaler.update()
+        t.optimizer.zero_grad(set_to_none=True)
+        t.scheduler.step()
+        t.loss.clamp_()
+    return StepResult(
+        loss=total,
+        terms=dict(zip(train.loss_terms, terms, strict=True)),
+        grad_norm=grad_norm,
+        lrs=lrs,
+        data_wait=wait,
+        stop=stop > 0,
+        updated=finite,
+    )

@@ -25,25 +25,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from muser.config import DataConfig, ModelConfig, TrainConfig, to_dict
-from muser.distributed import barrier, dist_cleanup, dist_init, get_world_size, in_torchrun
+from muser.distributed import barrier, dist_cleanup, dist_init, get_world_size, in_torchrun, print0
+from muser.losses import PAIRS
 from muser.train import checkpoint as ckpt
-from muser.train.data import (
-    MIN_EPOCH_BATCHES,
-    MicroBatches,
-    check_sources,
-    epochs_need_manifests,
-    has_split,
-    tokenizer_texts,
-)
+from muser.train.data import MIN_EPOCH_BATCHES, MicroBatches, TrainSources, tokenizer_texts
 from muser.train.display import TrainDisplay
+from muser.train.launch import launch
 from muser.train.optim import build_optimizer, build_scheduler
-from muser.train.run_folder import MetricsLog, load_resume, write_config, write_result
-from muser.train.step import apply_update, build_objective, forward_backward, reduce_and_clip
+from muser.train.run_folder import MetricsLog, RateWindow, load_resume, write_config, write_result
+from muser.train.step import DataBrokenOff, StepResult, Trainee, build_objective, train_step
 
-TERMS = ("at", "st", "as")
 PRECISIONS = ("bf16", "fp16", "fp32")
 
 
@@ -56,18 +49,24 @@ def world_of(train: TrainConfig) -> int:
     return max(1, train.gpus if train.gpus > 0 else train.procs) * max(1, train.nnodes)
 
 
+def _finite(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def check_config(data: DataConfig, model: ModelConfig, train: TrainConfig, world: int) -> None:
     """Every option mistake as one ValueError naming the option, before any process starts."""
     if train.gpus < 0 or train.procs < 1 or train.nnodes < 1:
         raise ValueError("--gpus must be >= 0, --procs and --nnodes >= 1")
     if train.gpus > 0 and train.procs > 1:
         raise ValueError("--procs is for CPU runs; with GPUs use --gpus N (one process per GPU)")
-    if not train.loss_terms or set(train.loss_terms) - set(TERMS):
-        raise ValueError(f"--loss-terms must be a comma list of {', '.join(TERMS)}, got {train.loss_terms}")
+    if not train.loss_terms or set(train.loss_terms) - set(PAIRS):
+        raise ValueError(f"--loss-terms must be a comma list of {', '.join(PAIRS)}, got {train.loss_terms}")
     if train.precision not in PRECISIONS:
         raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {train.precision!r}")
     if train.grad_accum < 1:
         raise ValueError("--grad-accum must be >= 1")
+    if data.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {data.batch_size}")
     if data.batch_size % (world * train.grad_accum):
         raise ValueError(
             f"--batch-size {data.batch_size} must be divisible by processes x --grad-accum "
@@ -75,12 +74,23 @@ def check_config(data: DataConfig, model: ModelConfig, train: TrainConfig, world
         )
     if train.epochs is None and train.steps < 1:
         raise ValueError("--steps must be >= 1")
-    if train.epochs is not None and train.epochs <= 0:
-        raise ValueError("--epochs must be > 0")
+    if train.epochs is not None and not (_finite(train.epochs) and train.epochs > 0):
+        raise ValueError(f"--epochs must be a finite number > 0, got {train.epochs}")
+    for name, value in (
+        ("--lr", train.lr),
+        ("--weight-decay", train.weight_decay),
+        ("--grad-clip", train.grad_clip),
+    ):
+        if not (_finite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    if train.text_lr is not None and not (_finite(train.text_lr) and train.text_lr >= 0):
+        raise ValueError(f"--text-lr must be a finite number >= 0, got {train.text_lr}")
+    if train.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {train.warmup}")
     if train.save_every < 1 or train.log_every < 1 or train.eval_every < 0:
         raise ValueError("--save-every and the log period must be >= 1, --eval-every >= 0")
-    if data.crop_seconds <= 0:
-        raise ValueError("--crop-seconds must be > 0")
+    if not (_finite(data.crop_seconds) and data.crop_seconds > 0):
+        raise ValueError(f"--crop-seconds must be a finite number > 0, got {data.crop_seconds}")
 
 
 def pretrain(data: DataConfig, model: ModelConfig, train: TrainConfig) -> dict[str, Any]:
@@ -91,23 +101,27 @@ def pretrain(data: DataConfig, model: ModelConfig, train: TrainConfig) -> dict[s
     """
     world = world_of(train)
     check_config(data, model, train, world)
-    if check_sources(data.shards, data.split) is None and train.epochs is not None:
-        raise ValueError(epochs_need_manifests(data.shards))
+    sources = TrainSources.open(data.shards, data.split)
+    if sources.samples is None and train.epochs is not None:
+        raise ValueError(sources.epochs_message())
+    if sources.sample_rate != model.sample_rate:
+        raise ValueError(
+            f"--shards hold {sources.sample_rate} Hz audio but the model expects {model.sample_rate} Hz; "
+            f"re-shard with --sample-rate {model.sample_rate}"
+        )
     if world > 1 and not in_torchrun():
-        from muser.train.launch import launch
-
         return launch(data, model, train)
-    return _Run(data, model, train).run()
+    return _Run(data, model, train, sources).run()
 
 
-class _StopFlag:
-    """SIGTERM/SIGINT set a flag the loop checks after each step (a second SIGINT aborts at once)."""
+class StopSignal:
+    """SIGTERM/SIGINT set a flag the loop reads after each step (a second SIGINT aborts at once)."""
 
     def __init__(self) -> None:
         self.signum = 0
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> _StopFlag:
+    def __enter__(self) -> StopSignal:
         if threading.current_thread() is threading.main_thread():
             for s in (signal.SIGTERM, signal.SIGINT):
                 self._previous[s] = signal.signal(s, self._handle)
@@ -117,6 +131,9 @@ class _StopFlag:
         if self.signum == signal.SIGINT and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signum = signum
+
+    def requested(self) -> bool:
+        return self.signum != 0
 
     def __exit__(self, *exc: object) -> None:
         for s, handler in self._previous.items():
@@ -136,20 +153,99 @@ def _seed_all(seed: int) -> None:
 class _Run:
     """One rank's training run; built and driven by pretrain()."""
 
-    def __init__(self, data: DataConfig, model: ModelConfig, train: TrainConfig) -> None:
-        self.data, self.model_cfg, self.train = data, model, train
+    def __init__(self, data: DataConfig, model: ModelConfig, train: TrainConfig, sources: TrainSources):
+        self.data, self.model_cfg, self.train, self.sources = data, model, train, sources
         self.out = Path(train.output)
 
-    # ---- setup --------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        self.rank, _, self.world, self.device = dist_init("cuda" if self.train.gpus > 0 else "cpu")
+        try:
+            step = self._build()
+            return self._loop(step)
+        finally:
+            dist_cleanup()
+
+    # ---- build --------------------------------------------------------------------------------------
+
+    def _build(self) -> int:
+        """Model, loss, optimiser, schedule and data stream of this rank; returns the step to start at."""
+        from muser.losses import TriModalLoss
+        from muser.shards.reader import make_loader
+
+        train, data, device = self.train, self.data, self.device
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+        if device.type == "cpu" and _cuda_visible():
+            print0(
+                "muser pretrain: a CUDA device is visible but --gpus is 0: training runs on the CPU "
+                "(pass --gpus 1 to use the GPU)",
+                file=sys.stderr,
+            )
+        for note in self.sources.notes():
+            print0(f"muser pretrain: {note}", file=sys.stderr)
+        resume = load_resume(self.out, data, train)
+        samples = self.sources.samples
+        self.total = (
+            train.steps
+            if train.epochs is None
+            else max(1, math.ceil(train.epochs * (samples or 0) / data.batch_size))
+        )
+        _seed_all(train.seed)
+        self.model = self._build_model(resume).to(device)
+        self.model.train()
+        loss = TriModalLoss(terms=tuple(train.loss_terms), duplicate_aware=train.duplicate_aware).to(device)
+        objective, self.model = build_objective(self.model, loss, train, self.world, device)
+        optimizer = build_optimizer(
+            self.model.param_groups(), list(loss.parameters()), train, self.model.text_is_pretrained
+        )
+        self.trainee = Trainee(
+            objective=objective,
+            loss=loss,
+            optimizer=optimizer,
+            scheduler=build_scheduler(optimizer, train.warmup, self.total),
+            scaler=torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and train.precision == "fp16"),
+            device=device,
+        )
+        micro = data.batch_size // (self.world * train.grad_accum)
+        sources, split = self.sources.read_args()
+        loader = make_loader(
+            sources,
+            split=split,
+            mode="train",
+            batch_size=micro,
+            crop_seconds=data.crop_seconds,
+            num_workers=data.num_workers,
+            steps=max(MIN_EPOCH_BATCHES, (samples or 0) // (micro * self.world)),
+            seed=train.seed,
+            tokenizer=self.model.tokenize,
+            templates=data.templates,
+            shuffle_buffer=data.shuffle_buffer,
+            field_dropout=data.field_dropout,
+        )
+        self.stream = MicroBatches(loader)
+        # Ranks draw different SpecAugment masks and dropout; the model init above was identical.
+        _seed_all(train.seed + 1000 * self.rank + 1)
+        step = self._restore(resume) if resume is not None else 0
+        self.metrics = MetricsLog(self.out, tensorboard=self.rank == 0, start_step=step)
+        if self.rank == 0:
+            write_config(self.out, self.world, self.total, data, self.model.config, train)
+            self.metrics.truncate(step)
+        self.valid = [f for f in self.sources.folders if f.has_manifest and f.has(data.valid_split)]
+        return step
 
     def _build_model(self, resume: dict[str, Any] | None) -> Any:
         from muser.models.muser import MUSER
 
         init_dir = self.out / ckpt.INIT
         if resume is None and self.rank == 0:
-            texts = (
-                None if self.model_cfg.text_encoder else tokenizer_texts(self.data.shards, self.data.split)
-            )
+            texts = None
+            if not self.model_cfg.text_encoder:
+                texts, skipped = tokenizer_texts(self.sources)
+                if skipped:
+                    print(
+                        f"muser pretrain: the tokenizer pass skipped {skipped} unreadable members",
+                        file=sys.stderr,
+                    )
             model = MUSER.from_config(self.model_cfg, tokenizer_texts=texts)
             # Saved now so every rank (and a later --resume) rebuilds the same tokenizer and architecture.
             # Not into model/: that folder is what gets evaluated, and must only ever hold trained weights.
@@ -163,12 +259,126 @@ class _Run:
             model = MUSER.from_pretrained(source)
         return model
 
-    def _total_steps(self, samples: int | None) -> int:
-        if self.train.epochs is None:
-            return self.train.steps
-        if samples is None:
-            raise ValueError(epochs_need_manifests(self.data.shards))
-        return max(1, math.ceil(self.train.epochs * samples / self.data.batch_size))
+    # ---- the loop -----------------------------------------------------------------------------------
+
+    def _loop(self, step: int) -> dict[str, Any]:
+        train, total = self.train, self.total
+        window, started = RateWindow(), time.perf_counter()
+        first_loss = last_loss = None
+        last_eval: dict[str, float] = {}
+        broken_off = None  # where a step broken off by a stop rewinds to: (data position, RNG state)
+        result: StepResult | None = None
+        with StopSignal() as stop, TrainDisplay(total, step, enabled=self.rank == 0) as display:
+            while step < total:
+                mark = self.stream.position, ckpt.rng_state()
+                try:
+                    result = train_step(self.trainee, self.stream, train, stop.requested)
+                except DataBrokenOff:
+                    broken_off = mark
+                    break
+                if not result.updated:
+                    raise NonFiniteLossError(
+                        f"the loss became non-finite at step {step + 1} (loss {result.loss}, grad norm "
+                        f"{result.grad_norm}); stopped without saving: {self.out / ckpt.LAST} holds the last "
+                        "good state. Lower --lr, raise --warmup or use --precision fp32, then --resume."
+                    )
+                step += 1
+                first_loss = result.loss if first_loss is None else first_loss
+                last_loss = result.loss
+                window.add(result.data_wait)
+
+                # evaluate
+                evaluated: dict[str, float] = {}
+                if self.valid and train.eval_every and (step % train.eval_every == 0 or step == total):
+                    evaluated = last_eval = self._evaluate()
+
+                # log
+                if step % train.log_every == 0 or step in (1, total) or evaluated:
+                    record = self._record(step, result, window.take(self.data.batch_size), evaluated)
+                    if self.rank == 0:
+                        self.metrics.append(record)
+                    display.update(step, record)
+                else:
+                    display.update(step)
+
+                # save (and stop, when any rank was signalled)
+                if result.stop:
+                    break
+                if step % train.save_every == 0 and step < total:
+                    self._save(step, keep_step=True)
+            # After a signal the run must still leave a checkpoint, so this save is not optional.
+            self._save(step, keep_step=False, boundary=broken_off)
+        if stop.signum:
+            stopped = signal.Signals(stop.signum).name
+        else:  # another rank was signalled (torchrun forwards SIGTERM), or nobody was
+            stopped = "SIGTERM" if result is not None and result.stop else None
+        return self._finish(step, first_loss, last_loss, last_eval, stopped, time.perf_counter() - started)
+
+    def _record(
+        self, step: int, result: StepResult, rates: dict[str, float], evaluated: dict[str, float]
+    ) -> dict[str, Any]:
+        """One metrics.jsonl line."""
+        first_group = self.trainee.optimizer.param_groups[0]["name"]
+        return {
+            "step": step,
+            "epoch": round(self.stream.epoch, 4),
+            "loss": result.loss,
+            **{f"loss_{term}": value for term, value in result.terms.items()},
+            "lr": result.lrs[first_group],
+            **({"lr_text": result.lrs["text"]} if "text" in result.lrs else {}),
+            **{f"scale_{k}": v for k, v in self.trainee.loss.scales().items()},
+            "grad_norm": result.grad_norm,
+            **rates,
+            "skipped": self.stream.skipped,
+            **evaluated,
+        }
+
+    def _finish(
+        self,
+        step: int,
+        first_loss: float | None,
+        last_loss: float | None,
+        last_eval: dict[str, float],
+        stopped: str | None,
+        wall: float,
+    ) -> dict[str, Any]:
+        result = {
+            "output": str(self.out),
+            "steps": step,
+            "total_steps": self.total,
+            "first_loss": first_loss,
+            "last_loss": last_loss,
+            "wall_s": wall,
+            "world_size": self.world,
+            "stopped": stopped,
+            "skipped": self.stream.skipped,
+            "checkpoint": str(self.out / ckpt.LAST),
+            "model": str(self.out / ckpt.MODEL),
+            "eval": last_eval,
+        }
+        if self.rank == 0:
+            result.update(self.metrics.mean_rates())
+            write_result(self.out, result)
+        return result
+
+    def _evaluate(self) -> dict[str, float]:
+        from muser.train.validate import evaluate
+
+        out: dict[str, float] = {}
+        if self.rank == 0:
+            self.model.eval()
+            with torch.random.fork_rng(devices=[]):  # eval must not shift the training RNG stream
+                out = evaluate(
+                    self.model,
+                    self.valid,
+                    self.data.valid_split,
+                    self.data.crop_seconds,
+                    batch_size=max(1, self.data.batch_size // get_world_size()),
+                    max_tracks=self.train.eval_tracks,
+                )
+            self.model.train()
+        barrier()
+        return out
 
     # ---- checkpoints --------------------------------------------------------------------------------
 
@@ -189,6 +399,7 @@ class _Run:
         position, rng_now = boundary if boundary is not None else (self.stream.position, ckpt.rng_state())
         rng = self._gather_rng(rng_now)  # collective: every rank takes part
         if self.rank == 0:
+            t = self.trainee
             state = {
                 "format_version": 1,
                 "step": step,
@@ -196,10 +407,10 @@ class _Run:
                 "data_per_epoch": self.stream.per_epoch,
                 "world_size": get_world_size(),
                 "model": self.model.state_dict(),
-                "loss": self.loss.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
+                "loss": t.loss.state_dict(),
+                "optimizer": t.optimizer.state_dict(),
+                "scheduler": t.scheduler.state_dict(),
+                "scaler": t.scaler.state_dict(),
                 "rng": rng,
                 "config": {
                     "data": to_dict(self.data),
@@ -212,14 +423,16 @@ class _Run:
         barrier()
 
     def _restore(self, state: dict[str, Any]) -> int:
+        t = self.trainee
+        ckpt.check_architecture(self.model, state["model"], str(self.out / ckpt.LAST))
         self.model.load_state_dict(state["model"])
-        self.loss.load_state_dict(state["loss"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        t.loss.load_state_dict(state["loss"])
+        t.optimizer.load_state_dict(state["optimizer"])
         sched = dict(state["scheduler"])
         # keep this run's schedule (a resume may extend --steps): its own fields replace the saved ones
-        sched["lr_lambdas"] = self.scheduler.state_dict()["lr_lambdas"]
-        self.scheduler.load_state_dict(sched)
-        self.scaler.load_state_dict(state["scaler"])
+        sched["lr_lambdas"] = t.scheduler.state_dict()["lr_lambdas"]
+        t.scheduler.load_state_dict(sched)
+        t.scaler.load_state_dict(state["scaler"])
         rng = state["rng"]
         if len(rng) == get_world_size():
             ckpt.set_rng_state(rng[self.rank])
@@ -233,188 +446,3 @@ class _Run:
             position = state["step"] * self.train.grad_accum  # same count of micro-batches, new epochs
         self.stream.seek(position)
         return int(state["step"])
-
-    # ---- the loop -----------------------------------------------------------------------------------
-
-    def run(self) -> dict[str, Any]:
-        train = self.train
-        self.rank, _, world, device = dist_init("cuda" if train.gpus > 0 else "cpu")
-        try:
-            return self._run(world, device)
-        finally:
-            dist_cleanup()
-
-    def _run(self, world: int, device: torch.device) -> dict[str, Any]:
-        from muser.losses import TriModalLoss
-        from muser.shards.reader import make_loader
-
-        train, data = self.train, self.data
-        samples = check_sources(data.shards, data.split)
-        if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
-            if device.type == "cpu" and _cuda_visible():
-                print(
-                    "muser pretrain: a CUDA device is visible but --gpus is 0: training runs on the CPU "
-                    "(pass --gpus 1 to use the GPU)",
-                    file=sys.stderr,
-                )
-        resume = load_resume(self.out, data, train)
-        total = self._total_steps(samples)
-        _seed_all(train.seed)
-        self.model = self._build_model(resume).to(device)
-        self.model.train()
-        self.loss = TriModalLoss(terms=tuple(train.loss_terms), duplicate_aware=train.duplicate_aware).to(
-            device
-        )
-        objective, self.model = build_objective(self.model, self.loss, train, world, device)
-        self.optimizer = build_optimizer(
-            self.model.param_groups(), list(self.loss.parameters()), train, self.model.text_is_pretrained
-        )
-        self.scheduler = build_scheduler(self.optimizer, train.warmup, total)
-        fp16 = device.type == "cuda" and train.precision == "fp16"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
-        micro = data.batch_size // (world * train.grad_accum)
-        loader = make_loader(
-            data.shards,
-            split=data.split,
-            mode="train",
-            batch_size=micro,
-            crop_seconds=data.crop_seconds,
-            num_workers=data.num_workers,
-            steps=max(MIN_EPOCH_BATCHES, (samples or 0) // (micro * world)),
-            seed=train.seed,
-            tokenizer=self.model.tokenizer,
-            templates=data.templates,
-            max_length=self.model.config.text_max_length,
-            shuffle_buffer=data.shuffle_buffer,
-            field_dropout=data.field_dropout,
-        )
-        self.stream = MicroBatches(loader)
-        # Ranks draw different SpecAugment masks and dropout; the model init above was identical.
-        _seed_all(train.seed + 1000 * self.rank + 1)
-        step = self._restore(resume) if resume is not None else 0
-        metrics = MetricsLog(self.out, tensorboard=self.rank == 0, start_step=step)
-        if self.rank == 0:
-            write_config(self.out, world, total, data, self.model.config, train)
-            metrics.truncate(step)
-        valid = [s for s in data.shards if has_split(s, data.valid_split)] if train.eval_every else []
-        return self._loop(objective, step, total, world, device, metrics, valid)
-
-    def _loop(
-        self,
-        objective: nn.Module,
-        step: int,
-        total: int,
-        world: int,
-        device: torch.device,
-        metrics: MetricsLog,
-        valid: list[str],
-    ) -> dict[str, Any]:
-        train, data = self.train, self.data
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        first_loss = last_loss = None
-        last_eval: dict[str, float] = {}
-        started = time.perf_counter()
-        window_start, window_wait, window_steps = started, 0.0, 0
-        stopped = None
-        with _StopFlag() as stop, TrainDisplay(total, step, enabled=self.rank == 0) as display:
-            broken_off = None
-            while step < total:
-                # Where a stop in the middle of this step's gradient accumulation rewinds to: the
-                # micro-batches it drew and the random numbers their forward passes used are the next step's.
-                boundary = self.stream.position, ckpt.rng_state()
-                try:
-                    losses, wait = forward_backward(objective, self.stream, self.scaler, train, device)
-                except Exception:
-                    if stop.signum:  # a Ctrl-C also reaches the DataLoader workers, which then die
-                        broken_off = boundary
-                        break
-                    raise
-                values, grad_norm = reduce_and_clip(
-                    losses, stop.signum, self.scaler, self.optimizer, params, train.grad_clip
-                )
-                if not math.isfinite(values[0]) or (
-                    not self.scaler.is_enabled() and not torch.isfinite(grad_norm)
-                ):
-                    raise NonFiniteLossError(
-                        f"the loss became non-finite at step {step + 1} (loss {values[0]}, grad norm "
-                        f"{grad_norm.item()}); stopped without saving: {self.out / ckpt.LAST} holds the last "
-                        "good state. Lower --lr, raise --warmup or use --precision fp32, then --resume."
-                    )
-                lrs = apply_update(self.scaler, self.optimizer, self.scheduler, self.loss)
-                step += 1
-                window_wait += wait
-                window_steps += 1
-                first_loss = values[0] if first_loss is None else first_loss
-                last_loss = values[0]
-                evaluated = {}
-                if train.eval_every and valid and (step % train.eval_every == 0 or step == total):
-                    evaluated = last_eval = self._evaluate(valid)
-                if step % train.log_every == 0 or step == 1 or step == total or evaluated:
-                    now = time.perf_counter()
-                    elapsed = max(now - window_start, 1e-9)
-                    record = {
-                        "step": step,
-                        "epoch": round(self.stream.epoch, 4),
-                        "loss": values[0],
-                        **{f"loss_{t}": v for t, v in zip(train.loss_terms, values[1:-1], strict=True)},
-                        "lr": lrs[self.optimizer.param_groups[0]["name"]],
-                        **({"lr_text": lrs["text"]} if "text" in lrs else {}),
-                        **{f"scale_{k}": v for k, v in self.loss.scales().items()},
-                        "grad_norm": grad_norm.item(),
-                        "samples_per_s": data.batch_size * window_steps / elapsed,
-                        "data_wait_frac": min(1.0, window_wait / elapsed),
-                        **evaluated,
-                    }
-                    window_start, window_wait, window_steps = now, 0.0, 0
-                    if self.rank == 0:
-                        metrics.append(record)
-                    display.update(step, record)
-                else:
-                    display.update(step)
-                if values[-1] > 0:
-                    stopped = signal.Signals(stop.signum or signal.SIGTERM).name
-                    break
-                if step % train.save_every == 0 and step < total:
-                    self._save(step, keep_step=True)
-            # After a signal the run must still leave a checkpoint, so the save is not optional here.
-            if stopped is None and stop.signum:
-                stopped = signal.Signals(stop.signum).name
-            self._save(step, keep_step=False, boundary=broken_off)
-        wall = time.perf_counter() - started
-        result = {
-            "output": str(self.out),
-            "steps": step,
-            "total_steps": total,
-            "first_loss": first_loss,
-            "last_loss": last_loss,
-            "wall_s": wall,
-            "world_size": world,
-            "stopped": stopped,
-            "checkpoint": str(self.out / ckpt.LAST),
-            "model": str(self.out / ckpt.MODEL),
-            "eval": last_eval,
-        }
-        if self.rank == 0:
-            result.update(metrics.mean_rates())
-            write_result(self.out, result)
-        return result
-
-    def _evaluate(self, valid: list[str]) -> dict[str, float]:
-        from muser.train.validate import evaluate
-
-        out: dict[str, float] = {}
-        if self.rank == 0:
-            self.model.eval()
-            with torch.random.fork_rng(devices=[]):  # eval must not shift the training RNG stream
-                out = evaluate(
-                    self.model,
-                    valid,
-                    self.data.valid_split,
-                    self.data.crop_seconds,
-                    batch_size=max(1, self.data.batch_size // get_world_size()),
-                    max_tracks=self.train.eval_tracks,
-                )
-            self.model.train()
-        barrier()
-        return out

@@ -194,7 +194,13 @@ def test_a_cpu_run_with_a_visible_gpu_says_it_runs_on_the_cpu(shards, tmp_path, 
 
 def test_pretrain_help_names_the_precisions_and_the_accumulation_negatives():
     text = " ".join(CliRunner().invoke(main, ["pretrain", "--help"]).output.split())
-    for phrase in ("bf16 (default), fp16", "micro-batch x processes negatives", "hub id", "init/", "--gpus"):
+    for phrase in (
+        "bf16, fp16 (with a loss scaler)",
+        "micro-batch x processes negatives",
+        "hub id",
+        "init/",
+        "--gpus",
+    ):
         assert phrase in text, phrase
 
 
