@@ -48,12 +48,10 @@ def mfcc_finalize(pooled: np.ndarray) -> np.ndarray:
     return np.concatenate([mean, std], axis=1).astype(np.float32)
 
 
-def random_model(config: object, seed: int = 0):  # -> MUSER
-    """The MUSER architecture of `config` (a ModelConfig) with freshly initialised weights, seeded."""
-    from dataclasses import asdict
-
+def random_model(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """The architecture and tokenizer of `model` (a MUSER) with freshly initialised weights, seeded: what
+    pretraining started from, so the difference to it is what the training learned."""
     from muser.models.muser import MUSER
 
     torch.manual_seed(seed)
-    fields = asdict(config)
-    return MUSER.from_preset(fields.pop("preset"), **fields).eval()
+    return MUSER.from_config(model.config, tokenizer=model.tokenizer).eval()

@@ -11,13 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from muser.shards.manifest import ShardFolder
+from muser.shards.reader import make_loader
 
 ChunkFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (audio (B, T), length (B,)) -> (B, D)
 
@@ -56,34 +61,82 @@ def _progress() -> Progress:
     )
 
 
-def _split_samples(manifest: dict, split: str) -> int:
-    return int(manifest.get("splits", {}).get(split, {}).get("samples", 0))
-
-
 def eval_batches(
-    shard_dir: str | Path, splits: list[str], chunk_seconds: float, batch_size: int = 32, num_workers: int = 0
+    folder: ShardFolder | str | Path,
+    splits: list[str],
+    chunk_seconds: float,
+    batch_size: int = 32,
+    num_workers: int = 0,
 ) -> Iterator[tuple[str, dict]]:
     """(split, batch) over every deterministic chunk of every track of the given splits, in reader order.
 
-    The one place that builds the eval-mode loader, so features and fine-tuning see the same chunks.
+    The one place that builds the eval-mode loader, so features, validation and fine-tuning see the same
+    chunks. One process reads everything (rank 0 of 1), whatever torch.distributed says.
     """
-    from muser.shards.reader import make_loader
-
+    folder = folder if isinstance(folder, ShardFolder) else ShardFolder.open(folder)
     for split in splits:
         loader = make_loader(
-            str(shard_dir),
+            folder,
             split=split,
             mode="eval",
             batch_size=batch_size,
             crop_seconds=chunk_seconds,
             num_workers=num_workers,
+            rank=0,
+            world_size=1,
         )
         for batch in loader:
             yield split, batch
 
 
+def pool_chunks(
+    batches: Iterable[tuple[str, dict]],
+    chunk_fn: ChunkFn,
+    max_tracks: int | None = None,
+    on_track: Callable[[int], None] | None = None,
+) -> TrackSet:
+    """Per track, the mean of chunk_fn's chunk embeddings weighted by valid samples.
+
+    batches: (split, eval-mode batch) with each track's chunks consecutive. max_tracks: stop drawing
+    batches at the first chunk of track max_tracks + 1 (a large split is not decoded for nothing).
+    on_track(n): called with the running track count (progress). Returns a TrackSet (x (N, D) float32;
+    N = 0 when nothing was readable).
+    """
+    sums: dict[str, torch.Tensor] = {}
+    weights: dict[str, float] = {}
+    split_of: dict[str, str] = {}
+    meta_of: dict[str, dict] = {}
+    for split, batch in batches:
+        # Encoded only when reached; the padded tail of a last chunk is pooled out by the model via length.
+        with torch.no_grad():
+            emb = chunk_fn(batch["audio"], batch["length"]).detach().float().cpu()
+        for i, key in enumerate(batch["key"]):
+            if key not in sums:
+                if max_tracks is not None and len(sums) >= max_tracks:
+                    return _trackset(sums, weights, split_of, meta_of)
+                sums[key] = torch.zeros_like(emb[i])
+                weights[key] = 0.0
+                split_of[key], meta_of[key] = split, batch["meta"][i]
+                if on_track is not None:
+                    on_track(len(sums))
+            w = float(batch["length"][i])
+            sums[key] += w * emb[i]
+            weights[key] += w
+    return _trackset(sums, weights, split_of, meta_of)
+
+
+def _trackset(
+    sums: dict[str, torch.Tensor], weights: dict[str, float], split_of: dict[str, str], meta_of: dict
+) -> TrackSet:
+    keys = list(sums)
+    if not keys:
+        return TrackSet([], np.zeros((0, 0), dtype=np.float32), [], [])
+    x = torch.stack([sums[k] / max(weights[k], 1.0) for k in keys]).numpy().astype(np.float32)
+    return TrackSet(keys=keys, x=x, splits=[split_of[k] for k in keys], meta=[meta_of[k] for k in keys])
+
+
 def chunk_average(
-    shard_dir: str | Path,
+    folder: ShardFolder | str | Path,
     splits: list[str],
     chunk_fn: ChunkFn,
     chunk_seconds: float,
@@ -92,42 +145,38 @@ def chunk_average(
     description: str = "features",
     finalize: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> TrackSet:
-    """Run chunk_fn over every chunk of every track of the given splits and pool per track.
-
-    Returns the TrackSet with x (N, D), where D is chunk_fn's output width (after `finalize`).
-    """
-    import time
-
-    manifest = json.loads((Path(shard_dir) / "manifest.json").read_text())
-    sums: dict[str, torch.Tensor] = {}
-    weights: dict[str, float] = {}
-    split_of: dict[str, str] = {}
-    meta_of: dict[str, dict] = {}
-    total = sum(_split_samples(manifest, s) for s in splits)
+    """Run chunk_fn over every chunk of every track of the given splits and pool per track, with a
+    progress bar. Returns the TrackSet with x (N, D), where D is chunk_fn's output width (after
+    `finalize`); a RuntimeError when no track was readable."""
+    folder = folder if isinstance(folder, ShardFolder) else ShardFolder.open(folder)
+    total = sum(folder.samples(s) or 0 for s in splits)
     with _progress() as bar:
         task = bar.add_task(description, total=total or None, rate="")
         start = time.monotonic()
-        for split, batch in eval_batches(shard_dir, splits, chunk_seconds, batch_size, num_workers):
-            with torch.no_grad():
-                emb = chunk_fn(batch["audio"], batch["length"]).detach().float().cpu()
-            for i, key in enumerate(batch["key"]):
-                w = float(batch["length"][i])
-                if key not in sums:
-                    sums[key] = torch.zeros_like(emb[i])
-                    weights[key] = 0.0
-                    split_of[key] = split
-                    meta_of[key] = batch["meta"][i]
-                    elapsed = max(time.monotonic() - start, 1e-6)
-                    bar.update(task, advance=1, rate=f"{len(sums) / elapsed:.1f} tracks/s")
-                sums[key] += w * emb[i]
-                weights[key] += w
-    keys = list(sums)
-    if not keys:
-        raise RuntimeError(f"no readable tracks in split(s) {', '.join(splits)} of {shard_dir}")
-    x = torch.stack([sums[k] / max(weights[k], 1.0) for k in keys]).numpy().astype(np.float32)
+
+        def advance(n: int) -> None:
+            bar.update(task, completed=n, rate=f"{n / max(time.monotonic() - start, 1e-6):.1f} tracks/s")
+
+        batches = eval_batches(folder, splits, chunk_seconds, batch_size, num_workers)
+        ts = pool_chunks(batches, chunk_fn, on_track=advance)
+    if not ts.keys:
+        raise RuntimeError(f"no readable tracks in split(s) {', '.join(splits)} of {folder.name}")
     if finalize is not None:
-        x = finalize(x)
-    return TrackSet(keys=keys, x=x, splits=[split_of[k] for k in keys], meta=[meta_of[k] for k in keys])
+        ts.x = finalize(ts.x)
+    return ts
+
+
+def concat(sets: list[TrackSet]) -> TrackSet:
+    """TrackSets of several folders as one (rows in order)."""
+    sets = [ts for ts in sets if ts.keys]
+    if not sets:
+        return TrackSet([], np.zeros((0, 0), dtype=np.float32), [], [])
+    return TrackSet(
+        keys=[k for ts in sets for k in ts.keys],
+        x=np.concatenate([ts.x for ts in sets]),
+        splits=[s for ts in sets for s in ts.splits],
+        meta=[m for ts in sets for m in ts.meta],
+    )
 
 
 def save_trackset(ts: TrackSet, path: str | Path) -> Path:
@@ -161,11 +210,22 @@ def cached(path: Path, compute: Callable[[], TrackSet]) -> tuple[TrackSet, bool]
     if path.is_file():
         try:
             return load_trackset(path), True
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # a truncated or foreign file is recomputed, never trusted
     ts = compute()
     save_trackset(ts, path)
     return ts, False
+
+
+def align(ts: TrackSet, keys: list[str]) -> np.ndarray:
+    """Rows of ts.x in the order of `keys` (every key must be present)."""
+    pos = {k: i for i, k in enumerate(ts.keys)}
+    missing = [k for k in keys if k not in pos]
+    if missing:
+        raise RuntimeError(
+            f"{len(missing)} tracks have no features (e.g. {missing[0]}); delete the feature cache"
+        )
+    return ts.x[[pos[k] for k in keys]]
 
 
 def model_chunk_fn(model: torch.nn.Module, device: torch.device) -> ChunkFn:

@@ -16,12 +16,13 @@ from pathlib import Path
 import torch
 
 from muser.eval.features import eval_batches
+from muser.shards.manifest import ShardFolder
 from muser.shards.text import caption_id, label_prompt
 
 
-def _chunks(shard_dir: Path, splits: list[str], keys: set[str], chunk_seconds: float, batch_size: int):
+def _chunks(folder: ShardFolder, splits: list[str], keys: set[str], chunk_seconds: float, batch_size: int):
     """(audio (T,), valid samples, key) for every chunk of the wanted tracks, in reader order."""
-    for _, batch in eval_batches(shard_dir, splits, chunk_seconds, batch_size):
+    for _, batch in eval_batches(folder, splits, chunk_seconds, batch_size):
         for i, key in enumerate(batch["key"]):
             if key in keys:
                 yield batch["audio"][i], int(batch["length"][i]), key
@@ -29,7 +30,7 @@ def _chunks(shard_dir: Path, splits: list[str], keys: set[str], chunk_seconds: f
 
 def finetune(
     model: torch.nn.Module,
-    shard_dir: str | Path,
+    folder: ShardFolder | str | Path,
     splits: list[str],
     labels: dict[str, list[str]],
     label_task: str,
@@ -45,6 +46,8 @@ def finetune(
     labels: track key -> its labels (one for single-label tasks) for the training tracks only.
     """
     from muser.losses import TriModalLoss
+
+    folder = folder if isinstance(folder, ShardFolder) else ShardFolder.open(folder)
 
     if not labels:
         raise ValueError("fine-tuning needs at least one labelled training track")
@@ -79,7 +82,7 @@ def finetune(
     keys = set(labels)
     for _ in range(epochs):
         buffer: list[tuple[torch.Tensor, int, str]] = []
-        for item in _chunks(Path(shard_dir), splits, keys, chunk_seconds, batch_size):
+        for item in _chunks(folder, splits, keys, chunk_seconds, batch_size):
             buffer.append(item)
             if len(buffer) >= buffer_size:
                 rng.shuffle(buffer)

@@ -57,14 +57,29 @@ def _stratified_split(idx: np.ndarray, key: np.ndarray, n_splits: int, seed: int
     return [idx[test] for _, test in splitter.split(idx)]
 
 
-def make_folds(splits: list[str] | np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -> list[Fold]:
+def make_folds(
+    splits: list[str] | np.ndarray,
+    y: np.ndarray,
+    folds: int = 5,
+    seed: int = 0,
+    dataset_splits: list[str] | None = None,
+) -> list[Fold]:
     """Folds for a dataset whose tracks carry shard split names (train/valid/test/all).
 
     With a `test` split the standard split is used once (valid, when present, chooses hyperparameters);
     with train + valid only, valid is the test set; otherwise stratified K-fold over all tracks.
+    dataset_splits: the splits the dataset has (its manifest), which decide the scheme; the tracks that
+    could be read never do, so unreadable tracks can not turn a standard split into K-fold unnoticed.
     """
     splits = np.asarray(splits)
-    names = set(splits.tolist())
+    names = set(splits.tolist()) if dataset_splits is None else set(dataset_splits)
+    scored = {"train", "test"} if "test" in names else {"train", "valid"}  # an empty valid is carved
+    empty_parts = sorted(n for n in scored if not (splits == n).any())
+    if "train" in names and ("test" in names or "valid" in names) and empty_parts:
+        raise ValueError(
+            f"the dataset's standard split has no usable track in {', '.join(empty_parts)} (all unreadable "
+            "or unlabelled, see `excluded`); fix those tracks rather than evaluate on another split"
+        )
     idx = np.arange(len(splits))
     empty = np.zeros(0, dtype=np.int64)
     if "train" in names and ("test" in names or "valid" in names):

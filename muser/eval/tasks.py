@@ -10,13 +10,14 @@ uses its fault-filtered split lists (given, or found beside the audio) and so ge
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from muser.shards.manifest import MANIFEST, ShardFolder
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,7 @@ TASKS: dict[str, TaskSpec] = {
     "mtt": TaskSpec(
         "mtt", "tags", "mtt", 50, "annotations_final.csv with mp3 folders 0-9, a-f (MagnaTagATune layout)"
     ),
-    "shards": TaskSpec(
-        "shards", None, "auto", None, "a shard folder with manifest.json (from `muser shard`)"
-    ),
+    "shards": TaskSpec("shards", None, "auto", None, "a shard folder written by `muser shard`"),
 }
 
 
@@ -69,7 +68,8 @@ def default_data_dir(task: str) -> Path:
 
 
 def is_shard_folder(path: Path) -> bool:
-    return (path / "manifest.json").is_file()
+    """Whether `path` holds a manifest (readable or not: ShardFolder.open says what is wrong with it)."""
+    return path.is_dir() and (path / MANIFEST).is_file()
 
 
 def _listing_fingerprint(root: Path, extra: str) -> str:
@@ -151,8 +151,8 @@ def resolve_shards(
     sample_rate: int,
     progress: bool = True,
     split_dir: Path | None = None,
-) -> Path:
-    """A shard folder for `data`: itself when it is one, else a cached sharding of the raw dataset.
+) -> ShardFolder:
+    """The shard folder for `data`: itself when it is one, else a cached sharding of the raw dataset.
 
     split_dir: GTZAN fault-filtered split lists used to shard a raw GTZAN folder (part of the cache key).
     """
@@ -161,18 +161,22 @@ def resolve_shards(
     if not data.is_dir():
         raise ValueError(f"--data {data} is not a folder; {spec.name} expects {spec.layout}")
     if is_shard_folder(data):
-        return data
+        return ShardFolder.open(data)
     if spec.name == "shards":
-        raise ValueError(f"{data} has no manifest.json; the shards task expects {spec.layout}")
+        raise ValueError(f"{data} is not a shard folder; the shards task expects {spec.layout}")
     from muser.config import ShardConfig
     from muser.shards.writer import write_shards
 
     lists = _split_lists_fingerprint(split_dir) if split_dir is not None else "no-lists"
     key = _listing_fingerprint(data, f"{spec.source}\0{sample_rate}\0{lists}")[:16]
     dst = cache_root / f"{spec.name}-{key}"
-    manifest = dst / "manifest.json"
-    if manifest.is_file() and json.loads(manifest.read_text()).get("complete"):
-        return dst
+    if is_shard_folder(dst):
+        try:
+            cached = ShardFolder.open(dst)
+        except ValueError:
+            cached = None  # a damaged cache is re-sharded below (write_shards resumes or refuses clearly)
+        if cached is not None and cached.complete:
+            return cached
     cfg = ShardConfig(
         src=str(data),
         dst=str(dst),
@@ -184,18 +188,18 @@ def resolve_shards(
         write_shards(cfg, progress=progress)
     except ValueError as err:
         raise ValueError(f"could not read {data} as {spec.name} ({spec.layout}): {err}") from err
-    return dst
+    return ShardFolder.open(dst)
 
 
 def vocabulary(
-    spec: TaskSpec, manifest: dict[str, Any], label_task: str | None = None
+    spec: TaskSpec, vocabularies: dict[str, Any], label_task: str | None = None
 ) -> tuple[str, list[str], bool]:
-    """(label task, kept classes, multilabel) of the task on this data; errors on a task/data mismatch."""
-    vocabularies = manifest.get("labels") or {}
+    """(label task, kept classes, multilabel) of the task on a shard folder's label vocabularies
+    (ShardFolder.labels); errors on a task/data mismatch."""
     wanted = label_task or spec.label_task
     if wanted is None:
         if not vocabularies:
-            raise ValueError("the shard folder has no label vocabulary (manifest.json 'labels' is empty)")
+            raise ValueError("the shard folder has no label vocabulary (its manifest lists no labels)")
         wanted = sorted(vocabularies)[0]
     if wanted not in vocabularies:
         found = ", ".join(sorted(vocabularies)) or "none"

@@ -30,14 +30,3 @@ def class_scores(audio: np.ndarray, text: torch.Tensor) -> np.ndarray:
     text: (C, D) label sentence embeddings -> (N, C) cosine similarities."""
     a = torch.nn.functional.normalize(torch.from_numpy(np.asarray(audio, dtype=np.float32)), dim=-1)
     return (a @ text.T).double().numpy()
-
-
-def zeroshot_scores(
-    model: torch.nn.Module,
-    audio: np.ndarray,
-    label_task: str,
-    classes: list[str],
-    template: str | None = None,
-) -> np.ndarray:
-    """(N, C) zero-shot scores of N tracks over the task's classes."""
-    return class_scores(audio, encode_texts(model, prompts(label_task, classes, template)))

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from muser.eval.baselines import MFCCStats, mfcc_finalize
-from muser.eval.features import TrackSet, cached, load_trackset, save_trackset
+from muser.eval.features import TrackSet, cached, load_trackset, pool_chunks, save_trackset
 
 
 def test_trackset_round_trip_without_pickle(tmp_path):
@@ -50,3 +50,50 @@ def test_mfcc_stats_ignore_zero_padding():
     assert torch.allclose(a[:, :20], b[:, :20], rtol=0.1, atol=1.0)
     out = mfcc_finalize(a.numpy())
     assert out.shape == (1, 40) and (out[:, 20:] >= 0).all()
+
+
+def _batch(chunks: list[tuple[str, list[float], int]]) -> tuple[str, dict]:
+    return "valid", {
+        "audio": torch.tensor([audio for _, audio, _ in chunks]),
+        "length": torch.tensor([length for _, _, length in chunks]),
+        "key": [key for key, _, _ in chunks],
+        "meta": [{"id": key} for key, _, _ in chunks],
+    }
+
+
+def test_pool_chunks_weights_by_valid_length_and_stops_at_max_tracks():
+    drawn = []
+
+    def batches():
+        # track a: a full chunk pointing at x, then a mostly padded one (1 of 4 samples) pointing at y
+        for split, batch in (
+            _batch([("a", [1.0, 0.0, 0.0, 0.0], 4), ("a", [0.0, 1.0, 0.0, 0.0], 1)]),
+            _batch([("b", [0.0, 1.0, 0.0, 0.0], 4), ("c", [1.0, 0.0, 0.0, 0.0], 4)]),
+            _batch([("d", [1.0, 0.0, 0.0, 0.0], 4)]),
+        ):
+            drawn.append(batch["key"])
+            yield split, batch
+
+    def first_two(audio: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        return audio[:, :2]
+
+    ts = pool_chunks(batches(), first_two, max_tracks=2)
+    assert ts.keys == ["a", "b"] and ts.splits == ["valid", "valid"] and ts.meta == [{"id": "a"}, {"id": "b"}]
+    np.testing.assert_allclose(ts.x[0], [4 / 5, 1 / 5])  # length-weighted, not the equal-weight [1/2, 1/2]
+    assert drawn == [["a", "a"], ["b", "c"]]  # the batch after the first chunk of track 3 is never read
+    assert pool_chunks(iter(()), first_two).keys == []
+
+
+def test_a_truncated_cache_is_recomputed(tmp_path):
+    calls = []
+
+    def compute() -> TrackSet:
+        calls.append(1)
+        return TrackSet(["k", "l"], np.ones((2, 64), dtype=np.float32), ["all", "all"], [{}, {}])
+
+    path = tmp_path / "c.npz"
+    cached(path, compute)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a disk that filled mid-write
+    ts, was_cached = cached(path, compute)
+    assert not was_cached and ts.keys == ["k", "l"] and len(calls) == 2
+    assert cached(path, compute)[1] is True  # and the rewritten file reads back

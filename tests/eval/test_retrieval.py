@@ -44,3 +44,12 @@ def test_shape_errors():
         retrieval_metrics(np.zeros((2, 3)), np.ones((3, 2), dtype=bool))
     with pytest.raises(ValueError, match="relevant"):
         retrieval_metrics(np.zeros((1, 2)), np.zeros((1, 2), dtype=bool))
+
+
+def test_recall_counts_any_relevant_item_in_the_top_k():
+    sim = np.array([[0.9, 0.1, 0.0], [0.8, 0.7, 0.1], [0.1, 0.2, 0.3]])
+    relevant = np.eye(3, dtype=bool)
+    m = retrieval_metrics(sim, relevant, ks=(1, 2, 5))
+    assert (m["R@1"], m["R@2"], m["R@5"]) == pytest.approx((2 / 3, 1.0, 1.0))
+    relevant[1, 0] = True  # a duplicate caption: item 0 is a correct answer for query 1 too
+    assert retrieval_metrics(sim, relevant, ks=(1,))["R@1"] == pytest.approx(1.0)

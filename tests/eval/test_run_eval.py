@@ -41,10 +41,14 @@ def pretrained(shards, tmp_path_factory) -> Path:
     """A run folder whose model/ was contrastively trained for a few dozen steps (seconds on CPU)."""
     from muser.losses import TriModalLoss
     from muser.models.muser import MUSER
+    from muser.models.tokenizer import music_vocabulary
     from muser.shards.reader import make_loader
+    from muser.synth import STYLES
 
     torch.manual_seed(0)
-    model = MUSER.from_preset("tiny")
+    # The vocabulary is passed in, as the trainer does with the corpus' own sentences: the style names
+    # become whole tokens.
+    model = MUSER.from_preset("tiny", tokenizer_texts=music_vocabulary(STYLES))
     loss_fn = TriModalLoss()
     opt = torch.optim.AdamW(list(model.parameters()) + list(loss_fn.parameters()), lr=2e-3)
     loader = make_loader(

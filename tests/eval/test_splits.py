@@ -66,3 +66,13 @@ def test_carved_validation_is_disjoint_and_stratified():
 def test_too_many_folds_is_a_clear_error():
     with pytest.raises(ValueError, match="--folds"):
         make_folds(["all"] * 3, np.zeros(3, dtype=int), folds=5)
+
+
+def test_unreadable_tracks_never_turn_the_standard_split_into_k_fold():
+    y = np.array([0, 1, 0, 1, 0, 1])
+    # the dataset has a test split, but none of its tracks could be read: an error, not 5-fold
+    with pytest.raises(ValueError, match="no usable track in test"):
+        make_folds(["train"] * 6, y, folds=2, dataset_splits=["train", "valid", "test"])
+    # some test tracks readable: still the standard split (an unreadable valid split is carved from train)
+    folds = make_folds(["train"] * 4 + ["test"] * 2, y, dataset_splits=["train", "valid", "test"])
+    assert [f.name for f in folds] == ["standard"] and len(folds[0].valid) == 0
