@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from muser import __version__
+from muser.config import LOSS_TERMS, PRESETS, DataConfig, EvalConfig, TrainConfig
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -147,11 +148,11 @@ def inspect_cmd(dst: str, verify: bool, as_json: bool) -> None:
 # option name -> (config section, field); options left at None keep the config's (or resumed run's) value.
 _PRETRAIN_FIELDS = {
     "shards": ("data", "shards"),
+    "split": ("data", "split"),
     "crop_seconds": ("data", "crop_seconds"),
     "batch_size": ("data", "batch_size"),
     "workers": ("data", "num_workers"),
     "templates": ("data", "templates"),
-    "output": ("train", "output"),
     "gpus": ("train", "gpus"),
     "procs": ("train", "procs"),
     "nnodes": ("train", "nnodes"),
@@ -174,58 +175,25 @@ _PRETRAIN_FIELDS = {
 }
 
 
-def _pretrain_configs(options: dict, resume: bool, no_duplicate_aware: bool, preset_name, text_encoder):
-    """The three configs from the options; with --resume the run's config.json is the base."""
-    import json
-    from pathlib import Path
-
-    from muser.config import DataConfig, ModelConfig, TrainConfig, from_dict, preset, to_dict
-
-    saved: dict = {}
-    if resume:
-        path = Path(options["output"]) / "config.json"
-        if not path.is_file():
-            raise click.UsageError(f"--resume: {path} not found; --output must be an earlier run's folder")
-        saved = json.loads(path.read_text())
-    elif not options.get("shards"):
-        raise click.UsageError("--shards is required (a folder written by `muser shard`; repeat to mix)")
-    sections = {name: dict(saved.get(name, {})) for name in ("data", "model", "train")}
-    if "model" not in saved or preset_name or text_encoder:
-        overrides = {"text_encoder": text_encoder} if text_encoder else {}
-        sections["model"] = to_dict(preset(preset_name or "tiny", **overrides))
-    for option, (section, field_name) in _PRETRAIN_FIELDS.items():
-        value = options.get(option)
-        if value is None or value == ():
-            continue
-        if option == "shards":
-            value = list(value)
-        if option == "loss_terms":
-            value = [t.strip() for t in value.split(",") if t.strip()]
-        sections[section][field_name] = value
-    if options.get("steps") is not None:
-        sections["train"]["epochs"] = None  # --steps on a resumed --epochs run: the step count wins
-    if no_duplicate_aware:
-        sections["train"]["duplicate_aware"] = False
-    sections["train"]["resume"] = resume
-    try:
-        return (
-            from_dict(DataConfig, sections["data"]),
-            from_dict(ModelConfig, sections["model"]),
-            from_dict(TrainConfig, sections["train"]),
-        )
-    except (TypeError, ValueError) as err:
-        raise click.UsageError(f"cannot build the run configuration: {err}") from err
+def _d(cls: type, name: str) -> object:
+    """The default of a config field, for help texts: each default is written once, in muser.config."""
+    return getattr(cls, name)
 
 
 @main.command(context_settings={"max_content_width": 110})
 @click.option("--shards", multiple=True, help="Shard folder (repeat to mix several; sampled by size).")
+@click.option(
+    "--split",
+    default=None,
+    help="Split of every folder to train on (default: train, or all in a folder without held-out splits).",
+)
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Run folder.")
 @click.option(
     "--gpus",
     type=int,
     default=None,
-    help="0 = CPU (the default, even when a GPU is visible: a note at the start says so); 1 = one GPU; "
-    "N > 1: N processes, NCCL.",
+    help=f"0 = CPU (default {_d(TrainConfig, 'gpus')}; also when a GPU is visible: a note at the start "
+    "says so), 1 = one GPU, N > 1: N processes, NCCL.",
 )
 @click.option(
     "--procs", type=int, default=None, help="CPU processes (gloo), to run distributed without GPUs."
@@ -234,7 +202,9 @@ def _pretrain_configs(options: dict, resume: bool, no_duplicate_aware: bool, pre
 @click.option("--node-rank", type=int, default=None, help="This machine's index among --nnodes.")
 @click.option("--master-addr", default=None, help="Address of node 0 (several nodes).")
 @click.option("--master-port", type=int, default=None, help="Port on node 0 (several nodes).")
-@click.option("--preset", "preset_name", type=click.Choice(["tiny", "base"]), default=None, help="Model.")
+@click.option(
+    "--preset", "preset_name", type=click.Choice(list(PRESETS)), default=None, help="Model (default tiny)."
+)
 @click.option(
     "--text-encoder",
     default=None,
@@ -244,33 +214,85 @@ def _pretrain_configs(options: dict, resume: bool, no_duplicate_aware: bool, pre
     "--batch-size",
     type=int,
     default=None,
-    help="Global batch per optimiser step (default 32). With --grad-accum > 1 each contrastive loss only "
-    "sees micro-batch x processes negatives (batch / grad-accum), not the whole batch.",
+    help=f"Global batch per optimiser step (default {_d(DataConfig, 'batch_size')}). With --grad-accum > 1 "
+    "each contrastive loss only sees micro-batch x processes negatives (batch / grad-accum), not the "
+    "whole batch.",
 )
-@click.option("--steps", type=int, default=None, help="Optimiser steps (default 200).")
+@click.option(
+    "--steps", type=int, default=None, help=f"Optimiser steps (default {_d(TrainConfig, 'steps')})."
+)
 @click.option("--epochs", type=float, default=None, help="Passes over the training data (not --steps).")
-@click.option("--lr", type=float, default=None, help="Peak learning rate (default 1e-3).")
+@click.option("--lr", type=float, default=None, help=f"Peak learning rate (default {_d(TrainConfig, 'lr')}).")
 @click.option("--text-lr", type=float, default=None, help="Pretrained text encoder lr (default lr / 10).")
-@click.option("--warmup", type=int, default=None, help="Linear warmup steps (default 20).")
-@click.option("--weight-decay", type=float, default=None, help="AdamW decay on matrices (default 0.05).")
-@click.option("--crop-seconds", type=float, default=None, help="Random crop per sample (default 3.0).")
+@click.option(
+    "--warmup", type=int, default=None, help=f"Linear warmup steps (default {_d(TrainConfig, 'warmup')})."
+)
+@click.option(
+    "--weight-decay",
+    type=float,
+    default=None,
+    help=f"AdamW decay on matrices (default {_d(TrainConfig, 'weight_decay')}).",
+)
+@click.option(
+    "--crop-seconds",
+    type=float,
+    default=None,
+    help=f"Random crop per sample (default {_d(DataConfig, 'crop_seconds')}).",
+)
 @click.option(
     "--precision",
     type=click.Choice(["bf16", "fp16", "fp32"]),
     default=None,
-    help="GPU autocast: bf16 (default), fp16 (with a loss scaler) or fp32; CPU runs are always fp32.",
+    help=f"GPU autocast (default {_d(TrainConfig, 'precision')}): bf16, fp16 (with a loss scaler) or fp32; "
+    "CPU runs are always fp32.",
 )
-@click.option("--grad-accum", type=int, default=None, help="Micro-batches per optimiser step (default 1).")
-@click.option("--loss-terms", default=None, help="Comma list of at, st, as (default at,st).")
+@click.option(
+    "--grad-accum",
+    type=int,
+    default=None,
+    help=f"Micro-batches per optimiser step (default {_d(TrainConfig, 'grad_accum')}).",
+)
+@click.option(
+    "--loss-terms",
+    default=None,
+    help=f"Comma list of {', '.join(LOSS_TERMS)} (default {','.join(_d(TrainConfig, 'loss_terms'))}).",
+)
 @click.option("--no-duplicate-aware", is_flag=True, help="Treat identical captions in a batch as negatives.")
-@click.option("--save-every", type=int, default=None, help="Checkpoint period in steps (default 100).")
+@click.option(
+    "--save-every",
+    type=int,
+    default=None,
+    help=f"Checkpoint period in steps (default {_d(TrainConfig, 'save_every')}).",
+)
 @click.option("--eval-every", type=int, default=None, help="Valid-split retrieval/zero-shot period.")
-@click.option("--log-every", type=int, default=None, help="metrics.jsonl period in steps (default 10).")
-@click.option("--seed", type=int, default=None, help="Seed of the init and the data stream (default 0).")
+@click.option(
+    "--log-every",
+    type=int,
+    default=None,
+    help=f"metrics.jsonl period in steps (default {_d(TrainConfig, 'log_every')}).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help=f"Seed of the init and the data stream (default {_d(TrainConfig, 'seed')}).",
+)
 @click.option("--templates", type=click.Path(exists=True, dir_okay=False), help="Templates file.")
-@click.option("--workers", type=int, default=None, help="Data-loading processes per rank (default 2).")
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help=f"Data-loading processes per rank (default {_d(DataConfig, 'num_workers')}).",
+)
 @click.option("--resume", is_flag=True, help="Continue RUN from last.pt (options given again override).")
-def pretrain(resume: bool, no_duplicate_aware: bool, preset_name, text_encoder, **options) -> None:
+def pretrain(
+    output: str,
+    resume: bool,
+    no_duplicate_aware: bool,
+    preset_name: str | None,
+    text_encoder: str | None,
+    **options,
+) -> None:
     """Tri-modal contrastive pretraining on shard folders (CPU, one GPU, or many through torchrun).
 
     Writes RUN/config.json, metrics.jsonl, last.pt and step-K.pt checkpoints, init/ (the untrained
@@ -281,6 +303,7 @@ def pretrain(resume: bool, no_duplicate_aware: bool, preset_name, text_encoder, 
 
     \b
     Examples:
+      muser shard my_music/ shards/mine && muser pretrain --shards shards/mine --output runs/mine
       muser pretrain --shards shards/fma --shards shards/mtt --output runs/x --gpus 0 --steps 200
       muser pretrain --shards shards/fma --output runs/big --gpus 8 --preset base --batch-size 1024
       muser pretrain --output runs/x --resume
@@ -289,16 +312,36 @@ def pretrain(resume: bool, no_duplicate_aware: bool, preset_name, text_encoder, 
 
     from rich.console import Console
 
+    from muser.config import preset
     from muser.train import pretrain as run_pretrain
     from muser.train.display import summary_table
+    from muser.train.run_folder import run_configs
 
-    data, model, train = _pretrain_configs(options, resume, no_duplicate_aware, preset_name, text_encoder)
+    overrides: dict[str, dict] = {"data": {}, "train": {}}
+    for option, (section, field_name) in _PRETRAIN_FIELDS.items():
+        value = options.get(option)
+        if value is None or value == ():
+            continue
+        if option == "shards":
+            value = list(value)
+        if option == "loss_terms":
+            value = [t.strip() for t in value.split(",") if t.strip()]
+        overrides[section][field_name] = value
+    if no_duplicate_aware:
+        overrides["train"]["duplicate_aware"] = False
     try:
-        result = run_pretrain(data, model, train)
+        model = None
+        if preset_name or text_encoder:
+            model = preset(preset_name or "tiny", **({"text_encoder": text_encoder} if text_encoder else {}))
+        data, model_cfg, train = run_configs(output, overrides, resume, model)
     except ValueError as err:
-        raise click.UsageError(str(err)) from err
-    except (RuntimeError, FileNotFoundError) as err:
-        raise click.ClickException(str(err)) from err
+        raise click.UsageError(str(err)) from None
+    try:
+        result = run_pretrain(data, model_cfg, train)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    except (RuntimeError, OSError) as err:
+        raise click.ClickException(str(err)) from None
     if result.get("steps") is not None:
         Console(stderr=True).print(summary_table(result))
     click.echo(json.dumps(result))
@@ -323,7 +366,7 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 @click.argument("task", type=click.Choice(["gtzan", "mtt", "fma", "shards"]))
 @click.option(
     "--checkpoint",
-    default="random",
+    default=EvalConfig.checkpoint,
     show_default=True,
     help="A model/ folder, a run folder (uses RUN/model), or `random` (random weights).",
 )
@@ -335,28 +378,34 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 )
 @click.option(
     "--protocol",
-    default="all",
+    default=EvalConfig.protocol,
     show_default=True,
     help="probe | zeroshot | finetune | retrieval | all (or a comma-separated list).",
 )
 @click.option(
     "--fractions",
-    default="1",
+    default=",".join(f"{f:g}" for f in EvalConfig.fractions),
     show_default=True,
     callback=_fractions,
     help="Training fractions for few-shot curves, e.g. 0.01,0.05,0.1,0.5,1.",
 )
-@click.option("--seeds", default=3, show_default=True, type=click.IntRange(1), help="Probe seeds per fold.")
+@click.option(
+    "--seeds",
+    default=EvalConfig.seeds,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Probe seeds per fold.",
+)
 @click.option(
     "--folds",
-    default=5,
+    default=EvalConfig.folds,
     show_default=True,
     type=click.IntRange(2),
     help="Stratified K-fold when the data has no test split.",
 )
 @click.option(
     "--output",
-    default="eval_out",
+    default=EvalConfig.output,
     show_default=True,
     type=click.Path(path_type=str),
     help="Folder for results.json, confusion.png and fewshot.png.",
@@ -367,29 +416,49 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
     default=None,
     help="Add the MFCC mean/std + logistic regression baseline.",
 )
-@click.option("--preset", default="tiny", show_default=True, help="Architecture of --checkpoint random.")
+@click.option(
+    "--preset", default=EvalConfig.preset, show_default=True, help="Architecture of --checkpoint random."
+)
 @click.option("--label-task", default=None, help="Label vocabulary to score (shards task).")
 @click.option(
     "--no-random-baseline", is_flag=True, help="Skip the random-weights baseline of a real checkpoint."
 )
 @click.option(
-    "--chunk-seconds", default=3.0, show_default=True, type=float, help="Chunk length of track features."
+    "--chunk-seconds",
+    default=EvalConfig.chunk_seconds,
+    show_default=True,
+    type=float,
+    help="Chunk length of track features.",
 )
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
-@click.option("--workers", default=0, show_default=True, type=click.IntRange(0), help="Reader workers.")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
+@click.option("--batch-size", default=EvalConfig.batch_size, show_default=True, type=click.IntRange(1))
 @click.option(
-    "--finetune-epochs", default=3, show_default=True, type=click.IntRange(1), help="PT+FT training epochs."
+    "--workers",
+    default=EvalConfig.num_workers,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Reader workers.",
+)
+@click.option("--device", default=EvalConfig.device, show_default=True, help="auto | cpu | cuda")
+@click.option(
+    "--finetune-epochs",
+    default=EvalConfig.finetune_epochs,
+    show_default=True,
+    type=click.IntRange(1),
+    help="PT+FT training epochs.",
 )
 @click.option(
     "--finetune-lr",
-    default=1e-4,
+    default=EvalConfig.finetune_lr,
     show_default=True,
     type=click.FloatRange(0.0, min_open=True),
     help="PT+FT learning rate.",
 )
 @click.option(
-    "--seed", default=0, show_default=True, type=int, help="Seed of folds, random weights and fine-tuning."
+    "--seed",
+    default=EvalConfig.seed,
+    show_default=True,
+    type=int,
+    help="Seed of folds, random weights and fine-tuning.",
 )
 @click.option(
     "--split-dir",
@@ -438,7 +507,6 @@ def eval_cmd(
       muser eval fma --data shards/fma --checkpoint runs/x --protocol probe --fractions 0.01,0.1,1
       muser eval shards --data shards/mine --label-task genre --checkpoint random --folds 5
     """
-    from muser.config import EvalConfig
     from muser.eval import run_eval
 
     cfg = EvalConfig(
