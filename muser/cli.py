@@ -6,6 +6,9 @@ Imports of heavy modules (torch, the model, the data engine) happen inside the c
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 
 from muser import __version__
@@ -180,6 +183,19 @@ def _d(cls: type, name: str) -> object:
     return getattr(cls, name)
 
 
+def _eval_option(flag: str, name: str, kind: Any, what: str, **extra: Any) -> Callable:
+    """An eval option whose default is EvalConfig.name (shown in --help)."""
+    return click.option(
+        flag, name, default=getattr(EvalConfig, name), show_default=True, type=kind, help=what, **extra
+    )
+
+
+def _field(flag: str, cls: type, name: str, kind: type, what: str) -> Callable:
+    """An option that overrides config field cls.name when given (None keeps the config's or the resumed
+    run's value); its help names the field's default."""
+    return click.option(flag, type=kind, default=None, help=f"{what} (default {_d(cls, name)}).")
+
+
 @main.command(context_settings={"max_content_width": 110})
 @click.option("--shards", multiple=True, help="Shard folder (repeat to mix several; sampled by size).")
 @click.option(
@@ -218,27 +234,13 @@ def _d(cls: type, name: str) -> object:
     "each contrastive loss only sees micro-batch x processes negatives (batch / grad-accum), not the "
     "whole batch.",
 )
-@click.option(
-    "--steps", type=int, default=None, help=f"Optimiser steps (default {_d(TrainConfig, 'steps')})."
-)
+@_field("--steps", TrainConfig, "steps", int, "Optimiser steps")
 @click.option("--epochs", type=float, default=None, help="Passes over the training data (not --steps).")
-@click.option("--lr", type=float, default=None, help=f"Peak learning rate (default {_d(TrainConfig, 'lr')}).")
+@_field("--lr", TrainConfig, "lr", float, "Peak learning rate")
 @click.option("--text-lr", type=float, default=None, help="Pretrained text encoder lr (default lr / 10).")
-@click.option(
-    "--warmup", type=int, default=None, help=f"Linear warmup steps (default {_d(TrainConfig, 'warmup')})."
-)
-@click.option(
-    "--weight-decay",
-    type=float,
-    default=None,
-    help=f"AdamW decay on matrices (default {_d(TrainConfig, 'weight_decay')}).",
-)
-@click.option(
-    "--crop-seconds",
-    type=float,
-    default=None,
-    help=f"Random crop per sample (default {_d(DataConfig, 'crop_seconds')}).",
-)
+@_field("--warmup", TrainConfig, "warmup", int, "Linear warmup steps")
+@_field("--weight-decay", TrainConfig, "weight_decay", float, "AdamW decay on matrices")
+@_field("--crop-seconds", DataConfig, "crop_seconds", float, "Random crop per sample")
 @click.option(
     "--precision",
     type=click.Choice(["bf16", "fp16", "fp32"]),
@@ -246,44 +248,19 @@ def _d(cls: type, name: str) -> object:
     help=f"GPU autocast (default {_d(TrainConfig, 'precision')}): bf16, fp16 (with a loss scaler) or fp32; "
     "CPU runs are always fp32.",
 )
-@click.option(
-    "--grad-accum",
-    type=int,
-    default=None,
-    help=f"Micro-batches per optimiser step (default {_d(TrainConfig, 'grad_accum')}).",
-)
+@_field("--grad-accum", TrainConfig, "grad_accum", int, "Micro-batches per optimiser step")
 @click.option(
     "--loss-terms",
     default=None,
     help=f"Comma list of {', '.join(LOSS_TERMS)} (default {','.join(_d(TrainConfig, 'loss_terms'))}).",
 )
 @click.option("--no-duplicate-aware", is_flag=True, help="Treat identical captions in a batch as negatives.")
-@click.option(
-    "--save-every",
-    type=int,
-    default=None,
-    help=f"Checkpoint period in steps (default {_d(TrainConfig, 'save_every')}).",
-)
+@_field("--save-every", TrainConfig, "save_every", int, "Checkpoint period in steps")
 @click.option("--eval-every", type=int, default=None, help="Valid-split retrieval/zero-shot period.")
-@click.option(
-    "--log-every",
-    type=int,
-    default=None,
-    help=f"metrics.jsonl period in steps (default {_d(TrainConfig, 'log_every')}).",
-)
-@click.option(
-    "--seed",
-    type=int,
-    default=None,
-    help=f"Seed of the init and the data stream (default {_d(TrainConfig, 'seed')}).",
-)
+@_field("--log-every", TrainConfig, "log_every", int, "metrics.jsonl period in steps")
+@_field("--seed", TrainConfig, "seed", int, "Seed of the init and the data stream")
 @click.option("--templates", type=click.Path(exists=True, dir_okay=False), help="Templates file.")
-@click.option(
-    "--workers",
-    type=int,
-    default=None,
-    help=f"Data-loading processes per rank (default {_d(DataConfig, 'num_workers')}).",
-)
+@_field("--workers", DataConfig, "num_workers", int, "Data-loading processes per rank")
 @click.option("--resume", is_flag=True, help="Continue RUN from last.pt (options given again override).")
 def pretrain(
     output: str,
@@ -364,11 +341,11 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 
 @main.command("eval")
 @click.argument("task", type=click.Choice(["gtzan", "mtt", "fma", "shards"]))
-@click.option(
+@_eval_option(
     "--checkpoint",
-    default=EvalConfig.checkpoint,
-    show_default=True,
-    help="A model/ folder, a run folder (uses RUN/model), or `random` (random weights).",
+    "checkpoint",
+    str,
+    "A model/ folder, a run folder (uses RUN/model), or `random` (random weights).",
 )
 @click.option(
     "--data",
@@ -376,11 +353,8 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
     default=None,
     help="Raw dataset root (sharded once into a cache) or a shard folder; default $MUSER_DATA/TASK.",
 )
-@click.option(
-    "--protocol",
-    default=EvalConfig.protocol,
-    show_default=True,
-    help="probe | zeroshot | finetune | retrieval | all (or a comma-separated list).",
+@_eval_option(
+    "--protocol", "protocol", str, "probe | zeroshot | finetune | retrieval | all (or a comma list)."
 )
 @click.option(
     "--fractions",
@@ -389,26 +363,10 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
     callback=_fractions,
     help="Training fractions for few-shot curves, e.g. 0.01,0.05,0.1,0.5,1.",
 )
-@click.option(
-    "--seeds",
-    default=EvalConfig.seeds,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Probe seeds per fold.",
-)
-@click.option(
-    "--folds",
-    default=EvalConfig.folds,
-    show_default=True,
-    type=click.IntRange(2),
-    help="Stratified K-fold when the data has no test split.",
-)
-@click.option(
-    "--output",
-    default=EvalConfig.output,
-    show_default=True,
-    type=click.Path(path_type=str),
-    help="Folder for results.json, confusion.png and fewshot.png.",
+@_eval_option("--seeds", "seeds", click.IntRange(1), "Probe seeds per fold.")
+@_eval_option("--folds", "folds", click.IntRange(2), "Stratified K-fold when the data has no test split.")
+@_eval_option(
+    "--output", "output", click.Path(path_type=str), "Folder for results.json, confusion.png and fewshot.png."
 )
 @click.option(
     "--baseline",
@@ -416,50 +374,18 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
     default=None,
     help="Add the MFCC mean/std + logistic regression baseline.",
 )
-@click.option(
-    "--preset", default=EvalConfig.preset, show_default=True, help="Architecture of --checkpoint random."
-)
+@_eval_option("--preset", "preset", click.Choice(list(PRESETS)), "Architecture of --checkpoint random.")
 @click.option("--label-task", default=None, help="Label vocabulary to score (shards task).")
 @click.option(
     "--no-random-baseline", is_flag=True, help="Skip the random-weights baseline of a real checkpoint."
 )
-@click.option(
-    "--chunk-seconds",
-    default=EvalConfig.chunk_seconds,
-    show_default=True,
-    type=float,
-    help="Chunk length of track features.",
-)
-@click.option("--batch-size", default=EvalConfig.batch_size, show_default=True, type=click.IntRange(1))
-@click.option(
-    "--workers",
-    default=EvalConfig.num_workers,
-    show_default=True,
-    type=click.IntRange(0),
-    help="Reader workers.",
-)
-@click.option("--device", default=EvalConfig.device, show_default=True, help="auto | cpu | cuda")
-@click.option(
-    "--finetune-epochs",
-    default=EvalConfig.finetune_epochs,
-    show_default=True,
-    type=click.IntRange(1),
-    help="PT+FT training epochs.",
-)
-@click.option(
-    "--finetune-lr",
-    default=EvalConfig.finetune_lr,
-    show_default=True,
-    type=click.FloatRange(0.0, min_open=True),
-    help="PT+FT learning rate.",
-)
-@click.option(
-    "--seed",
-    default=EvalConfig.seed,
-    show_default=True,
-    type=int,
-    help="Seed of folds, random weights and fine-tuning.",
-)
+@_eval_option("--chunk-seconds", "chunk_seconds", float, "Chunk length of track features.")
+@_eval_option("--batch-size", "batch_size", click.IntRange(1), "Chunks per batch.")
+@_eval_option("--workers", "num_workers", click.IntRange(0), "Reader workers.")
+@_eval_option("--device", "device", str, "auto | cpu | cuda")
+@_eval_option("--finetune-epochs", "finetune_epochs", click.IntRange(1), "PT+FT training epochs.")
+@_eval_option("--finetune-lr", "finetune_lr", click.FloatRange(0.0, min_open=True), "PT+FT learning rate.")
+@_eval_option("--seed", "seed", int, "Seed of folds, random weights and fine-tuning.")
 @click.option(
     "--split-dir",
     type=click.Path(exists=True, file_okay=False, path_type=str),
@@ -472,29 +398,7 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
     type=click.Path(path_type=str),
     help="Shard and feature cache (default OUT/../.muser_cache).",
 )
-def eval_cmd(
-    task: str,
-    checkpoint: str,
-    data: str | None,
-    protocol: str,
-    fractions: tuple[float, ...],
-    seeds: int,
-    folds: int,
-    output: str,
-    baseline: str | None,
-    preset: str,
-    label_task: str | None,
-    no_random_baseline: bool,
-    chunk_seconds: float,
-    batch_size: int,
-    workers: int,
-    device: str,
-    finetune_epochs: int,
-    finetune_lr: float,
-    seed: int,
-    split_dir: str | None,
-    cache_dir: str | None,
-) -> None:
+def eval_cmd(task: str, no_random_baseline: bool, **options: Any) -> None:
     """Evaluate a checkpoint on TASK (gtzan | mtt | fma | shards): probe, zero-shot, fine-tune, retrieval.
 
     Writes OUT/results.json, confusion.png and fewshot.png, with the random-weights baseline (and
@@ -509,29 +413,8 @@ def eval_cmd(
     """
     from muser.eval import run_eval
 
-    cfg = EvalConfig(
-        task=task,
-        checkpoint=checkpoint,
-        data=data,
-        protocol=protocol,
-        fractions=fractions,
-        seeds=seeds,
-        folds=folds,
-        output=output,
-        baseline=baseline,
-        preset=preset,
-        label_task=label_task,
-        random_baseline=not no_random_baseline,
-        chunk_seconds=chunk_seconds,
-        batch_size=batch_size,
-        num_workers=workers,
-        device=device,
-        finetune_epochs=finetune_epochs,
-        finetune_lr=finetune_lr,
-        seed=seed,
-        split_dir=split_dir,
-        cache_dir=cache_dir,
-    )
+    # Every option's name is its EvalConfig field, so the options map onto the config one to one.
+    cfg = EvalConfig(task=task, random_baseline=not no_random_baseline, **options)
     try:
         result = run_eval(cfg)
     except (ValueError, RuntimeError) as err:
