@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from muser.distributed import dist_init, launch_command, run_forwarding_signals
-from muser.train.trainer import world_of
+from muser.train.options import world_of
 
 
 def test_dist_init_single_process_is_a_no_op(monkeypatch):

@@ -18,7 +18,6 @@ import math
 import random
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,69 +27,19 @@ import torch
 
 from muser.config import DataConfig, ModelConfig, TrainConfig, to_dict
 from muser.distributed import barrier, dist_cleanup, dist_init, get_world_size, in_torchrun, print0
-from muser.losses import PAIRS
 from muser.train import checkpoint as ckpt
 from muser.train.data import MIN_EPOCH_BATCHES, MicroBatches, TrainSources, tokenizer_texts
 from muser.train.display import TrainDisplay
 from muser.train.launch import launch
 from muser.train.optim import build_optimizer, build_scheduler
+from muser.train.options import check_config, world_of
 from muser.train.run_folder import MetricsLog, RateWindow, load_resume, write_config, write_result
+from muser.train.signals import StopSignal
 from muser.train.step import DataBrokenOff, StepResult, Trainee, build_objective, train_step
-
-PRECISIONS = ("bf16", "fp16", "fp32")
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss or the gradient norm became inf/NaN; nothing was saved after the last good checkpoint."""
-
-
-def world_of(train: TrainConfig) -> int:
-    """Processes the run will have: (GPUs or CPU processes per node) x nodes."""
-    return max(1, train.gpus if train.gpus > 0 else train.procs) * max(1, train.nnodes)
-
-
-def _finite(value: float) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def check_config(data: DataConfig, model: ModelConfig, train: TrainConfig, world: int) -> None:
-    """Every option mistake as one ValueError naming the option, before any process starts."""
-    if train.gpus < 0 or train.procs < 1 or train.nnodes < 1:
-        raise ValueError("--gpus must be >= 0, --procs and --nnodes >= 1")
-    if train.gpus > 0 and train.procs > 1:
-        raise ValueError("--procs is for CPU runs; with GPUs use --gpus N (one process per GPU)")
-    if not train.loss_terms or set(train.loss_terms) - set(PAIRS):
-        raise ValueError(f"--loss-terms must be a comma list of {', '.join(PAIRS)}, got {train.loss_terms}")
-    if train.precision not in PRECISIONS:
-        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {train.precision!r}")
-    if train.grad_accum < 1:
-        raise ValueError("--grad-accum must be >= 1")
-    if data.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {data.batch_size}")
-    if data.batch_size % (world * train.grad_accum):
-        raise ValueError(
-            f"--batch-size {data.batch_size} must be divisible by processes x --grad-accum "
-            f"({world} x {train.grad_accum}); each rank takes an equal slice of the global batch"
-        )
-    if train.epochs is None and train.steps < 1:
-        raise ValueError("--steps must be >= 1")
-    if train.epochs is not None and not (_finite(train.epochs) and train.epochs > 0):
-        raise ValueError(f"--epochs must be a finite number > 0, got {train.epochs}")
-    for name, value in (
-        ("--lr", train.lr),
-        ("--weight-decay", train.weight_decay),
-        ("--grad-clip", train.grad_clip),
-    ):
-        if not (_finite(value) and value >= 0):
-            raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    if train.text_lr is not None and not (_finite(train.text_lr) and train.text_lr >= 0):
-        raise ValueError(f"--text-lr must be a finite number >= 0, got {train.text_lr}")
-    if train.warmup < 0:
-        raise ValueError(f"--warmup must be >= 0, got {train.warmup}")
-    if train.save_every < 1 or train.log_every < 1 or train.eval_every < 0:
-        raise ValueError("--save-every and the log period must be >= 1, --eval-every >= 0")
-    if not (_finite(data.crop_seconds) and data.crop_seconds > 0):
-        raise ValueError(f"--crop-seconds must be a finite number > 0, got {data.crop_seconds}")
 
 
 def pretrain(data: DataConfig, model: ModelConfig, train: TrainConfig) -> dict[str, Any]:
@@ -112,32 +61,6 @@ def pretrain(data: DataConfig, model: ModelConfig, train: TrainConfig) -> dict[s
     if world > 1 and not in_torchrun():
         return launch(data, model, train)
     return _Run(data, model, train, sources).run()
-
-
-class StopSignal:
-    """SIGTERM/SIGINT set a flag the loop reads after each step (a second SIGINT aborts at once)."""
-
-    def __init__(self) -> None:
-        self.signum = 0
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignal:
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGTERM, signal.SIGINT):
-                self._previous[s] = signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def requested(self) -> bool:
-        return self.signum != 0
-
-    def __exit__(self, *exc: object) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
 
 
 def _cuda_visible() -> bool:

@@ -1,0 +1,61 @@
+"""What a pretraining run is asked to do, checked before any process starts: every option mistake (a
+zero batch, an infinite epoch count, a NaN learning rate...) is one ValueError naming the option."""
+
+from __future__ import annotations
+
+import math
+
+from muser.config import LOSS_TERMS, DataConfig, ModelConfig, TrainConfig
+
+PRECISIONS = ("bf16", "fp16", "fp32")
+
+
+def world_of(train: TrainConfig) -> int:
+    """Processes the run will have: (GPUs or CPU processes per node) x nodes."""
+    return max(1, train.gpus if train.gpus > 0 else train.procs) * max(1, train.nnodes)
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def check_config(data: DataConfig, model: ModelConfig, train: TrainConfig, world: int) -> None:
+    """Every option mistake as one ValueError naming the option, before any process starts."""
+    if train.gpus < 0 or train.procs < 1 or train.nnodes < 1:
+        raise ValueError("--gpus must be >= 0, --procs and --nnodes >= 1")
+    if train.gpus > 0 and train.procs > 1:
+        raise ValueError("--procs is for CPU runs; with GPUs use --gpus N (one process per GPU)")
+    if not train.loss_terms or set(train.loss_terms) - set(LOSS_TERMS):
+        raise ValueError(
+            f"--loss-terms must be a comma list of {', '.join(LOSS_TERMS)}, got {train.loss_terms}"
+        )
+    if train.precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {train.precision!r}")
+    if train.grad_accum < 1:
+        raise ValueError("--grad-accum must be >= 1")
+    if data.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {data.batch_size}")
+    if data.batch_size % (world * train.grad_accum):
+        raise ValueError(
+            f"--batch-size {data.batch_size} must be divisible by processes x --grad-accum "
+            f"({world} x {train.grad_accum}); each rank takes an equal slice of the global batch"
+        )
+    if train.epochs is None and train.steps < 1:
+        raise ValueError("--steps must be >= 1")
+    if train.epochs is not None and not (_finite(train.epochs) and train.epochs > 0):
+        raise ValueError(f"--epochs must be a finite number > 0, got {train.epochs}")
+    for name, value in (
+        ("--lr", train.lr),
+        ("--weight-decay", train.weight_decay),
+        ("--grad-clip", train.grad_clip),
+    ):
+        if not (_finite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    if train.text_lr is not None and not (_finite(train.text_lr) and train.text_lr >= 0):
+        raise ValueError(f"--text-lr must be a finite number >= 0, got {train.text_lr}")
+    if train.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {train.warmup}")
+    if train.save_every < 1 or train.log_every < 1 or train.eval_every < 0:
+        raise ValueError("--save-every and the log period must be >= 1, --eval-every >= 0")
+    if not (_finite(data.crop_seconds) and data.crop_seconds > 0):
+        raise ValueError(f"--crop-seconds must be a finite number > 0, got {data.crop_seconds}")
