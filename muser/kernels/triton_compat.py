@@ -74,6 +74,11 @@ def helper(fn: Any) -> Any:
     return _Helper(fn)
 
 
+def max_shared_memory(device_index: int) -> int:
+    """Shared memory per block (bytes, the opt-in maximum) of a CUDA device, as Triton's launcher sees it."""
+    return int(triton.runtime.driver.active.utils.get_device_properties(device_index)["max_shared_mem"])
+
+
 def capture_ptxas_log(enabled: bool) -> None:
     """Make the compiler print ptxas' -v report (registers, spills) to stdout, where aot.py reads it."""
     _NVIDIA_KNOBS.dump_ptxas_log = enabled
@@ -90,4 +95,5 @@ __all__ = [
     "interpret_requested",
     "interpreted",
     "lookup",
+    "max_shared_memory",
 ]
