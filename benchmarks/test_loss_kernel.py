@@ -1,10 +1,12 @@
-"""Contrastive loss benchmark: fused Triton kernels vs the naive reference (full logits) vs a chunked PyTorch
-loss, against the floor of 4 plain (N x D) @ (D x N) matmuls measured in the same run.
+"""Loss benchmark, softmax (CLIP) and sigmoid (SigLIP): fused Triton kernels vs the naive reference (full
+logits) vs a chunked PyTorch loss, against the floor of 4 plain (N x D) @ (D x N) matmuls measured in the
+same run.
 
 GPU cases (marked `gpu`): forward + backward time and peak extra memory for N in {1k .. 256k}, D in
-{256, 512}, bf16. On CPU only small sizes run, for correctness (the Triton kernels under the interpreter).
-Writes benchmarks/results/loss_kernel.json (entries merge across runs, so a GPU run adds to a CPU run).
-Run: `pytest benchmarks/test_loss_kernel.py -q -s`.
+{256, 512}, bf16, each loss. On CPU only small sizes run, for correctness (the Triton kernels under the
+interpreter). Writes benchmarks/results/loss_kernel.json (entries merge across runs, so a GPU run adds to a
+CPU run). Run: `pytest benchmarks/test_loss_kernel.py -q -s`; `make gpu-check` runs the D = 512 cases up to
+N = 64k (`-k "d512 and not n262144"`).
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from torch.utils.checkpoint import checkpoint
 
 import muser.kernels as kernels
 from benchmarks.common import machine_info, read_result, write_result
-from muser.kernels import contrastive_loss
+from muser.kernels import contrastive_loss, sigmoid_loss
 
 SIZES = [1024, 4096, 16384, 65536, 262144]
 DIMS = [256, 512]
-SCALE = 1 / 0.07
+LOSSES = ["softmax", "sigmoid"]
+SCALE = {"softmax": 1 / 0.07, "sigmoid": 10.0}
+BIAS = -10.0  # the sigmoid loss's bias (SigLIP's initialisation)
 
 
 def _record(section: str, key: str, value: dict) -> None:
@@ -61,17 +65,50 @@ def chunked_loss(q: torch.Tensor, k: torch.Tensor, scale: torch.Tensor, chunk: i
     return 0.5 * (row_sum + col_loss) / n
 
 
-def _inputs(n: int, d: int, dtype: torch.dtype, device: str, seed: int = 0):
+def chunked_sigmoid_loss(
+    q: torch.Tensor, k: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, chunk: int = 4096
+) -> torch.Tensor:
+    """Diagonal-positive SigLIP loss in row chunks with activation checkpointing (the PyTorch way around
+    the full logits): memory O(chunk x N), the backward recomputes a chunk's logits."""
+    n = q.shape[0]
+
+    def block(qc: torch.Tensor, start: int):
+        z = scale.float() * (qc.float() @ k.float().T) + bias.float()
+        sign = torch.full_like(z, -1.0)
+        sign.diagonal(offset=start).fill_(1.0)
+        return -F.logsigmoid(sign * z).sum()
+
+    total = sum(checkpoint(block, q[s : s + chunk], s, use_reentrant=False) for s in range(0, n, chunk))
+    return total / n
+
+
+def _impls(loss: str, chunk: int = 4096) -> dict:
+    """name -> fn(q, k, scale, bias) for the fused, naive and chunked versions of one loss."""
+    if loss == "softmax":
+        return {
+            "triton": lambda q, k, s, b: contrastive_loss(q, k, s, impl="triton"),
+            "naive": lambda q, k, s, b: contrastive_loss(q, k, s, impl="reference"),
+            "chunked": lambda q, k, s, b: chunked_loss(q, k, s, chunk=chunk),
+        }
+    return {
+        "triton": lambda q, k, s, b: sigmoid_loss(q, k, s, b, impl="triton"),
+        "naive": lambda q, k, s, b: sigmoid_loss(q, k, s, b, impl="reference"),
+        "chunked": lambda q, k, s, b: chunked_sigmoid_loss(q, k, s, b, chunk=chunk),
+    }
+
+
+def _inputs(n: int, d: int, dtype: torch.dtype, device: str, loss: str, seed: int = 0):
     gen = torch.Generator(device=device).manual_seed(seed)
     q = F.normalize(torch.randn(n, d, device=device, generator=gen), dim=1).to(dtype).requires_grad_()
     k = F.normalize(torch.randn(n, d, device=device, generator=gen), dim=1).to(dtype).requires_grad_()
-    return q, k, torch.tensor(SCALE, device=device, requires_grad=True)
+    scale = torch.tensor(SCALE[loss], device=device, requires_grad=True)
+    return q, k, scale, torch.tensor(BIAS, device=device, requires_grad=True)
 
 
-def _fwd_bwd(fn, q, k, scale):
+def _fwd_bwd(fn, q, k, scale, bias):
     def run():
-        q.grad = k.grad = scale.grad = None
-        loss = fn(q, k, scale)
+        q.grad = k.grad = scale.grad = bias.grad = None
+        loss = fn(q, k, scale, bias)
         loss.backward()
         return loss.detach(), q.grad, k.grad, scale.grad
 
@@ -120,52 +157,46 @@ def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.double() - b.double()).abs().max().item()
 
 
-def test_cpu_correctness_small():
+@pytest.mark.parametrize("loss", LOSSES)
+def test_cpu_correctness_small(loss: str):
     """Reference vs chunked vs Triton (interpreted) at small sizes; times are for the record, not speed."""
-    q, k, scale = _inputs(96, 32, torch.float32, "cpu", seed=1)
-    ref = _fwd_bwd(lambda *a: contrastive_loss(*a, impl="reference"), q, k, scale)()
-    chk = _fwd_bwd(lambda *a: chunked_loss(*a, chunk=40), q, k, scale)()
+    impls = _impls(loss, chunk=40)
+    inputs = _inputs(96, 32, torch.float32, "cpu", loss, seed=1)
+    ref = _fwd_bwd(impls["naive"], *inputs)()
+    chk = _fwd_bwd(impls["chunked"], *inputs)()
     errs = {"chunked_vs_reference": max(_max_err(a, b) for a, b in zip(chk, ref, strict=True))}
     assert errs["chunked_vs_reference"] < 1e-5
-    timing = {
-        "reference": _measure(
-            _fwd_bwd(lambda *a: contrastive_loss(*a, impl="reference"), q, k, scale), "cpu", 3
-        ),
-        "chunked": _measure(_fwd_bwd(lambda *a: chunked_loss(*a, chunk=40), q, k, scale), "cpu", 3),
-    }
+    timing = {name: _measure(_fwd_bwd(impls[name], *inputs), "cpu", 3) for name in ("naive", "chunked")}
     value = {"n": 96, "d": 32, "dtype": "float32", "max_abs_error": errs, "cpu_seconds": timing}
     if kernels._triton_mode()[0] is not None:
         # The interpreter is slow: a 37 x 37 problem with D = 16 exercises padding and several tiles.
         device = "cuda" if kernels._triton_mode()[0] == "native" else "cpu"
-        tq, tk, ts = _inputs(37, 16, torch.float32, device, seed=2)
-        tri = _fwd_bwd(lambda *a: contrastive_loss(*a, impl="triton"), tq, tk, ts)()
-        ref_small = _fwd_bwd(lambda *a: contrastive_loss(*a, impl="reference"), tq, tk, ts)()
+        small = _inputs(37, 16, torch.float32, device, loss, seed=2)
+        tri = _fwd_bwd(impls["triton"], *small)()
+        ref_small = _fwd_bwd(impls["naive"], *small)()
         errs["triton_vs_reference_37x16"] = max(_max_err(a, b) for a, b in zip(tri, ref_small, strict=True))
         assert errs["triton_vs_reference_37x16"] < 1e-5
-    _record("cpu", "correctness", value)
+    _record("cpu", f"correctness_{loss}", value)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("d", DIMS)
-@pytest.mark.parametrize("n", SIZES)
-def test_gpu_speed_and_memory(n: int, d: int):
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("d", DIMS, ids=lambda d: f"d{d}")
+@pytest.mark.parametrize("n", SIZES, ids=lambda n: f"n{n}")
+def test_gpu_speed_and_memory(n: int, d: int, loss: str):
     torch.cuda.empty_cache()
-    q, k, scale = _inputs(n, d, torch.bfloat16, "cuda")
+    inputs = _inputs(n, d, torch.bfloat16, "cuda", loss)
+    q, k = inputs[:2]
     repeats = 10 if n <= 16384 else 3
-    row: dict = {"n": n, "d": d, "dtype": "bfloat16", "floor_4_matmuls": _floor(q, k, repeats)}
-    impls = {
-        "triton": lambda *a: contrastive_loss(*a, impl="triton"),
-        "naive": lambda *a: contrastive_loss(*a, impl="reference"),
-        "chunked": chunked_loss,
-    }
+    row: dict = {"n": n, "d": d, "dtype": "bfloat16", "loss": loss, "floor_4_matmuls": _floor(q, k, repeats)}
     outputs = {}
-    for name, fn in impls.items():
-        # The naive loss keeps several fp32 N x N matrices alive (logits, softmax, their gradients).
+    for name, fn in _impls(loss).items():
+        # The naive loss keeps several fp32 N x N matrices alive (logits, probabilities, their gradients).
         if name == "naive" and 5 * 4 * n * n > torch.cuda.mem_get_info()[0]:
             row[name] = {"skipped": f"needs about {5 * 4 * n * n / 2**30:.0f} GiB for the full logits"}
             continue
         try:
-            run = _fwd_bwd(fn, q, k, scale)
+            run = _fwd_bwd(fn, *inputs)
             row[name] = _measure(run, "cuda", repeats)
             outputs[name] = run()
         except torch.cuda.OutOfMemoryError:
@@ -184,4 +215,4 @@ def test_gpu_speed_and_memory(n: int, d: int):
         row["naive_over_triton"] = row["naive"]["seconds"] / tri
     if "seconds" in row.get("chunked", {}):
         row["chunked_over_triton"] = row["chunked"]["seconds"] / tri
-    _record("gpu", f"n{n}_d{d}", row)
+    _record("gpu", f"{loss}_n{n}_d{d}", row)

@@ -1,7 +1,9 @@
-"""The tri-modal training objective L(A,T) + L(S,T) (+ L(A,S)), its learnable scales, and gather-with-grad.
+"""The tri-modal training objective L(A,T) + L(S,T) (+ L(A,S)), its learnable scales (and, for the sigmoid
+loss, biases), and gather-with-grad.
 
-Under torch.distributed every rank computes the loss of its own rows against the gathered global columns
-(open_clip's local loss), which costs O(B_local x B_global) instead of O(B_global^2) per rank.
+Each term is CLIP's symmetric softmax loss or SigLIP's pairwise sigmoid loss. Under torch.distributed every
+rank computes the loss of its own rows against the gathered global columns (open_clip's local loss), which
+costs O(B_local x B_global) instead of O(B_global^2) per rank.
 """
 
 from __future__ import annotations
@@ -12,10 +14,18 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from muser.kernels import contrastive_loss
+from muser.kernels import contrastive_loss, sigmoid_loss
 
 # term -> (row modality, column modality) in the model's output dict.
 PAIRS = {"at": ("audio", "text"), "st": ("spec", "text"), "as": ("audio", "spec")}
+LOSSES = ("softmax", "sigmoid")
+# Initial logit scale per loss: CLIP's temperature 0.07, and SigLIP's scale 10 (paired with its bias below).
+INIT_SCALE = {"softmax": 1 / 0.07, "sigmoid": 10.0}
+# SigLIP's initial bias. At batch B each positive faces B - 1 negatives; with bias 0 the first steps would
+# spend themselves pushing every negative down (the loss starts near B log 2 per row). Starting at -10 makes
+# sigmoid(z) ~ 0 for the negatives, i.e. starts at the prior "almost every pair is a negative", so early
+# gradients go to the positives (Zhai et al. 2023, section 3.2).
+INIT_BIAS = -10.0
 
 
 def _world() -> tuple[int, int]:
@@ -71,29 +81,39 @@ def _gather_ids(ids: Tensor) -> Tensor:
 
 
 class TriModalLoss(nn.Module):
-    """Sum of symmetric contrastive terms between the model's embeddings, one learnable logit scale per term.
+    """Sum of contrastive terms between the model's embeddings, one learnable logit scale per term.
 
-    Each scale is stored as its log (`log_scales[term]`, initialised to log(init_scale)) and forward uses
-    exp(log_scale), as CLIP does. The reason is the optimiser: Adam moves a parameter by about lr per step
-    whatever its gradient's size, so a raw scale of 14.3 at lr 1e-3 changes by ~0.007% per step and is
-    effectively frozen; in log space the same step is a ~0.1% relative change of the scale, so the
-    temperature actually learns (and can never become negative). `clamp_()` after each optimiser step bounds
-    the log in place to [0, log(max_scale)], i.e. the scale to [1, max_scale]; forward never clamps (clamping
-    there freezes the gradient at the ceiling, a fault of the original code).
+    loss="softmax": each term is the symmetric, duplicate-aware CLIP loss (`contrastive_loss`);
+    loss="sigmoid": SigLIP's pairwise loss (`sigmoid_loss`) with a learnable bias per term as well
+    (`logit_biases[term]`, initialised to init_bias and never clamped).
+
+    Each scale is stored as its log (`log_scales[term]`, initialised to log(init_scale), by default
+    INIT_SCALE[loss]) and forward uses exp(log_scale), as CLIP does. The reason is the optimiser: Adam
+    moves a parameter by about lr per step whatever its gradient's size, so a raw scale of 14.3 at lr 1e-3
+    changes by ~0.007% per step and is effectively frozen; in log space the same step is a ~0.1% relative
+    change of the scale, so the temperature actually learns (and can never become negative). `clamp_()`
+    after each optimiser step bounds the log in place to [0, log(max_scale)], i.e. the scale to
+    [1, max_scale]; forward never clamps (clamping there freezes the gradient at the ceiling, a fault of the
+    original code).
     """
 
     def __init__(
         self,
         terms: tuple[str, ...] = ("at", "st"),
-        init_scale: float = 1 / 0.07,
+        init_scale: float | None = None,
         max_scale: float = 100.0,
         duplicate_aware: bool = True,
         impl: str = "auto",
+        loss: str = "softmax",
+        init_bias: float = INIT_BIAS,
     ) -> None:
         super().__init__()
         unknown = [t for t in terms if t not in PAIRS]
         if unknown or not terms or len(set(terms)) != len(terms):
             raise ValueError(f"loss terms must be distinct names from {sorted(PAIRS)}, got {list(terms)}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+        init_scale = INIT_SCALE[loss] if init_scale is None else init_scale
         if not 1.0 <= init_scale <= max_scale:
             raise ValueError(f"init_scale must lie in [1, max_scale={max_scale}], got {init_scale}")
         self.terms = tuple(terms)
@@ -101,8 +121,13 @@ class TriModalLoss(nn.Module):
         self.duplicate_aware = duplicate_aware
         self.impl = impl
         self.log_max = _log_ceiling(self.max_scale)
+        self.kind = loss
         self.log_scales = nn.ParameterDict(
             {t: nn.Parameter(torch.tensor(math.log(init_scale))) for t in terms}
+        )
+        biased = terms if loss == "sigmoid" else ()
+        self.logit_biases = nn.ParameterDict(
+            {t: nn.Parameter(torch.tensor(float(init_bias))) for t in biased}
         )
 
     def logit_scale(self, term: str) -> Tensor:
@@ -120,6 +145,10 @@ class TriModalLoss(nn.Module):
     def scales(self) -> dict[str, float]:
         """The effective scales exp(log_scale) per term, for logging."""
         return {t: float(p.detach().exp()) for t, p in self.log_scales.items()}
+
+    def biases(self) -> dict[str, float]:
+        """The sigmoid loss's bias per term, for logging ({} for the softmax loss)."""
+        return {t: float(p.detach()) for t, p in self.logit_biases.items()}
 
     def forward(
         self, emb: dict[str, Tensor], caption_ids: Tensor | None = None
@@ -154,12 +183,20 @@ class TriModalLoss(nn.Module):
             scale = self.logit_scale(term)
             # Caption ids describe text, so only the text pairs get duplicate-aware positives.
             ids, all_ids = (ids_local, ids_global) if cols == "text" else (None, None)
+            offset = rank * emb[rows].shape[0]
+            if self.kind == "sigmoid":
+                # Every (row, column) pair is its own term, so this rank's rows against all columns is its
+                # exact share: the mean over ranks of -(1/B_local) sum is -(1/B_global) sum over all pairs.
+                bias = self.logit_biases[term]
+                parts[term] = sigmoid_loss(
+                    emb[rows], everyone(cols), scale, bias, ids, all_ids, offset, impl=self.impl
+                )
+                continue
             if world == 1:
                 parts[term] = contrastive_loss(emb[rows], emb[cols], scale, ids, all_ids, impl=self.impl)
                 continue
             # Local rows vs global columns gives the row losses of this rank's rows; local columns vs global
             # rows gives the column losses of its columns. Their mean over ranks is the symmetric loss.
-            offset = rank * emb[rows].shape[0]
             row_part = contrastive_loss(
                 emb[rows], everyone(cols), scale, ids, all_ids, offset, symmetric=False, impl=self.impl
             )

@@ -85,8 +85,10 @@ def test_signals_are_forwarded_to_the_child():
 
 
 @pytest.mark.distributed
-def test_ddp_step_matches_one_process_at_the_same_global_batch(tmp_path):
-    """Two gloo ranks with 4 rows each give the loss and the gradients of one process with 8 rows."""
+@pytest.mark.parametrize("loss", ["softmax", "sigmoid"])
+def test_ddp_step_matches_one_process_at_the_same_global_batch(tmp_path, loss):
+    """Two gloo ranks with 4 rows each give the loss and the gradients of one process with 8 rows, for the
+    softmax loss and for the sigmoid loss (whose biases are parameters DDP must average too)."""
     from muser.losses import TriModalLoss
     from muser.models.muser import MUSER
     from muser.train.step import Objective
@@ -107,7 +109,7 @@ def test_ddp_step_matches_one_process_at_the_same_global_batch(tmp_path):
     batch = {"audio": torch.rand(8, 16000) - 0.5, **model.tokenize(texts)}
     batch["caption_id"] = torch.tensor([hash(t) % 1000 for t in texts])
     torch.save(batch, tmp_path / "batch.pt")
-    objective = Objective(model, TriModalLoss(terms=("at", "st", "as")), None)
+    objective = Objective(model, TriModalLoss(terms=("at", "st", "as"), loss=loss), None)
     total, _ = objective(batch)
     total.backward()
     worker = Path(__file__).parent / "train" / "ddp_worker.py"
@@ -119,6 +121,7 @@ def test_ddp_step_matches_one_process_at_the_same_global_batch(tmp_path):
         str(tmp_path / "model"),
         str(tmp_path / "batch.pt"),
         str(tmp_path / "out.pt"),
+        loss,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -127,5 +130,6 @@ def test_ddp_step_matches_one_process_at_the_same_global_batch(tmp_path):
     torch.testing.assert_close(out["loss"], total.detach(), rtol=1e-5, atol=1e-6)
     grads = {k: p.grad for k, p in objective.named_parameters() if p.grad is not None}
     assert grads.keys() == out["grads"].keys()
+    assert any(k.startswith("loss.logit_biases.") for k in grads) == (loss == "sigmoid")
     for name, grad in grads.items():
         torch.testing.assert_close(out["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)

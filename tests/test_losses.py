@@ -1,4 +1,5 @@
-"""TriModalLoss: terms, learnable scales, and distributed parity (2 gloo processes at B/2 vs 1 at B)."""
+"""TriModalLoss: terms, learnable scales (and sigmoid biases), and distributed parity for both losses
+(2 gloo processes at B/2 vs 1 at B)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import torch.nn.functional as F
 
 import muser.kernels as kernels
 from muser.kernels.contrastive_ref import contrastive_loss_ref
-from muser.losses import TriModalLoss, gather_with_grad
+from muser.kernels.sigmoid_ref import sigmoid_loss_ref
+from muser.losses import LOSSES, TriModalLoss, gather_with_grad
 
 BATCH, FEATURES, DIM = 8, 12, 16
 MODALITIES = ("audio", "spec", "text")
@@ -44,6 +46,39 @@ def test_parts_are_the_contrastive_terms():
     torch.testing.assert_close(total, sum(expected.values()))
     total.backward()
     assert all(p.grad is not None and p.grad.abs() > 0 for p in loss.log_scales.values())
+
+
+def test_sigmoid_parts_are_siglip_terms_with_a_bias_each():
+    emb = _embeddings(seed=2)
+    ids = torch.tensor([5, 5, 1, 2, 3, 4, 9, 9])
+    loss = TriModalLoss(terms=("at", "st", "as"), loss="sigmoid")
+    # SigLIP's initialisation: scale 10, bias -10, both learnable per term.
+    assert loss.scales() == pytest.approx({"at": 10.0, "st": 10.0, "as": 10.0})
+    assert loss.biases() == {"at": -10.0, "st": -10.0, "as": -10.0}
+    total, parts = loss(emb, ids)
+    scale, bias = torch.tensor(10.0), torch.tensor(-10.0)
+    expected = {
+        "at": sigmoid_loss_ref(emb["audio"], emb["text"], scale, bias, ids, ids),
+        "st": sigmoid_loss_ref(emb["spec"], emb["text"], scale, bias, ids, ids),
+        "as": sigmoid_loss_ref(emb["audio"], emb["spec"], scale, bias),
+    }
+    for term, value in expected.items():
+        torch.testing.assert_close(parts[term], value)
+    total.backward()
+    assert all(p.grad is not None and p.grad.abs() > 0 for p in loss.log_scales.values())
+    assert all(p.grad is not None and p.grad.abs() > 0 for p in loss.logit_biases.values())
+
+
+def test_softmax_has_no_biases_and_clamp_leaves_biases_alone():
+    assert TriModalLoss().biases() == {}
+    assert len(list(TriModalLoss().parameters())) == 2
+    loss = TriModalLoss(terms=("at",), loss="sigmoid", init_bias=-3.0)
+    with torch.no_grad():
+        loss.log_scales["at"].fill_(math.log(250.0))
+        loss.logit_biases["at"].fill_(-250.0)
+    loss.clamp_()
+    assert loss.scales() == pytest.approx({"at": 100.0})
+    assert loss.biases() == {"at": -250.0}
 
 
 def test_duplicate_awareness_changes_targets():
@@ -101,6 +136,8 @@ def test_bad_configuration_and_inputs_raise():
         TriModalLoss(terms=("at", "xx"))
     with pytest.raises(ValueError, match="init_scale"):
         TriModalLoss(init_scale=500.0)
+    with pytest.raises(ValueError, match="loss must be one of softmax, sigmoid"):
+        TriModalLoss(loss="hinge")
     emb = _embeddings()
     del emb["spec"]
     with pytest.raises(ValueError, match="needs embeddings \\['spec'\\]"):
@@ -129,8 +166,8 @@ def _global_batch() -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     return feats, ids
 
 
-def _step(feats, ids, impl):
-    encoders, objective = _encoders(), TriModalLoss(terms=("at", "st", "as"), impl=impl)
+def _step(feats, ids, impl, loss):
+    encoders, objective = _encoders(), TriModalLoss(terms=("at", "st", "as"), impl=impl, loss=loss)
     emb = {m: F.normalize(encoders[m](feats[m]), dim=1) for m in MODALITIES}
     for e in emb.values():
         e.retain_grad()
@@ -142,11 +179,14 @@ def _step(feats, ids, impl):
         **{f"emb.{m}": e.grad for m, e in emb.items()},
         **{f"param.{n}": p.grad for n, p in encoders.named_parameters()},
         **{f"scale.{t}": p.grad for t, p in objective.log_scales.items()},
+        **{f"bias.{t}": p.grad for t, p in objective.logit_biases.items()},
     }
 
 
-def _impls() -> list[str]:
-    return ["reference"] + (["triton"] if kernels._triton_mode()[0] is not None else [])
+def _variants() -> list[tuple[str, str]]:
+    """(loss, impl) pairs the parity test covers."""
+    impls = ["reference"] + (["triton"] if kernels._triton_mode()[0] is not None else [])
+    return [(loss, impl) for loss in LOSSES for impl in impls]
 
 
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
@@ -156,14 +196,14 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         feats, ids = _global_batch()
         rows = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
         results = {}
-        for impl in _impls():
-            got = _step({m: f[rows] for m, f in feats.items()}, ids[rows], impl)
+        for loss, impl in _variants():
+            got = _step({m: f[rows] for m, f in feats.items()}, ids[rows], impl, loss)
             for key, value in got.items():
-                if key.startswith(("param.", "scale.", "total", "part.")):
+                if key.startswith(("param.", "scale.", "bias.", "total", "part.")):
                     # DDP averages parameter gradients; the global loss is the mean of the ranks' shares.
                     dist.all_reduce(value)
                     value /= world
-                results[f"{impl}.{key}"] = value
+                results[f"{loss}.{impl}.{key}"] = value
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -181,13 +221,15 @@ def test_two_processes_match_one_process(tmp_path):
     mp.spawn(_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
     feats, ids = _global_batch()
-    for impl in _impls():
-        single = _step(feats, ids, impl)
+    for loss, impl in _variants():
+        single = _step(feats, ids, impl, loss)
+        assert any(key.startswith("bias.") for key in single) == (loss == "sigmoid")
         for key, want in single.items():
-            got = ranks[0][f"{impl}.{key}"]
+            name = f"{loss}.{impl}.{key}"
+            got = ranks[0][name]
             if key.startswith("emb."):
                 # Each rank holds W x dL/de for its own rows (DDP's average divides that W out again).
-                got = torch.cat([r[f"{impl}.{key}"] for r in ranks]) / world
+                got = torch.cat([r[name] for r in ranks]) / world
             else:
-                torch.testing.assert_close(ranks[1][f"{impl}.{key}"], got)  # replicated values agree
-            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=f"{impl} {key}")
+                torch.testing.assert_close(ranks[1][name], got)  # replicated values agree
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)

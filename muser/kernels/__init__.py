@@ -1,9 +1,10 @@
-"""The contrastive loss behind one public function, and the decision of where it runs.
+"""The two losses behind one public function each, and the decision of where they run.
 
-`contrastive_loss` runs the fused Triton kernels on CUDA and the PyTorch reference elsewhere. Whether
-Triton can run is decided once per process (`_triton_mode`); CUDA tensors then run compiled kernels and
-CPU tensors the same kernels under the Triton interpreter (slow: for tests). Tests force a path with
-`impl=` or by setting `_override_impl`, as nanochat's flash-attention dispatch does.
+`contrastive_loss` (CLIP's softmax loss) and `sigmoid_loss` (SigLIP's) run fused Triton kernels on CUDA and
+their PyTorch references elsewhere. Whether Triton can run is decided once per process (`_triton_mode`);
+CUDA tensors then run compiled kernels and CPU tensors the same kernels under the Triton interpreter
+(slow: for tests). Tests force a path with `impl=` or by setting `_override_impl`, as nanochat's
+flash-attention dispatch does.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from muser.kernels.contrastive_ref import contrastive_loss_ref
+from muser.kernels.sigmoid_ref import sigmoid_loss_ref
 
-__all__ = ["contrastive_loss"]
+__all__ = ["contrastive_loss", "sigmoid_loss"]
 
 _IMPLS = ("auto", "triton", "reference")
 
@@ -43,45 +45,59 @@ def _triton_mode() -> tuple[str | None, str]:
     return "interpret", "Triton runs under its interpreter"
 
 
-def _triton() -> ModuleType:
+def _triton(loss: str = "contrastive") -> ModuleType:
+    """The Triton module of a loss ("contrastive" or "sigmoid"), imported on first use."""
+    if loss == "sigmoid":
+        from muser.kernels import sigmoid_triton
+
+        return sigmoid_triton
     from muser.kernels import contrastive_triton
 
     return contrastive_triton
 
 
-@functools.cache
-def _self_check(device: str) -> bool:
-    """Run the Triton path once on a small odd case (forward and backward) against the reference.
-
-    Called on the first "auto" use per device: a kernel that fails to compile or disagrees on this GPU
-    (driver, Triton version, architecture) warns once and leaves "auto" on the reference for the process,
-    instead of killing a training run. impl="triton" never falls back.
-    """
+def _check_case(loss: str, fn, device: str) -> list[Tensor]:
+    """Loss and gradients of fn on a small odd case (37 x 37 x 48, duplicate ids) on device."""
     gen = torch.Generator().manual_seed(0)
-    q0 = F.normalize(torch.randn(37, 48, generator=gen), dim=-1)
-    k0 = F.normalize(torch.randn(37, 48, generator=gen), dim=-1)
-    ids = torch.randint(0, 30, (37,), generator=gen)
-    results = []
-    for fn in (_triton().contrastive_loss_triton, contrastive_loss_ref):
-        q, k = q0.to(device).requires_grad_(), k0.to(device).requires_grad_()
-        scale = torch.tensor(20.0, device=device, requires_grad=True)
-        try:
-            loss = fn(q, k, scale, ids.to(device), ids.to(device), 0, True)
-            loss.backward()
-        except Exception as exc:  # any failure of the fused path means "use the reference"
+    q = F.normalize(torch.randn(37, 48, generator=gen), dim=-1).to(device).requires_grad_()
+    k = F.normalize(torch.randn(37, 48, generator=gen), dim=-1).to(device).requires_grad_()
+    ids = torch.randint(0, 30, (37,), generator=gen).to(device)
+    scale = torch.tensor(20.0, device=device, requires_grad=True)
+    params = [q, k, scale]
+    if loss == "sigmoid":
+        params.append(torch.tensor(-10.0, device=device, requires_grad=True))
+        value = fn(q, k, scale, params[-1], ids, ids, 0)
+    else:
+        value = fn(q, k, scale, ids, ids, 0, True)
+    value.backward()
+    return [value.detach(), *(p.grad for p in params)]
+
+
+@functools.cache
+def _self_check(device: str, loss: str = "contrastive") -> bool:
+    """Run the Triton path of a loss once on a small odd case (forward and backward) against the reference.
+
+    Called on the first "auto" use per (device, loss): a kernel that fails to compile or disagrees on this
+    GPU (driver, Triton version, architecture) warns once and leaves "auto" on the reference for the
+    process, instead of killing a training run. impl="triton" never falls back.
+    """
+    name = f"{loss}_loss"
+    reference = {"contrastive": contrastive_loss_ref, "sigmoid": sigmoid_loss_ref}[loss]
+    try:
+        got = _check_case(loss, getattr(_triton(loss), f"{name}_triton"), device)
+    except Exception as exc:  # any failure of the fused path means "use the reference"
+        warnings.warn(
+            f"{name}: the Triton kernels failed on {device} ({type(exc).__name__}: {exc}); "
+            "impl='auto' uses the PyTorch reference in this process",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return False
+    for a, b in zip(got, _check_case(loss, reference, device), strict=True):
+        if not torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4):
             warnings.warn(
-                f"contrastive_loss: the Triton kernels failed on {device} ({type(exc).__name__}: {exc}); "
-                "impl='auto' uses the PyTorch reference in this process",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            return False
-        results.append([loss.detach(), q.grad, k.grad, scale.grad])
-    for got, want in zip(*results, strict=True):
-        if not torch.allclose(got.float(), want.float(), rtol=1e-3, atol=1e-4):
-            warnings.warn(
-                f"contrastive_loss: the Triton kernels disagree with the reference on {device} "
-                f"(max error {float((got.float() - want.float()).abs().max()):.2e}); "
+                f"{name}: the Triton kernels disagree with the reference on {device} "
+                f"(max error {float((a.float() - b.float()).abs().max()):.2e}); "
                 "impl='auto' uses the PyTorch reference in this process",
                 RuntimeWarning,
                 stacklevel=3,
@@ -90,9 +106,9 @@ def _self_check(device: str) -> bool:
     return True
 
 
-def _resolve(impl: str, device: torch.device) -> str:
+def _resolve(impl: str, device: torch.device, loss: str = "contrastive") -> str:
     if impl not in _IMPLS:
-        raise ValueError(f"contrastive_loss: impl must be one of {', '.join(_IMPLS)}, got {impl!r}")
+        raise ValueError(f"{loss}_loss: impl must be one of {', '.join(_IMPLS)}, got {impl!r}")
     if impl == "auto" and _override_impl is not None:
         impl = _override_impl
     if impl == "reference":
@@ -101,12 +117,11 @@ def _resolve(impl: str, device: torch.device) -> str:
         # The interpreter is for testing only: "auto" uses Triton when it runs natively on a CUDA tensor.
         if device.type != "cuda":
             return "reference"
-        return "triton" if _triton_mode()[0] == "native" and _self_check(str(device)) else "reference"
+        native = _triton_mode()[0] == "native"
+        return "triton" if native and _self_check(str(device), loss) else "reference"
     mode, reason = _triton_mode()
     if mode is None:
-        raise RuntimeError(
-            f"contrastive_loss: impl='triton' cannot run here ({reason}); use impl='reference'"
-        )
+        raise RuntimeError(f"{loss}_loss: impl='triton' cannot run here ({reason}); use impl='reference'")
     return "triton"
 
 
@@ -135,3 +150,29 @@ def contrastive_loss(
     if _resolve(impl, q.device) == "reference":
         return contrastive_loss_ref(q, k, logit_scale, q_ids, k_ids, row_offset, symmetric)
     return _triton().contrastive_loss_triton(q, k, logit_scale, q_ids, k_ids, row_offset, symmetric)
+
+
+def sigmoid_loss(
+    q: Tensor,
+    k: Tensor,
+    logit_scale: Tensor,
+    logit_bias: Tensor,
+    q_ids: Tensor | None = None,
+    k_ids: Tensor | None = None,
+    row_offset: int = 0,
+    impl: str = "auto",
+) -> Tensor:
+    """SigLIP's pairwise sigmoid loss, exact gradients for q, k, logit_scale and logit_bias; an fp32 scalar.
+
+    q: (M, D) and k: (N, D) L2-normalised embeddings (fp32, bf16 or fp16; accumulation is fp32).
+    logit_scale, logit_bias: scalar tensors; z_ij = logit_scale * <q_i, k_j> + logit_bias.
+    loss = -(1/M) sum_ij log sigmoid(t_ij z_ij), t_ij = +1 when k_ids[j] == q_ids[i] (caption ids, so
+    identical captions are positives), or without ids when j == row_offset + i; otherwise -1.
+    Distributed: local rows against the gathered columns with row_offset = rank * M; the mean over ranks is
+    the loss of one process at the global batch.
+    impl: "auto" (Triton on CUDA, reference elsewhere), "triton" (CPU tensors run under the Triton
+    interpreter) or "reference".
+    """
+    if _resolve(impl, q.device, "sigmoid") == "reference":
+        return sigmoid_loss_ref(q, k, logit_scale, logit_bias, q_ids, k_ids, row_offset)
+    return _triton("sigmoid").sigmoid_loss_triton(q, k, logit_scale, logit_bias, q_ids, k_ids, row_offset)

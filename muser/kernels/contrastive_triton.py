@@ -7,21 +7,24 @@ autotuned native kernels; CPU tensors run the same kernels under the Triton inte
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from triton.runtime.interpreter import InterpretedFunction
 
-from muser.kernels.contrastive_ref import check_inputs, no_positive
-
-# The interpreter's reductions recognise Triton's own combine functions and run them as numpy sums/maxima;
-# tl.reduce with them is exactly what tl.sum / tl.max do for fp32 tiles.
-SUM = tl.standard._sum_combine
-MAX = tl.standard._elementwise_max
+from muser.kernels.contrastive_ref import check_inputs, explicit_ids, no_positive
+from muser.kernels.tiling import (
+    Launcher,
+    accumulate_rows,
+    backward_grid,
+    forward_grid,
+    make_launcher,
+    partial_slots,
+    tile_dot,
+    use_interpreter,
+)
+from muser.kernels.triton_compat import MAX, SUM
 
 # ---------------------------------------------------------------------------------------------------------
 # The math (q: (M, D), k: (N, D) unit vectors, t_ij = [q_ids[i] == k_ids[j]], ids made explicit on the host:
@@ -33,7 +36,8 @@ MAX = tl.standard._elementwise_max
 #        + w_c / N sum_j (LSE'_j - sum_i t_ij s_ij / |P'(j)|)
 #   with (w_r, w_c) = (1/2, 1/2) when symmetric (M == N), else (1, 0).
 #
-# Forward, one program per block of BLOCK_M rows walking all column tiles once:
+# Forward, one program per block of BLOCK_M rows walking all column tiles once (each tile of s a K-loop over
+# D, tiling.tile_dot):
 #   * row LSE with the online (running max, rescaled sum-exp) recurrence, and sum_j t_ij s_ij in registers;
 #   * symmetric case, from the same tile: column sums  sum_i exp(s_ij - c_j)  and  sum_i t_ij s_ij  by
 #     atomic adds into fp32 (N,) buffers. A running max cannot be shared between programs, so the shift c_j
@@ -48,32 +52,25 @@ MAX = tl.standard._elementwise_max
 #   dq_i = scale sum_j dS_ij k_j      dk_j = scale sum_i dS_ij q_i      dscale = sum_ij dS_ij <q_i, k_j>
 # dS is symmetric in the roles of (q, rows) and (k, columns), so one kernel computes "dA for the rows of A
 # against all rows of B": launched with (A, B) = (q, k) it gives dq and dscale, with (k, q) it gives dk.
-# Each program keeps its dA block in registers and recomputes s tile by tile: deterministic, no atomics,
-# five (M x N x D) matmuls in all (one forward, two per backward launch).
+# Each program owns a BLOCK_M x BLOCK_DV slice of dA in registers and recomputes s tile by tile (tiling.py):
+# deterministic, no atomics. With D / BLOCK_DV = v slices per row block the work is (1 + 2 (v + 1)) M N D
+# multiply-adds in all; v = 1 fits in registers up to D = 512 (64 x 32 tiles), beyond that the autotuner
+# weighs more recomputation against bigger tiles (benchmarks/results/kernel_compile.json).
 # ---------------------------------------------------------------------------------------------------------
 
 
 @triton.jit
 def _forward_kernel(
-    Q, K, QIDS, KIDS, SCALE, COL_SHIFT,  # inputs
+    A, B, AIDS, BIDS, SCALE, COL_SHIFT,  # inputs: A = q, B = k (or k[cols] and q in the fallback pass)
     ROW_LSE, ROW_POS, COL_SUM, COL_POS,  # outputs (COL_* accumulate by atomic adds, zeroed by the host)
-    M, N, D, stride_q, stride_k,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    M, N, D, stride_a, stride_b,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     SYMMETRIC: tl.constexpr, PRECISION: tl.constexpr, DOT_FP32: tl.constexpr,
 ):  # fmt: skip
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
     mask_m = offs_m < M
-    mask_d = offs_d < D
     scale = tl.load(SCALE).to(tl.float32)
-    q = tl.load(
-        Q + offs_m.to(tl.int64)[:, None] * stride_q + offs_d[None, :],
-        mask=mask_m[:, None] & mask_d[None, :],
-        other=0.0,
-    )
-    if DOT_FP32:
-        q = q.to(tl.float32)
-    q_ids = tl.load(QIDS + offs_m, mask=mask_m, other=0)
+    a_ids = tl.load(AIDS + offs_m, mask=mask_m, other=0)
 
     run_max = tl.full([BLOCK_M], float("-inf"), tl.float32)
     run_sum = tl.full([BLOCK_M], 0.0, tl.float32)
@@ -81,16 +78,12 @@ def _forward_kernel(
     for start_n in range(0, N, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         mask_n = offs_n < N
-        kt = tl.load(
-            K + offs_n.to(tl.int64)[None, :] * stride_k + offs_d[:, None],
-            mask=mask_d[:, None] & mask_n[None, :],
-            other=0.0,
+        dot = tile_dot(
+            A, B, offs_m, offs_n, mask_m, mask_n, D, stride_a, stride_b, BLOCK_K, PRECISION, DOT_FP32
         )
-        if DOT_FP32:
-            kt = kt.to(tl.float32)
-        s = tl.dot(q, kt, input_precision=PRECISION) * scale
-        k_ids = tl.load(KIDS + offs_n, mask=mask_n, other=0)
-        t = (q_ids[:, None] == k_ids[None, :]) & mask_m[:, None] & mask_n[None, :]
+        s = dot * scale
+        b_ids = tl.load(BIDS + offs_n, mask=mask_n, other=0)
+        t = (a_ids[:, None] == b_ids[None, :]) & mask_m[:, None] & mask_n[None, :]
         pos_s = tl.where(t, s, 0.0)
         row_pos += tl.reduce(pos_s, 1, SUM)
 
@@ -114,24 +107,17 @@ def _forward_kernel(
 def _backward_kernel(
     A, B, AIDS, BIDS, SCALE, COEF,  # COEF = R (g w_a / rows of A, g w_b / rows of B), fp32, R = max(M, N)
     A_LSE, A_INV_POS, B_LSE, B_INV_POS,  # LSE and 1/|P| of the rows of A and of B
-    DA, DSCALE_PART,  # dA: like A; one partial dscale per program (summed on the host: deterministic)
+    DA, DSCALE_PART,  # dA: like A; one partial dscale per row block (summed on the host: deterministic)
     M, N, D, stride_a, stride_b, stride_da, inv_r,  # inv_r = 1 / R
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_DV: tl.constexpr,
     A_TERM: tl.constexpr, B_TERM: tl.constexpr, PRECISION: tl.constexpr, DOT_FP32: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     offs_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
+    offs_v = tl.program_id(1) * BLOCK_DV + tl.arange(0, BLOCK_DV)  # this program's slice of dA's columns
     mask_m = offs_m < M
-    mask_d = offs_d < D
+    mask_v = offs_v < D
     scale = tl.load(SCALE).to(tl.float32)
-    a = tl.load(
-        A + offs_m.to(tl.int64)[:, None] * stride_a + offs_d[None, :],
-        mask=mask_m[:, None] & mask_d[None, :],
-        other=0.0,
-    )
-    if DOT_FP32:
-        a = a.to(tl.float32)
     a_ids = tl.load(AIDS + offs_m, mask=mask_m, other=0)
     if A_TERM:
         coef_a = tl.load(COEF)
@@ -140,19 +126,14 @@ def _backward_kernel(
     if B_TERM:
         coef_b = tl.load(COEF + 1)
 
-    da = tl.full([BLOCK_M, BLOCK_D], 0.0, tl.float32)
+    da = tl.full([BLOCK_M, BLOCK_DV], 0.0, tl.float32)
     dscale = tl.full([BLOCK_M], 0.0, tl.float32)
     for start_n in range(0, N, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         mask_n = offs_n < N
-        b = tl.load(
-            B + offs_n.to(tl.int64)[:, None] * stride_b + offs_d[None, :],
-            mask=mask_n[:, None] & mask_d[None, :],
-            other=0.0,
+        dot = tile_dot(
+            A, B, offs_m, offs_n, mask_m, mask_n, D, stride_a, stride_b, BLOCK_K, PRECISION, DOT_FP32
         )
-        if DOT_FP32:
-            b = b.to(tl.float32)
-        dot = tl.dot(a, tl.trans(b), input_precision=PRECISION)
         # Padding lanes get s = -inf, so every exp below is 0 there rather than a possible overflow.
         s = tl.where(mask_m[:, None] & mask_n[None, :], dot * scale, float("-inf"))
         b_ids = tl.load(BIDS + offs_n, mask=mask_n, other=0)
@@ -165,94 +146,33 @@ def _backward_kernel(
             b_inv = tl.load(B_INV_POS + offs_n, mask=mask_n, other=0.0)
             ds += coef_b * (tl.exp(s - b_lse[None, :]) - t * b_inv[None, :])
         dscale += tl.reduce(ds * dot, 1, SUM)
-        # Like flash attention: dS goes to the tensor cores in the input dtype, accumulation stays fp32.
-        ds_in = ds.to(B.dtype.element_ty)
-        if DOT_FP32:
-            ds_in = ds_in.to(tl.float32)
-        da = tl.dot(ds_in, b, da, input_precision=PRECISION)
+        da = accumulate_rows(da, ds, B, offs_n, mask_n, offs_v, mask_v, stride_b, PRECISION, DOT_FP32)
 
     da = da * (scale * inv_r)
     tl.store(
-        DA + offs_m.to(tl.int64)[:, None] * stride_da + offs_d[None, :],
+        DA + offs_m.to(tl.int64)[:, None] * stride_da + offs_v[None, :],
         da,
-        mask=mask_m[:, None] & mask_d[None, :],
+        mask=mask_m[:, None] & mask_v[None, :],
     )
-    tl.store(DSCALE_PART + pid, tl.reduce(dscale, 0, SUM))
-
-
-def _configs() -> list[triton.Config]:
-    # Full-D tiles (BLOCK_D = next_pow2(D)) for both operands; configs too big for shared memory at large D
-    # fail to compile and the autotuner drops them.
-    shapes = [
-        (32, 64, 4, 3),
-        (64, 32, 4, 3),
-        (64, 64, 4, 2),
-        (64, 64, 8, 3),
-        (128, 64, 8, 2),
-        (64, 128, 8, 2),
-    ]
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st) for m, n, w, st in shapes]
-
-
-@dataclass(frozen=True)
-class _Kernels:
-    forward: Any
-    backward: Any
-    interpret: bool
-
-    def options(self, dtype: torch.dtype, d: int) -> dict:
-        """Launch meta-parameters other than the autotuned ones."""
-        # fp32 inputs must not silently drop to tf32 (10-bit mantissa) on the tensor cores. The interpreter
-        # multiplies bf16 tiles as raw integers (Triton 3.8), so there the operands are upcast to fp32 (exact
-        # for bf16) after the same rounding of dS the GPU applies.
-        dot_fp32 = self.interpret and dtype == torch.bfloat16
-        precision = "ieee" if dtype == torch.float32 or dot_fp32 else "tf32"
-        # The interpreter runs tiles as numpy arrays: small fixed blocks, no autotuning (it would rerun
-        # every config).
-        blocks = {"BLOCK_M": 16, "BLOCK_N": 16} if self.interpret else {}
-        return {
-            "BLOCK_D": max(16, triton.next_power_of_2(d)),
-            "PRECISION": precision,
-            "DOT_FP32": dot_fp32,
-            **blocks,
-        }
+    # Every D-slice program of a row block computes the same dscale; the first one writes it.
+    tl.store(DSCALE_PART + pid, tl.reduce(dscale, 0, SUM), mask=tl.program_id(1) == 0)
 
 
 @functools.cache
-def _kernels(interpret: bool) -> _Kernels:
-    if interpret:
-        # Wrapping the Python functions directly works whether or not TRITON_INTERPRET was set when Triton was
-        # first imported (the kernels avoid Triton's own @jit helpers such as tl.sum for that reason).
-        return _Kernels(
-            InterpretedFunction(_forward_kernel.fn), InterpretedFunction(_backward_kernel.fn), True
-        )
-    # COL_SUM/COL_POS are accumulated with atomics, so the autotuner must zero them before each trial run.
-    forward = triton.autotune(_configs(), key=["M", "N", "D"], reset_to_zero=["COL_SUM", "COL_POS"])(
-        _forward_kernel
+def _launcher(interpret: bool) -> Launcher:
+    # COL_SUM/COL_POS are accumulated with atomics and DSCALE_PART has one slot per program of whichever
+    # config runs, so the autotuner zeroes them before each trial run.
+    return make_launcher(
+        _forward_kernel, _backward_kernel, interpret, ["COL_SUM", "COL_POS"], ["DSCALE_PART"]
     )
-    # Configs launch different numbers of programs, so stale partial-dscale slots must be zeroed as well.
-    backward = triton.autotune(_configs(), key=["M", "N", "D"], reset_to_zero=["DSCALE_PART"])(
-        _backward_kernel
-    )
-    return _Kernels(forward, backward, False)
 
 
-def _kernels_for(device: torch.device) -> _Kernels:
-    """Native kernels for CUDA tensors, the interpreter for anything else (or when TRITON_INTERPRET=1)."""
-    return _kernels(device.type != "cuda" or bool(triton.knobs.runtime.interpret))
+def _launcher_for(device: torch.device) -> Launcher:
+    return _launcher(use_interpreter(device))
 
 
 # Column sums below this are treated as underflowed and recomputed exactly (fp32 subnormals start at 1e-38).
 _TINY_COLUMN_SUM = 1e-30
-
-
-def _grid(rows: int):
-    return lambda meta: (triton.cdiv(rows, meta["BLOCK_M"]),)
-
-
-def _programs(rows: int) -> int:
-    # Enough partial-dscale slots for the smallest BLOCK_M any config may pick.
-    return triton.cdiv(rows, 16)
 
 
 def _positives(
@@ -262,10 +182,9 @@ def _positives(
 
     O((M + N) log N) with sort + searchsorted, so the no-positive check never builds the (M, N) mask.
     """
+    qi, ki = explicit_ids(q_ids, k_ids, m, n, row_offset, device)
     if q_ids is None or k_ids is None:
         # check_inputs has verified that row_offset + i < N for every row.
-        qi = torch.arange(m, device=device, dtype=torch.int64) + row_offset
-        ki = torch.arange(n, device=device, dtype=torch.int64)
         row_count = torch.ones(m, device=device)
         if not symmetric:
             return qi, ki, row_count, None, None
@@ -273,8 +192,6 @@ def _positives(
             raise no_positive("column", 0, f"row_offset={row_offset} leaves the first columns without a row")
         return qi, ki, row_count, torch.ones(n, device=device), torch.arange(n, device=device)
 
-    qi = q_ids.to(device=device, dtype=torch.int64).contiguous()
-    ki = k_ids.to(device=device, dtype=torch.int64).contiguous()
     k_sorted = torch.sort(ki).values
     row_count = torch.searchsorted(k_sorted, qi, right=True) - torch.searchsorted(k_sorted, qi)
     missing = row_count == 0
@@ -298,10 +215,10 @@ def _row_pass(a: Tensor, b: Tensor, a_ids: Tensor, b_ids: Tensor, scale: Tensor)
     rows, n = a.shape[0], b.shape[0]
     lse = torch.empty(rows, device=a.device, dtype=torch.float32)
     pos = torch.empty_like(lse)
-    kern = _kernels_for(a.device)
-    kern.forward[_grid(rows)](
+    _launcher_for(a.device).launch(
+        "forward", forward_grid(rows),
         a, b, a_ids, b_ids, scale, lse, lse, pos, lse, lse,  # COL_* slots are unused without SYMMETRIC
-        rows, n, a.shape[1], a.stride(0), b.stride(0), SYMMETRIC=False, **kern.options(a.dtype, a.shape[1]),
+        rows, n, a.shape[1], a.stride(0), b.stride(0), SYMMETRIC=False,
     )  # fmt: skip
     return lse, pos
 
@@ -336,10 +253,10 @@ def contrastive_forward(
     row_pos = torch.empty_like(row_lse)
     col_sum = torch.zeros(n, device=q.device, dtype=torch.float32)
     col_pos = torch.zeros_like(col_sum)
-    kern = _kernels_for(q.device)
-    kern.forward[_grid(m)](
+    _launcher_for(q.device).launch(
+        "forward", forward_grid(m),
         q, k, qi, ki, scale, col_shift, row_lse, row_pos, col_sum, col_pos,
-        m, n, d, q.stride(0), k.stride(0), SYMMETRIC=True, **kern.options(q.dtype, d),
+        m, n, d, q.stride(0), k.stride(0), SYMMETRIC=True,
     )  # fmt: skip
     col_lse = col_shift + torch.log(col_sum)
 
@@ -369,24 +286,25 @@ def contrastive_backward(
     # when it is rounded to fp16 for the tensor cores (1/M^2-sized values would flush to zero).
     r = float(max(m, n))
     coef_q = torch.cat([g * (r * w_row / m), g * (r * w_col / n)]).contiguous()  # (rows of q, rows of k)
-    kern = _kernels_for(q.device)
-    common = kern.options(q.dtype, d)
+    launcher = _launcher_for(q.device)
 
     dq = dk = dscale = None
     if need_q or need_scale:
         dq = torch.empty_like(q)
-        part = torch.zeros(_programs(m), device=q.device, dtype=torch.float32)
-        kern.backward[_grid(m)](
+        part = torch.zeros(partial_slots(m), device=q.device, dtype=torch.float32)
+        launcher.launch(
+            "backward", backward_grid(m, d),
             q, k, qi, ki, scale, coef_q, row_lse, row_inv, col_lse, col_inv, dq, part,
-            m, n, d, q.stride(0), k.stride(0), dq.stride(0), 1.0 / r, A_TERM=True, B_TERM=symmetric, **common,
+            m, n, d, q.stride(0), k.stride(0), dq.stride(0), 1.0 / r, A_TERM=True, B_TERM=symmetric,
         )  # fmt: skip
         dscale = part.sum().reshape(1) / r
     if need_k:
         dk = torch.empty_like(k)
-        part = torch.zeros(_programs(n), device=q.device, dtype=torch.float32)
-        kern.backward[_grid(n)](
+        part = torch.zeros(partial_slots(n), device=q.device, dtype=torch.float32)
+        launcher.launch(
+            "backward", backward_grid(n, d),
             k, q, ki, qi, scale, coef_q.flip(0).contiguous(), col_lse, col_inv, row_lse, row_inv, dk, part,
-            n, m, d, k.stride(0), q.stride(0), dk.stride(0), 1.0 / r, A_TERM=symmetric, B_TERM=True, **common,
+            n, m, d, k.stride(0), q.stride(0), dk.stride(0), 1.0 / r, A_TERM=symmetric, B_TERM=True,
         )  # fmt: skip
     return (dq if need_q else None), dk, (dscale if need_scale else None)
 

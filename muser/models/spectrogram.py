@@ -15,6 +15,7 @@ from nnAudio.features import CQT1992v2, MelSpectrogram
 from torch import nn
 
 from muser.models.blocks import ResBlock
+from muser.models.checkpointing import run_stage
 from muser.models.pooling import frame_mask, is_full, mean_max_pool
 
 LOG_EPS = 1e-6  # floor of log(power + eps): about -60 dB below a full-scale bin, keeps silence finite
@@ -152,6 +153,7 @@ class SpectrogramEncoder(nn.Module):
             *(ResBlock(2, a, b, nn.MaxPool2d(2, ceil_mode=True)) for a, b in pairwise(widths))
         )
         self.out_dim = 2 * channels[-1]
+        self.grad_checkpointing = False  # recompute each residual stage in the backward (training only)
 
     def _count_bins(self) -> int:
         if isinstance(self.frontend, MelSpectrogram):
@@ -198,13 +200,15 @@ class SpectrogramEncoder(nn.Module):
         """
         x = self.specaugment(self.band_norm(self.log_spectrogram(wave))).unsqueeze(1)
         if is_full(length, wave.shape[-1]):
-            x = self.stages(self.stem(x))
+            x = self.stem(x)
+            for stage in self.stages:
+                x = run_stage(stage, x, None, self.grad_checkpointing)
             return mean_max_pool(x.flatten(2))  # over the whole time-frequency plane
         counts = self.valid_frames(length.to(x.device), x.shape[-1])
         valid = frame_mask(counts[0], x.shape[-1])[:, None, None, :]
         conv, bn, relu, pool = self.stem  # masked as in ResBlock: before the conv and the ceil pool
         x = pool(relu(bn(conv(x.masked_fill(~valid, 0.0)))).masked_fill(~valid, 0.0))
         for stage, n in zip(self.stages, counts[1:], strict=False):
-            x = stage(x, frame_mask(n, x.shape[-1])[:, None, None, :])
+            x = run_stage(stage, x, frame_mask(n, x.shape[-1])[:, None, None, :], self.grad_checkpointing)
         keep = frame_mask(counts[-1], x.shape[-1])[:, None, :].expand(-1, x.shape[2], -1)
         return mean_max_pool(x.flatten(2), keep.flatten(1))  # (B, F' * frames') positions

@@ -119,6 +119,30 @@ class TextEncoder(nn.Module):
         for module in frozen:
             module.requires_grad_(False)
 
+    @property
+    def grad_checkpointing(self) -> bool:
+        """Whether the transformer blocks are recomputed in the backward (see set_grad_checkpointing)."""
+        return any(getattr(m, "gradient_checkpointing", False) is True for m in self.backbone.modules())
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each transformer block in the backward (training only), through transformers' own
+        checkpointing: non-reentrant, RNG state preserved, so dropout replays identically."""
+        # transformers 5 renamed gradient_* to activation_checkpointing_* (the old names warn until v6).
+        if not enabled:
+            disable = getattr(self.backbone, "activation_checkpointing_disable", None)
+            (disable or self.backbone.gradient_checkpointing_disable)()
+            return
+        if not self.backbone.supports_gradient_checkpointing:
+            raise ValueError(
+                f"the text encoder {type(self.backbone).__name__} does not support gradient checkpointing; "
+                "train without --grad-checkpointing or choose another text encoder"
+            )
+        options = {"use_reentrant": False}
+        if hasattr(self.backbone, "activation_checkpointing_enable"):
+            self.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+        else:
+            self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """input_ids, attention_mask: (B, L) -> (B, out_dim) mean over real tokens, or the [CLS] state."""
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from muser.models.blocks import ResBlock
+from muser.models.checkpointing import run_stage
 from muser.models.pooling import frame_mask, is_full, mean_max_pool
 
 # Each residual stage ends with a max-pool of this factor (SampleCNN uses 3: small receptive-field growth
@@ -44,6 +45,7 @@ class WaveformEncoder(nn.Module):
         self.stages = nn.Sequential(*(ResBlock(1, a, b, nn.MaxPool1d(POOL)) for a, b in pairwise(widths)))
         self.stride = stride
         self.out_dim = 2 * channels[-1]  # mean and max pooled
+        self.grad_checkpointing = False  # recompute each residual stage in the backward (training only)
 
     @property
     def min_samples(self) -> int:
@@ -75,8 +77,10 @@ class WaveformEncoder(nn.Module):
         """
         x = self.frontend(wave.unsqueeze(1))
         if is_full(length, wave.shape[-1]):
-            return mean_max_pool(self.stages(x))
+            for stage in self.stages:
+                x = run_stage(stage, x, None, self.grad_checkpointing)
+            return mean_max_pool(x)
         counts = self.valid_frames(length.to(x.device), x.shape[-1])
         for stage, n in zip(self.stages, counts, strict=False):
-            x = stage(x, frame_mask(n, x.shape[-1])[:, None, :])
+            x = run_stage(stage, x, frame_mask(n, x.shape[-1])[:, None, :], self.grad_checkpointing)
         return mean_max_pool(x, frame_mask(counts[-1], x.shape[-1]))

@@ -1,8 +1,8 @@
-"""contrastive_loss: the reference and the Triton kernels (interpreted on CPU) vs a float64 evaluation."""
+"""contrastive_loss: the reference and the Triton kernels (interpreted on CPU, compiled on CUDA) against the
+formula evaluated in float64, the errors for rows or columns without a positive, and the dispatch between
+the two paths (impl, the override hook, the once-per-device self-check)."""
 
 from __future__ import annotations
-
-import zlib
 
 import pytest
 import torch
@@ -11,35 +11,17 @@ import torch.nn.functional as F
 import muser.kernels as kernels
 from muser.kernels import contrastive_loss
 from muser.kernels.contrastive_ref import contrastive_loss_ref
-
-TRITON_MODE, TRITON_REASON = kernels._triton_mode()
-needs_triton = pytest.mark.skipif(TRITON_MODE is None, reason=TRITON_REASON)
-# Native Triton needs CUDA tensors; the interpreter takes CPU ones (that is how CI runs the kernels).
-DEVICE = "cuda" if TRITON_MODE == "native" else "cpu"
-
-# Tolerances relative to the largest magnitude of the compared quantity. Inputs are rounded to the dtype
-# first and the float64 truth uses the same rounded values, so only accumulation and output rounding count.
-# The kernels round dS to the input dtype before the gradient matmul (as flash attention does).
-TOL = {torch.float32: (2e-5, 2e-5), torch.float16: (2e-3, 4e-3), torch.bfloat16: (4e-3, 3e-2)}  # (loss, grad)
-
-
-def _case_inputs(
-    case: str, m: int, n: int, d: int, dtype: torch.dtype, dup: int | None, device: str = DEVICE
-):
-    """Fresh random unit vectors (and caption ids with duplicates) per case, reproducible from its name."""
-    gen = torch.Generator().manual_seed(zlib.crc32(case.encode()))
-    q = F.normalize(torch.randn(m, d, generator=gen, dtype=torch.float64), dim=1)
-    k = F.normalize(torch.randn(n, d, generator=gen, dtype=torch.float64), dim=1)
-    # Pull the positives together so that the loss is not dominated by noise (as after some training).
-    scale = torch.tensor(float(torch.empty(()).uniform_(5.0, 60.0, generator=gen)), dtype=torch.float32)
-    q_ids = k_ids = None
-    if dup is not None:
-        k_ids = torch.randint(0, dup, (n,), generator=gen) * 7919 - 3  # arbitrary (also negative) ids
-        q_ids = k_ids.clone() if m == n else k_ids[torch.randint(0, n, (m,), generator=gen)]
-    q = q.to(dtype).to(device).requires_grad_()
-    k = k.to(dtype).to(device).requires_grad_()
-    scale = scale.to(device).requires_grad_()
-    return q, k, scale, q_ids, k_ids
+from tests.kernels.cases import (
+    DEVICE,
+    DTYPES,
+    IMPLS,
+    TOL,
+    close,
+    loss_and_grads,
+    needs_triton,
+    positives64,
+    unit_inputs,
+)
 
 
 def _float64_truth(q, k, scale, q_ids, k_ids, row_offset, symmetric, upstream):
@@ -48,13 +30,8 @@ def _float64_truth(q, k, scale, q_ids, k_ids, row_offset, symmetric, upstream):
     k64 = k.detach().double().cpu().requires_grad_()
     s64 = scale.detach().double().cpu().requires_grad_()
     m, n = q64.shape[0], k64.shape[0]
-    if q_ids is None:
-        t = torch.zeros(m, n, dtype=torch.bool)
-        t[torch.arange(m), torch.arange(m) + row_offset] = True
-    else:
-        t = q_ids.cpu()[:, None] == k_ids.cpu()[None, :]
+    tf = positives64(q_ids, k_ids, m, n, row_offset)
     s = s64 * q64 @ k64.T
-    tf = t.double()
     rows = [
         torch.log(torch.exp(s[i] - s[i].max()).sum()) + s[i].max() - (s[i] * tf[i]).sum() / tf[i].sum()
         for i in range(m)
@@ -68,27 +45,12 @@ def _float64_truth(q, k, scale, q_ids, k_ids, row_offset, symmetric, upstream):
             for j in range(n)
         ]
         loss = 0.5 * (loss + torch.stack(cols).mean())
-    (loss * upstream).backward()
-    return loss.detach(), q64.grad, k64.grad, s64.grad
+    return loss_and_grads(loss, [q64, k64, s64], upstream)
 
 
 def _run(impl, q, k, scale, q_ids, k_ids, row_offset, symmetric, upstream):
     loss = contrastive_loss(q, k, scale, q_ids, k_ids, row_offset, symmetric, impl=impl)
-    (loss * upstream).backward()
-    grads = (q.grad.clone(), k.grad.clone(), scale.grad.clone())
-    q.grad = k.grad = scale.grad = None
-    return (loss.detach(), *grads)
-
-
-def _close(actual, expected, rel, what):
-    actual, expected = actual.detach().double().cpu(), expected.detach().double().cpu()
-    err = (actual - expected).abs().max().item()
-    bound = (
-        rel * max(1.0, expected.abs().max().item())
-        if expected.numel() == 1
-        else rel * expected.abs().max().item()
-    )
-    assert err <= bound, f"{what}: max error {err:.3g} > {bound:.3g}"
+    return loss_and_grads(loss, [q, k, scale], upstream)
 
 
 SHAPES = [
@@ -100,16 +62,15 @@ SHAPES = [
     ("23x70-offset", 23, 70, 16, 40, None, True),
     ("23x70-dup", 23, 70, 20, 0, 9, True),
 ]
-DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
 
-@pytest.mark.parametrize("impl", ["reference", pytest.param("triton", marks=needs_triton)])
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).split(".")[1])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: s[0])
 def test_matches_float64_formula(impl, dtype, shape):
     name, m, n, d, offset, dup, symmetric = shape
     case = f"{impl}-{dtype}-{name}"
-    q, k, scale, q_ids, k_ids = _case_inputs(case, m, n, d, dtype, dup)
+    q, k, scale, q_ids, k_ids = unit_inputs(case, m, n, d, dtype, dup)
     upstream = -1.7  # non-unit (and negative) upstream gradient
     got = _run(impl, q, k, scale, q_ids, k_ids, offset, symmetric, upstream)
     want = _float64_truth(q, k, scale, q_ids, k_ids, offset, symmetric, upstream)
@@ -119,18 +80,18 @@ def test_matches_float64_formula(impl, dtype, shape):
     for what, a, b, tol in zip(
         ("loss", "dq", "dk", "dscale"), got, want, (loss_tol, grad_tol, grad_tol, grad_tol), strict=True
     ):
-        _close(a, b, tol, f"{case} {what}")
+        close(a, b, tol, f"{case} {what}")
 
 
 @needs_triton
 @pytest.mark.parametrize("shape", SHAPES[1:], ids=lambda s: s[0])
 def test_triton_matches_reference_fp32(shape):
     name, m, n, d, offset, dup, symmetric = shape
-    q, k, scale, q_ids, k_ids = _case_inputs(f"vs-ref-{name}", m, n, d, torch.float32, dup)
+    q, k, scale, q_ids, k_ids = unit_inputs(f"vs-ref-{name}", m, n, d, torch.float32, dup)
     ref = _run("reference", q, k, scale, q_ids, k_ids, offset, symmetric, 0.3)
     tri = _run("triton", q, k, scale, q_ids, k_ids, offset, symmetric, 0.3)
     for what, a, b in zip(("loss", "dq", "dk", "dscale"), tri, ref, strict=True):
-        _close(a, b, 1e-5, f"{name} {what}")
+        close(a, b, 1e-5, f"{name} {what}")
 
 
 @needs_triton
@@ -147,20 +108,20 @@ def test_triton_recovers_underflowed_columns():
     assert all(torch.isfinite(x).all() for x in tri)
     # s ~ -100 carries fp32 rounding of ~4e-6 while the gradients are ~1e-2 and dscale ~1e-5 (cancellation):
     # the bounds reflect that conditioning, which the reference shares.
-    _close(tri[0], want[0], 2e-5, "loss")
-    _close(tri[1], want[1], 1e-3, "dq")
-    _close(tri[2], want[2], 1e-3, "dk")
+    close(tri[0], want[0], 2e-5, "loss")
+    close(tri[1], want[1], 1e-3, "dq")
+    close(tri[2], want[2], 1e-3, "dk")
     assert abs(tri[3].item() - want[3].item()) < 1e-5
 
 
-@pytest.mark.parametrize("impl", ["reference", pytest.param("triton", marks=needs_triton)])
+@pytest.mark.parametrize("impl", IMPLS)
 def test_row_or_column_without_positive_is_named(impl):
-    q, k, scale, _, _ = _case_inputs("nopos", 5, 8, 16, torch.float32, None)
+    q, k, scale, _, _ = unit_inputs("nopos", 5, 8, 16, torch.float32, None)
     with pytest.raises(ValueError, match="row 3 has no positive"):
         contrastive_loss(q, k, scale, torch.tensor([1, 2, 3, 99, 1]), torch.arange(8), impl=impl)
     with pytest.raises(ValueError, match="row 4 has no positive"):
         contrastive_loss(q, k, scale, row_offset=4, impl=impl)
-    q2, k2, scale2, _, _ = _case_inputs("nopos-col", 4, 4, 16, torch.float32, None)
+    q2, k2, scale2, _, _ = unit_inputs("nopos-col", 4, 4, 16, torch.float32, None)
     with pytest.raises(ValueError, match="column 2 has no positive"):
         contrastive_loss(q2, k2, scale2, torch.tensor([0, 1, 1, 3]), torch.tensor([0, 1, 2, 3]), impl=impl)
     # The same ids are fine without the column term.
@@ -170,7 +131,7 @@ def test_row_or_column_without_positive_is_named(impl):
 
 
 def test_bad_arguments_are_value_errors():
-    q, k, scale, _, _ = _case_inputs("bad", 4, 4, 16, torch.float32, None, device="cpu")
+    q, k, scale, _, _ = unit_inputs("bad", 4, 4, 16, torch.float32, None, device="cpu")
     with pytest.raises(ValueError, match="same D"):
         contrastive_loss(q, k[:, :8], scale)
     with pytest.raises(ValueError, match="both q_ids and k_ids"):
@@ -180,7 +141,7 @@ def test_bad_arguments_are_value_errors():
 
 
 def test_auto_dispatch_and_override(monkeypatch):
-    q, k, scale, _, _ = _case_inputs("dispatch", 6, 6, 16, torch.float32, None, device="cpu")
+    q, k, scale, _, _ = unit_inputs("dispatch", 6, 6, 16, torch.float32, None, device="cpu")
     calls = []
     monkeypatch.setattr(
         kernels, "contrastive_loss_ref", lambda *a: calls.append("reference") or torch.tensor(0.0)
@@ -194,12 +155,12 @@ def test_auto_dispatch_and_override(monkeypatch):
 
 @needs_triton
 def test_override_hook_forces_triton(monkeypatch):
-    q, k, scale, _, _ = _case_inputs("override", 6, 6, 16, torch.float32, None)
+    q, k, scale, _, _ = unit_inputs("override", 6, 6, 16, torch.float32, None)
     monkeypatch.setattr(kernels, "_override_impl", "triton")
     loss = contrastive_loss(q, k, scale)
     assert "ContrastiveLossFunction" in type(loss.grad_fn).__name__
     ref = contrastive_loss_ref(q, k, scale)
-    _close(loss, ref, 1e-6, "loss")
+    close(loss, ref, 1e-6, "loss")
 
 
 @needs_triton

@@ -10,30 +10,16 @@ import torch
 from muser import MUSER
 from muser.config import preset
 from muser.models.muser import check_audio
+from tests.models.small import small_model
 
 SR = 16000
 TEXTS = ["A song of rock, whose style is happy.", "A song of jazz, belongs to blues music.", "Calm piano."]
 
 
-def _small(**overrides) -> MUSER:
-    # The tiny preset made smaller still so every test here stays fast on 2 cores.
-    cfg = dict(
-        wave_channels=(8, 8, 16, 16, 16),
-        wave_frontend_filters=8,
-        spec_channels=(4, 8, 16),
-        n_mels=32,
-        text_hidden=32,
-        text_layers=2,
-        text_heads=2,
-        embed_dim=24,
-    )
-    return MUSER.from_preset("tiny", **{**cfg, **overrides})
-
-
 @pytest.fixture(scope="module")
 def model() -> MUSER:
     torch.manual_seed(0)
-    return _small().eval()
+    return small_model().eval()
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +73,7 @@ def test_amplitude_convention_is_enforced(model, wave):
 
 
 def test_gradients_reach_every_tower(wave):
-    m = _small().train()
+    m = small_model().train()
     out = m({"audio": wave, **m.tokenize(TEXTS)})
     (out["audio"] @ out["text"].T + out["spec"] @ out["text"].T).logsumexp(dim=1).sum().backward()
     groups = m.param_groups()
@@ -130,7 +116,7 @@ def test_from_pretrained_rejects_other_folders(tmp_path):
 
 
 def test_tokenizer_texts_train_the_builtin_tokenizer():
-    m = _small(embed_dim=8, text_layers=1, text_hidden=16, text_heads=1)
+    m = small_model(embed_dim=8, text_layers=1, text_hidden=16, text_heads=1)
     assert m.tokenizer.tokenize("zydeco") != ["zydeco"]
     m = MUSER.from_config(m.config, tokenizer_texts=["zydeco accordion music"] * 4)
     assert m.tokenizer.tokenize("zydeco") == ["zydeco"]
@@ -151,7 +137,7 @@ def test_preset_sizes():
 
 
 def test_pretrained_text_encoder_saved_inside(tmp_path, minilm_dir, wave):
-    m = _small(text_encoder=str(minilm_dir), text_freeze_layers=4).eval()
+    m = small_model(text_encoder=str(minilm_dir), text_freeze_layers=4).eval()
     assert m.text_is_pretrained
     frozen = sum(p.numel() for p in m.text.parameters() if not p.requires_grad)
     assert frozen > 0 and all(p.requires_grad for p in m.param_groups()["text"])
@@ -199,7 +185,7 @@ def test_length_is_validated(model, wave):
 
 
 def test_gradients_flow_with_length_in_training(wave):
-    m = _small().train()
+    m = small_model().train()
     out = m({"audio": wave, "length": torch.tensor([SR, 5000, 1]), **m.tokenize(TEXTS)})
     (out["audio"] @ out["text"].T + out["spec"] @ out["text"].T).logsumexp(dim=1).sum().backward()
     for name in ("waveform", "spectrogram"):

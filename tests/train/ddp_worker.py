@@ -1,7 +1,7 @@
 """torchrun worker for tests/test_distributed.py: one forward/backward of the trainer's objective under DDP.
 
-Usage: torchrun --nproc-per-node=W ddp_worker.py MODEL_DIR BATCH.pt OUT.pt. Rank 0 writes the mean loss over
-ranks and the parameter gradients after DDP's all-reduce.
+Usage: torchrun --nproc-per-node=W ddp_worker.py MODEL_DIR BATCH.pt OUT.pt [softmax|sigmoid]. Rank 0 writes
+the mean loss over ranks and the parameter gradients after DDP's all-reduce.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from muser.models.muser import MUSER
 from muser.train.step import Objective
 
 
-def main(model_dir: str, batch_path: str, out_path: str) -> None:
+def main(model_dir: str, batch_path: str, out_path: str, loss: str = "softmax") -> None:
     rank, _, world, _ = dist_init("cpu")
     model = MUSER.from_pretrained(model_dir).eval()  # eval: no batch statistics, dropout or SpecAugment
-    objective = DistributedDataParallel(Objective(model, TriModalLoss(terms=("at", "st", "as")), None))
+    objective = DistributedDataParallel(
+        Objective(model, TriModalLoss(terms=("at", "st", "as"), loss=loss), None)
+    )
     batch = torch.load(batch_path, weights_only=True)
     n = batch["audio"].shape[0] // world
     local = {k: v[rank * n : (rank + 1) * n] for k, v in batch.items()}
@@ -34,4 +36,4 @@ def main(model_dir: str, batch_path: str, out_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])
