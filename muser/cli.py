@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from muser import __version__
-from muser.config import LOSS_TERMS, PRESETS, DataConfig, EvalConfig, TrainConfig
+from muser.config import LOSS_TERMS, LOSSES, PRESETS, DataConfig, EvalConfig, TrainConfig
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -171,6 +171,8 @@ _PRETRAIN_FIELDS = {
     "precision": ("train", "precision"),
     "grad_accum": ("train", "grad_accum"),
     "loss_terms": ("train", "loss_terms"),
+    "loss": ("train", "loss"),
+    "grad_checkpointing": ("train", "grad_checkpointing"),
     "save_every": ("train", "save_every"),
     "eval_every": ("train", "eval_every"),
     "log_every": ("train", "log_every"),
@@ -254,7 +256,21 @@ def _field(flag: str, cls: type, name: str, kind: type, what: str) -> Callable:
     default=None,
     help=f"Comma list of {', '.join(LOSS_TERMS)} (default {','.join(_d(TrainConfig, 'loss_terms'))}).",
 )
+@click.option(
+    "--loss",
+    type=click.Choice(LOSSES),
+    default=None,
+    help=f"softmax: CLIP's symmetric cross-entropy; sigmoid: SigLIP's pairwise loss with a learnable bias "
+    f"(default {_d(TrainConfig, 'loss')}).",
+)
 @click.option("--no-duplicate-aware", is_flag=True, help="Treat identical captions in a batch as negatives.")
+@click.option(
+    "--grad-checkpointing",
+    is_flag=True,
+    default=None,
+    help="Recompute the towers' activations in the backward: the same gradients, far less memory, about "
+    "one more forward per step (for large per-GPU batches).",
+)
 @_field("--save-every", TrainConfig, "save_every", int, "Checkpoint period in steps")
 @click.option("--eval-every", type=int, default=None, help="Valid-split retrieval/zero-shot period.")
 @_field("--log-every", TrainConfig, "log_every", int, "metrics.jsonl period in steps")

@@ -21,6 +21,7 @@ LOSS_TERMS: dict[str, tuple[str, str]] = {
     "st": ("spec", "text"),
     "as": ("audio", "spec"),
 }
+LOSSES = ("softmax", "sigmoid")  # the pairwise objective of every term: CLIP's or SigLIP's
 
 
 @dataclass
@@ -108,6 +109,8 @@ class TrainConfig:
     precision: str = "bf16"  # GPU autocast: bf16 (default) | fp16 (with a loss scaler) | fp32; CPU is fp32
     grad_accum: int = 1  # micro-batches per step; each loss sees batch_size / grad_accum negatives
     loss_terms: tuple[str, ...] = ("at", "st")  # at = L(A,T), st = L(S,T), as = L(A,S)
+    loss: str = "softmax"  # softmax: CLIP's symmetric cross-entropy | sigmoid: SigLIP's pairwise loss
+    grad_checkpointing: bool = False  # recompute tower activations in backward: larger batches per GPU
     duplicate_aware: bool = True  # identical captions in a batch are positives, not negatives
     save_every: int = 100  # checkpoint period in steps
     eval_every: int = 0  # retrieval/zero-shot on the valid split every K steps (0 = never)

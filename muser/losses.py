@@ -14,11 +14,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from muser.config import LOSS_TERMS, LOSSES
 from muser.kernels import contrastive_loss, sigmoid_loss
 
 # term -> (row modality, column modality) in the model's output dict.
-PAIRS = {"at": ("audio", "text"), "st": ("spec", "text"), "as": ("audio", "spec")}
-LOSSES = ("softmax", "sigmoid")
+PAIRS = LOSS_TERMS  # the one loss-term table lives in muser.config (the CLI reads it without torch)
 # Initial logit scale per loss: CLIP's temperature 0.07, and SigLIP's scale 10 (paired with its bias below).
 INIT_SCALE = {"softmax": 1 / 0.07, "sigmoid": 10.0}
 # SigLIP's initial bias. At batch B each positive faces B - 1 negatives; with bias 0 the first steps would

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from muser.config import LOSS_TERMS, DataConfig, ModelConfig, TrainConfig
+from muser.config import LOSS_TERMS, LOSSES, DataConfig, ModelConfig, TrainConfig
 
 PRECISIONS = ("bf16", "fp16", "fp32")
 
@@ -29,6 +29,8 @@ def check_config(data: DataConfig, model: ModelConfig, train: TrainConfig, world
         raise ValueError(
             f"--loss-terms must be a comma list of {', '.join(LOSS_TERMS)}, got {train.loss_terms}"
         )
+    if train.loss not in LOSSES:
+        raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, got {train.loss!r}")
     if train.precision not in PRECISIONS:
         raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {train.precision!r}")
     if train.grad_accum < 1:

@@ -19,7 +19,7 @@ from muser.train import checkpoint as ckpt
 # Options a resumed run must share with the saved one: they fix the data stream and the step arithmetic.
 _RESUME_FIXED = (
     ("data", ("batch_size", "shards", "split", "crop_seconds")),
-    ("train", ("grad_accum", "seed")),
+    ("train", ("grad_accum", "seed", "loss")),
 )
 
 

@@ -116,7 +116,11 @@ class _Run:
         _seed_all(train.seed)
         self.model = self._build_model(resume).to(device)
         self.model.train()
-        loss = TriModalLoss(terms=tuple(train.loss_terms), duplicate_aware=train.duplicate_aware).to(device)
+        if train.grad_checkpointing:
+            self.model.set_grad_checkpointing(True)
+        loss = TriModalLoss(
+            terms=tuple(train.loss_terms), duplicate_aware=train.duplicate_aware, loss=train.loss
+        ).to(device)
         objective, self.model = build_objective(self.model, loss, train, self.world, device)
         optimizer = build_optimizer(
             self.model.param_groups(), list(loss.parameters()), train, self.model.text_is_pretrained
@@ -250,6 +254,7 @@ class _Run:
             "lr": result.lrs[first_group],
             **({"lr_text": result.lrs["text"]} if "text" in result.lrs else {}),
             **{f"scale_{k}": v for k, v in self.trainee.loss.scales().items()},
+            **{f"bias_{k}": v for k, v in self.trainee.loss.biases().items()},
             "grad_norm": result.grad_norm,
             **rates,
             "skipped": self.stream.skipped,

@@ -310,3 +310,23 @@ def test_pretrained_text_encoder_trains_at_a_lower_lr(shards, tmp_path, minilm_d
     pretrain(data, preset("tiny", text_encoder=str(minilm_dir)), train)
     first = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert first["lr"] == pytest.approx(1e-3) and first["lr_text"] == pytest.approx(1e-4)
+
+
+def test_sigmoid_loss_trains_from_the_cli_with_falling_loss(shards, tmp_path):
+    run = tmp_path / "run"
+    args = ["pretrain", "--shards", str(shards), "--output", str(run), "--loss", "sigmoid", "--steps", "24"]
+    done = CliRunner().invoke(main, [*args, "--batch-size", "8", "--crop-seconds", "2", "--workers", "0"])
+    assert done.exit_code == 0, done.output
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records]
+    assert sum(losses[-2:]) / 2 < losses[0] * 0.8, losses  # logged every 10 steps: 1, 10, 20, 24
+    assert "bias_at" in records[-1] and "bias_st" in records[-1]
+    assert json.loads((run / "config.json").read_text())["train"]["loss"] == "sigmoid"
+
+
+def test_grad_checkpointing_trains_the_same_run(shards, tmp_path):
+    data, train = small_run(shards, tmp_path / "plain", steps=3)
+    pretrain(data, preset("tiny"), train)
+    data, train = small_run(shards, tmp_path / "ckpt", steps=3, grad_checkpointing=True)
+    pretrain(data, preset("tiny"), train)
+    assert _losses(tmp_path / "ckpt") == pytest.approx(_losses(tmp_path / "plain"), rel=1e-5, abs=1e-6)
