@@ -1,8 +1,8 @@
 """The writer's worker processes: one job per track run in forkserver processes, results handed back in track
 order, and recovery from any worker death (a decoder crash, the OOM killer, kill -9).
 
-Each worker owns a private pipe to the parent instead of sharing a queue (as ProcessPoolExecutor does):
-a worker that dies mid-message then costs only its own pipe (the parent reads end-of-file, never a
+Each worker owns a private socket to the parent instead of sharing a queue (as ProcessPoolExecutor does):
+a worker that dies mid-message then costs only its own socket (the parent reads end-of-file, never a
 half-sent result from a shared queue, which hangs), the parent knows exactly which job it was running
 (a worker takes its next job only after it sent the previous result), and a worker whose parent is gone
 reads end-of-file and exits. A dead worker is replaced, its unfinished jobs are sent again, and a track
@@ -19,6 +19,8 @@ import multiprocessing as mp
 import os
 import pickle
 import signal
+import socket
+import struct
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -83,7 +85,7 @@ def _known_error(track: Any) -> str:
 
 
 class WorkerPool:
-    """`workers` forkserver processes serving jobs over private pipes; see the module docstring."""
+    """`workers` forkserver processes serving jobs over private sockets; see the module docstring."""
 
     def __init__(self, workers: int):
         # forkserver: the parent may hold torch/rich threads, and a forked child inherits their locks in
@@ -109,8 +111,8 @@ class WorkerPool:
             return
         for w in self.workers:
             try:
-                w.conn.send((-1, int, ()))
-                ok = w.conn.poll(_START_TIMEOUT) and w.conn.recv() == (-1, 0)
+                w.chan.send((-1, int, ()))
+                ok = w.chan.poll(_START_TIMEOUT) and w.chan.recv() == (-1, 0)
             except (EOFError, OSError):
                 ok = False
             if not ok:
@@ -135,7 +137,7 @@ class WorkerPool:
                 return
             self._dispatch(job_fn, jobs, sched)
             busy = [w for w in self.workers if w.jobs]
-            waiting = {w.conn: w for w in busy} | {w.proc.sentinel: w for w in busy}
+            waiting = {w.chan.fileno(): w for w in busy} | {w.proc.sentinel: w for w in busy}
             for obj in wait(list(waiting)):
                 w = waiting[obj]
                 if w in self.workers:
@@ -145,17 +147,17 @@ class WorkerPool:
         """Send waiting jobs, earliest first, to the workers with the fewest jobs."""
         while sched.unsent:
             seq = sched.unsent[0]
-            payload = pickle.dumps((seq, job_fn, jobs[seq]), protocol=pickle.HIGHEST_PROTOCOL)
-            # A job queued behind a running one must fit the pipe's buffer: otherwise we would block on the
-            # send while the worker blocks sending us its (large) result, which we are not reading.
-            queue_ok = len(payload) <= _PIPELINED_BYTES
+            payload = _Channel.encode((seq, job_fn, jobs[seq]))
+            # A job queued behind a running one must fit the socket's buffer: otherwise we would block on
+            # the send while the worker blocks sending us its (large) result, which we are not reading.
+            queue_ok = sum(len(p) for p in payload) <= _PIPELINED_BYTES
             free = [w for w in self.workers if not w.jobs or (queue_ok and len(w.jobs) < _DEPTH)]
             if not free:
                 return
             w = min(free, key=lambda w: len(w.jobs))
             heapq.heappop(sched.unsent)
             try:
-                w.conn.send_bytes(payload)
+                w.chan.send_encoded(payload)
             except OSError:  # it died before it could take the job, so the job never ran there
                 heapq.heappush(sched.unsent, seq)
                 self._replace(w, sched)
@@ -165,8 +167,8 @@ class WorkerPool:
     def _collect(self, w: _Worker, sched: _Schedule) -> None:
         """Take every complete result w has sent; replace w when it died."""
         try:
-            while w.jobs and w.conn.poll():
-                seq, result = w.conn.recv()
+            while w.jobs and w.chan.poll():
+                seq, result = w.chan.recv()
                 assert seq == w.jobs[0], "a worker answers its jobs in order"
                 w.jobs.popleft()
                 sched.done(seq, result)
@@ -200,7 +202,7 @@ class WorkerPool:
     def close(self) -> None:
         """Stop every worker: an idle one exits on end-of-file at once, a busy one is killed."""
         for w in self.workers:
-            w.conn.close()
+            w.chan.close()
         for w in self.workers:
             w.stop(kill=False)
         self.workers = []
@@ -253,7 +255,8 @@ class _Schedule:
 
 class _Worker:
     def __init__(self, ctx: Any):
-        self.conn, child = ctx.Pipe(duplex=True)
+        ours, child = socket.socketpair()
+        self.chan = _Channel(ours)
         self.proc = ctx.Process(target=_serve, args=(child,), daemon=True, name="muser-shard-worker")
         self.proc.start()
         # Only the worker may hold its end: when it dies, our recv then sees end-of-file.
@@ -261,7 +264,7 @@ class _Worker:
         self.jobs: deque[int] = deque()  # sequence numbers sent and not answered, oldest first
 
     def stop(self, kill: bool) -> None:
-        self.conn.close()
+        self.chan.close()
         if kill or self.jobs:
             self.proc.kill()
         self.proc.join(timeout=5)
@@ -270,15 +273,68 @@ class _Worker:
             self.proc.join()
 
 
-def _serve(conn: Any) -> None:
+class _Channel:
+    """One end of a socket pair carrying pickled objects. Large buffers travel out of band (pickle protocol
+    5, e.g. a Sample's tar bytes) and are read straight into their final memory: one copy out of the
+    kernel, instead of chunks gathered in a BytesIO and copied again by unpickling."""
+
+    _HEAD = struct.Struct("!QI")  # pickle length, number of out-of-band buffers (then their sizes)
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    @classmethod
+    def encode(cls, obj: Any) -> list:
+        buffers: list[pickle.PickleBuffer] = []
+        data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        raws = [b.raw() for b in buffers]
+        sizes = struct.pack(f"!{len(raws)}Q", *(r.nbytes for r in raws))
+        return [cls._HEAD.pack(len(data), len(raws)) + sizes + data, *raws]
+
+    def send_encoded(self, parts: list) -> None:
+        for part in parts:
+            self.sock.sendall(part)
+
+    def send(self, obj: Any) -> None:
+        self.send_encoded(self.encode(obj))
+
+    def recv(self) -> Any:
+        """The next object; EOFError when the other end closed, also half-way through a message."""
+        size, count = self._HEAD.unpack(self._exact(self._HEAD.size))
+        sizes = struct.unpack(f"!{count}Q", self._exact(8 * count))
+        data = self._exact(size)
+        return pickle.loads(data, buffers=[self._exact(n) for n in sizes])
+
+    def _exact(self, n: int) -> bytearray:
+        buf = bytearray(n)
+        view, got = memoryview(buf), 0
+        while got < n:
+            got_now = self.sock.recv_into(view[got:])
+            if got_now == 0:
+                raise EOFError("the other end closed the socket")
+            got += got_now
+        return buf
+
+    def poll(self, timeout: float = 0.0) -> bool:
+        return bool(wait([self.sock], timeout))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _serve(sock: socket.socket) -> None:
     """A worker's loop: receive (seq, fn, args), send (seq, fn(*args)); exit on end-of-file."""
     _die_with_parent()
     # Ctrl-C reaches the whole process group; the parent decides what it means, the worker just exits
     # when the parent closes its pipe (a job interrupted here would be reported as a failed track).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    chan = _Channel(sock)
     while True:
         try:
-            seq, fn, args = conn.recv()
+            seq, fn, args = chan.recv()
         except (EOFError, OSError):
             return
         try:
@@ -286,7 +342,7 @@ def _serve(conn: Any) -> None:
         except Exception as err:  # the job reports its own failures; anything else is still one track's
             result = f"{type(err).__name__}: {err}"
         try:
-            conn.send((seq, result))
+            chan.send((seq, result))
         except OSError:
             return
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import tarfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,11 +25,17 @@ _END = tarfile.NUL * (2 * tarfile.BLOCKSIZE)  # the two zero blocks that close a
 
 @dataclass(frozen=True)
 class Sample:
-    blob: bytes  # tar bytes of `{key}.{codec}` then `{key}.json`, ready to append to a shard
+    blob: bytes | bytearray  # tar bytes of `{key}.{codec}` then `{key}.json`, ready to append to a shard
     num_samples: int  # audio samples at the shard's rate
     seconds: float
     clipped: int  # samples outside [-1, 1] that int16 encoding clipped (0 for in-range audio)
     labels: dict[str, Any] = field(default_factory=dict)  # the metadata's labels (for the vocabularies)
+
+    def __reduce_ex__(self, protocol: int) -> tuple:
+        # Protocol 5 lets the worker pool send the tar bytes out of band, without copying them into the
+        # pickle (and lets the receiver read them into their final buffer).
+        blob = pickle.PickleBuffer(self.blob) if protocol >= 5 else self.blob
+        return Sample, (blob, self.num_samples, self.seconds, self.clipped, self.labels)
 
 
 def encode_track(track: Any, sample_rate: int, codec: str) -> Sample | str:
