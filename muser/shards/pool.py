@@ -31,9 +31,9 @@ from muser.config import ShardConfig
 from muser.shards.sample import encode_track
 
 CRASHED = "the decoder process died twice while reading this file (a crash on this file, or killed twice)"
-_DEPTH = 2  # jobs sent ahead to one worker: the next job waits in its pipe while it sends a result
+_DEPTH = 2  # jobs sent ahead to one worker: the next one waits in its socket while it sends a result
 _LOOKAHEAD = 4  # tracks in flight per worker, beyond the one the parent waits for: bounds the held results
-_PIPELINED_BYTES = 32 * 1024  # a queued job message must fit a pipe buffer (Linux: >= 200 KB for sockets)
+_PIPELINED_BYTES = 32 * 1024  # a queued job message must fit a socket buffer (Linux: >= 200 KB)
 _MAX_DEATHS_IN_A_ROW = 5  # per worker: deaths without any result in between before the run gives up
 _START_TIMEOUT = 120.0  # seconds a fresh worker may take to answer its first message (imports numpy etc.)
 
@@ -180,7 +180,7 @@ class WorkerPool:
         self._replace(w, sched)
 
     def _replace(self, w: _Worker, sched: _Schedule) -> None:
-        if w.jobs:  # the oldest unanswered job was running; the rest never left the pipe
+        if w.jobs:  # the oldest unanswered job was running; the rest never left the socket
             sched.crashed(w.jobs.popleft())
             for seq in w.jobs:
                 heapq.heappush(sched.unsent, seq)
@@ -329,7 +329,7 @@ def _serve(sock: socket.socket) -> None:
     """A worker's loop: receive (seq, fn, args), send (seq, fn(*args)); exit on end-of-file."""
     _die_with_parent()
     # Ctrl-C reaches the whole process group; the parent decides what it means, the worker just exits
-    # when the parent closes its pipe (a job interrupted here would be reported as a failed track).
+    # when the parent closes its socket (a job interrupted here would be reported as a failed track).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     chan = _Channel(sock)
     while True:
@@ -350,7 +350,7 @@ def _serve(sock: socket.socket) -> None:
 def _die_with_parent() -> None:
     """Ask Linux to SIGKILL this worker when its parent (the forkserver) exits. The forkserver exits as soon
     as the main process is gone, so a main process killed by the OOM killer leaves no worker decoding on.
-    Elsewhere the end-of-file on the job pipe does the same once the current job is done."""
+    Elsewhere the end-of-file on the job socket does the same once the current job is done."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes

@@ -100,9 +100,10 @@ def test_shard_help_has_an_example():
     assert "muser shard fma_small/" in out and "--max-size" in out
 
 
-def test_resume_after_kill_9_gives_the_uninterrupted_samples(tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_resume_after_kill_9_gives_the_uninterrupted_samples(tmp_path, workers):
     src = make_corpus(tmp_path / "src", "gtzan", n_per_class=5, seconds=6.0)
-    args = ["--max-count", "2", "--workers", "1", "--quiet"]
+    args = ["--max-count", "2", "--workers", workers, "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     dst = tmp_path / "killed"
     proc = subprocess.Popen(
