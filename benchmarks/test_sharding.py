@@ -16,7 +16,9 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import resource
 import statistics
+import threading
 import time
 from pathlib import Path
 
@@ -103,6 +105,52 @@ def _pool_startup() -> float:
         return round(time.perf_counter() - start, 3)
 
 
+class _TreeCPU:
+    """CPU seconds used by this process and its descendants (the forkserver and the workers, which are not
+    our children to reap) while the block runs; the descendants are sampled from /proc every 0.2 s."""
+
+    def __enter__(self) -> _TreeCPU:
+        self.seen: dict[int, float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.start = resource.getrusage(resource.RUSAGE_SELF)
+        self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        while True:
+            todo = _children(os.getpid())
+            while todo:
+                pid = todo.pop()
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                cpu = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+                self.seen[pid] = max(self.seen.get(pid, 0.0), cpu)
+                todo += _children(pid)
+            if self.stop.wait(0.2):
+                return
+
+    def __exit__(self, *exc) -> None:
+        end = resource.getrusage(resource.RUSAGE_SELF)
+        self.stop.set()
+        self.thread.join()
+        own = end.ru_utime - self.start.ru_utime + end.ru_stime - self.start.ru_stime
+        self.seconds = round(own + sum(self.seen.values()), 2)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            out += [int(x) for x in task.read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
 def _shard_digests(dst: Path) -> list[str]:
     manifest = json.loads((dst / "manifest.json").read_text())
     return [sh["sha256"] for s in manifest["splits"].values() for sh in s["shards"]]
@@ -177,11 +225,14 @@ def test_sharding_throughput(tmp_path):
     audio_seconds = sum(sf.info(p).duration for p in files)
     capacity_before = _capacity()
     times: dict[str, list[float]] = {"shard_w1": [], "shard_w2": []}
+    cpu: dict[str, list[float]] = {"shard_w1": [], "shard_w2": []}
     for r in range(REPEATS):
         for workers in (1, 2):
             dst = tmp_path / f"w{workers}-{r}"
             cfg = ShardConfig(src=str(root), dst=str(dst), sample_rate=RATE, workers=workers)
-            times[f"shard_w{workers}"].append(_timed(lambda cfg=cfg: write_shards(cfg, progress=False)))
+            with _TreeCPU() as used:
+                times[f"shard_w{workers}"].append(_timed(lambda cfg=cfg: write_shards(cfg, progress=False)))
+            cpu[f"shard_w{workers}"].append(used.seconds)
             written = sum(
                 s["samples"] for s in json.loads((dst / "manifest.json").read_text())["splits"].values()
             )
@@ -225,6 +276,12 @@ def test_sharding_throughput(tmp_path):
             "shard_w2_vs_w1": speedup,
             "shard_w2_vs_w1_best": round(min(times["shard_w1"]) / min(times["shard_w2"]), 3),
         },
+        # CPU seconds of all our processes per run: what parallel sharding costs beyond the work itself.
+        # Meaningful on a busy machine too: 2 x (w1 CPU) / (w2 CPU) bounds what two free cores could give.
+        "cpu_seconds": {
+            **cpu,
+            "w2_over_w1": round(statistics.median(cpu["shard_w2"]) / statistics.median(cpu["shard_w1"]), 3),
+        },
         "per_track_ms": _stages(files[:: max(1, len(files) // 64)], tmp_path / "stages.bin"),
         "pool_startup_s": _pool_startup(),
         "resampling": {
@@ -234,7 +291,11 @@ def test_sharding_throughput(tmp_path):
     }
     result["resampling"]["note"] = _note(result["resampling"])
     write_result("sharding", result)
-    print(json.dumps({k: result[k] for k in ("idle", "runs", "ratios", "per_track_ms")}, indent=1))
+    print(
+        json.dumps(
+            {k: result[k] for k in ("idle", "runs", "ratios", "cpu_seconds", "per_track_ms")}, indent=1
+        )
+    )
     print(_table(result["resampling"]))
     print(result["resampling"]["note"])
     if idle:
