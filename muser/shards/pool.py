@@ -35,6 +35,7 @@ _DEPTH = 2  # jobs sent ahead to one worker: the next one waits in its socket wh
 _LOOKAHEAD = 4  # tracks in flight per worker, beyond the one the parent waits for: bounds the held results
 _PIPELINED_BYTES = 32 * 1024  # a queued job message must fit a socket buffer (Linux: >= 200 KB)
 _MAX_DEATHS_IN_A_ROW = 5  # per worker: deaths without any result in between before the run gives up
+_START_ATTEMPTS = 3  # a worker that dies this many times before answering cannot start (no __main__ guard?)
 _START_TIMEOUT = 120.0  # seconds a fresh worker may take to answer its first message (imports numpy etc.)
 
 
@@ -109,19 +110,30 @@ class WorkerPool:
         """Wait until every worker answers; RuntimeError (naming the fix) when they cannot start."""
         if self.checked:
             return
-        for w in self.workers:
-            try:
-                w.chan.send((-1, int, ()))
-                ok = w.chan.poll(_START_TIMEOUT) and w.chan.recv() == (-1, 0)
-            except (EOFError, OSError):
-                ok = False
-            if not ok:
+        for i in range(len(self.workers)):
+            # A worker killed while it starts is replaced; one that dies every time cannot start at all.
+            for attempt in range(_START_ATTEMPTS):
+                if attempt:
+                    self.workers[i].stop(kill=True)
+                    self.workers[i] = _Worker(self.ctx)
+                    self.restarts += 1
+                if self._answers(self.workers[i]):
+                    break
+            else:
                 self.close()
                 raise RuntimeError(
                     "could not start worker processes (when calling write_shards from a script, guard it "
                     "with `if __name__ == '__main__':`); or pass --workers 1"
                 )
         self.checked = True
+
+    @staticmethod
+    def _answers(w: _Worker) -> bool:
+        try:
+            w.chan.send((-1, int, ()))
+            return w.chan.poll(_START_TIMEOUT) and w.chan.recv() == (-1, 0)
+        except (EOFError, OSError):
+            return False
 
     def run(self, job_fn: Callable[..., Any], jobs: list[tuple | None]) -> Iterator[Any]:
         """job_fn(*args) for each args in jobs, yielded in order (None for a None job); CRASHED for a job

@@ -99,6 +99,17 @@ def test_a_worker_killed_half_way_through_sending_its_result_is_recovered(tmp_pa
         assert workers.restarts == 2 and not {w.proc.pid for w in workers.workers} & set(victims)
 
 
+def test_a_worker_killed_while_starting_is_replaced(tmp_path):
+    # Before, this was reported as "could not start worker processes (... __main__ guard ...)".
+    tracks = _tracks(tmp_path / "src", 3)
+    with pool.WorkerPool(2) as workers:
+        os.kill(workers.workers[0].proc.pid, signal.SIGKILL)
+        workers.check()
+        assert workers.restarts == 1
+        got = list(workers.run(encode_track, [(t, 16000, "flac") for t in tracks]))
+    assert got == [encode_track(t, 16000, "flac") for t in tracks]
+
+
 def test_workers_that_cannot_start_are_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(pool, "_serve", _exit_at_once)
     workers = pool.WorkerPool(2)
