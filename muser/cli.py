@@ -97,6 +97,19 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
     show_default=True,
     help="Failed-track fraction above which the exit status is 2.",
 )
+@click.option(
+    "--valid-fraction",
+    type=float,
+    default=None,
+    help="For sources without splits (a folder): this fraction of tracks goes to split valid, chosen by "
+    "a hash of each key, so re-sharding or adding tracks never moves one (default 0: split `all`).",
+)
+@click.option(
+    "--test-fraction",
+    type=float,
+    default=None,
+    help="Likewise for split test; the remaining tracks go to train.",
+)
 @click.option("--overwrite", is_flag=True, help="Delete this DST's previous shards and start over.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary table.")
 def shard(src: str, dst: str, quiet: bool, **options: object) -> None:
@@ -105,6 +118,7 @@ def shard(src: str, dst: str, quiet: bool, **options: object) -> None:
     \b
     Example:
       muser shard fma_small/ shards/fma --workers 8 --max-size 1GB
+      muser shard music/ shards/mine --valid-fraction 0.1 --test-fraction 0.1
     """
     from muser.config import ShardConfig
     from muser.shards.writer import TooManyErrors, write_shards
@@ -117,6 +131,8 @@ def shard(src: str, dst: str, quiet: bool, **options: object) -> None:
         raise SystemExit(2) from None
     except (ValueError, RuntimeError) as err:
         raise click.ClickException(str(err)) from None
+    except OSError as err:  # reading SRC (writes into DST come back as RuntimeError)
+        raise click.ClickException(f"cannot read {err.filename or src}: {err.strerror or err}") from None
 
 
 @main.command("inspect")

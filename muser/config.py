@@ -39,6 +39,8 @@ class ShardConfig:
     subset: str = "small"  # FMA subset: small | medium | large | full
     max_errors: float = 0.01  # fraction of failed tracks above which the run exits with status 2
     overwrite: bool = False  # start over instead of resuming
+    valid_fraction: float = 0.0  # tracks without a split of their own go to valid by a hash of their key
+    test_fraction: float = 0.0  # ... and to test (the rest to train); both 0 keeps them in split `all`
 
 
 @dataclass

@@ -22,6 +22,9 @@ CODECS = ("flac", "pcm")
 _WAV_SHORT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 
 
+_NOT_A_STREAM = "possibly a pipe?"
+
+
 class AudioError(ValueError):
     """A file that cannot become a sample: unreadable, empty, truncated, non-finite or not audio."""
 
@@ -32,8 +35,10 @@ def load(path: str | Path) -> tuple[np.ndarray, int]:
     Raises AudioError with the reason for anything that is not complete, non-empty audio.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise AudioError(f"{path}: no such file")
+    if not path.is_file():  # checked before opening: opening a FIFO would block until someone writes to it
+        raise AudioError(f"{path}: not a regular file (a folder, FIFO or device)")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file (0 bytes)")
     try:
@@ -41,6 +46,13 @@ def load(path: str | Path) -> tuple[np.ndarray, int]:
             declared, rate, info = f.frames, f.samplerate, f.extra_info
             data = f.read(dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:
+        if _NOT_A_STREAM in str(err):
+            # libsndfile's wording for a file cut short before its first audio frame (e.g. a truncated
+            # MP3), misleading for a regular file we already checked
+            raise AudioError(
+                f"{path}: not readable as audio: truncated or corrupt (no decodable audio frame in its "
+                f"{path.stat().st_size} bytes)"
+            ) from err
         raise AudioError(f"{path}: not readable as audio ({_short(err)})") from err
     m = _WAV_SHORT_DATA.search(info)
     if m and int(m.group(1)) > int(m.group(2)):

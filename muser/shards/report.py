@@ -89,8 +89,12 @@ def summary_table(summary: dict[str, Any]) -> Any:
     for name, s in summary["splits"].items():
         table.add_row(name, str(s["shards"]), str(s["samples"]), f"{s['hours']:.3f}")
     table.add_row("errors", "", str(summary["errors"]), f"{summary['error_fraction']:.1%} of tracks")
+    if summary.get("clipped_tracks"):  # float audio beyond [-1, 1]: stored clipped, counted per track
+        table.add_row("clipped", "", str(summary["clipped_tracks"]), f"{summary['clipped_samples']} samples")
     table.caption = (
         f"{summary['written']} written, {summary['resumed']} already done, "
         f"{summary['tracks_per_s']:.1f} tracks/s, {summary['realtime_factor']:.0f}x real time"
     )
+    if summary.get("worker_restarts"):
+        table.caption += f", {summary['worker_restarts']} worker processes replaced after they died"
     return table

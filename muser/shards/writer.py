@@ -1,34 +1,38 @@
 """Parallel, crash-safe sharding: Track records -> `{split}-{NNNNNN}.tar` shards, manifest.json, errors.jsonl.
 
-Worker processes (muser.shards.pool) decode, resample and encode; the parent consumes their results in
-track order and alone writes tars, so the bytes depend only on the input and the options (including the
-resampler, recorded in the manifest), never on the worker count.
-Commit protocol per shard: write `.NAME.tmp`, fsync, rename to NAME, append the errors seen so far to
-errors.jsonl, then atomically replace manifest.json (which lists the shard with its keys). A killed run
-leaves at most uncommitted leftovers, which the next run removes before it continues after the last
-listed shard; tracks are processed one split at a time in a fixed order, so the resumed output is the
-same, byte for byte, as an uninterrupted run. The progress bar and summary table are muser.shards.report.
+Worker processes (muser.shards.pool) decode, resample, encode and frame each track as finished tar bytes
+(muser.shards.sample); the parent takes them in track order and alone appends them to the tars, so the
+bytes depend only on the input and the options (including the resampler, recorded in the manifest),
+never on the worker count.
+Commit protocol per shard: write `.NAME.tmp` (hashing it as it is written), fsync, rename to NAME, append
+the errors seen so far to errors.jsonl, then atomically replace manifest.json (which lists the shard with
+its keys). A killed run leaves at most uncommitted leftovers, which the next run removes before it
+continues after the last listed shard; tracks are processed one split at a time in a fixed order, so the
+resumed output is the same, byte for byte, as an uninterrupted run. A full disk stops the run with one
+sentence; rerunning resumes. The progress bar and summary table are muser.shards.report.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import math
+import errno
+import hashlib
 import os
 import re
-import tarfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from muser.config import ShardConfig, to_dict
+from muser.shards import errorlog
 from muser.shards import manifest as mf
 from muser.shards.audio import CODECS, resampler_name
+from muser.shards.errorlog import ERRORS
 from muser.shards.pool import results, start
 from muser.shards.report import ShardProgress, summary_table
+from muser.shards.sample import Sample, closed_size, tar_end
+from muser.shards.sources.holdout import carve, check_fractions
 
 # Options that change what the shards contain; a resume with any of them different is refused.
 OUTPUT_OPTIONS = (
@@ -42,9 +46,13 @@ OUTPUT_OPTIONS = (
     "metadata",
     "subset",
     "resampler",  # not a ShardConfig field: the audio module's choice, recorded so a resume cannot mix two
+    "valid_fraction",
+    "test_fraction",
 )
+# Options added after folders were first written, with the value an older run had in effect: resuming
+# such a folder with that value is no change.
+_ADDED_OPTIONS = {"valid_fraction": 0.0, "test_fraction": 0.0}
 _TMP_RE = re.compile(r"^\.[A-Za-z0-9_]+-\d{6}\.tar\.tmp$")
-_MTIME = 1_700_000_000  # fixed member mtime: identical input gives identical tar bytes
 
 
 class TooManyErrors(RuntimeError):
@@ -59,46 +67,47 @@ def write_shards(cfg: ShardConfig, progress: bool = True, listing: Any = None) -
     """Shard cfg.src into cfg.dst (resuming a previous run of the same options); returns a summary dict.
 
     listing: a SourceListing to shard instead of discovering cfg.src (for callers with their own tracks).
-    Raises ValueError for bad options or a DST that holds another run, TooManyErrors when the failed
-    fraction exceeds cfg.max_errors (after everything else has been written).
+    Raises ValueError for bad options or a DST that holds another run, RuntimeError when DST cannot be
+    written (disk full: rerunning resumes), TooManyErrors when the failed fraction exceeds cfg.max_errors
+    (after everything else has been written).
     """
     _check_options(cfg)
-    if listing is None:
-        from muser.shards.sources import discover
-
-        listing = discover(cfg)
-    tracks = _ordered(listing.tracks)
-    if not tracks:
-        raise ValueError(f"no audio tracks found in {cfg.src}; check SRC and --source")
     workers = max(1, cfg.workers or os.cpu_count() or 1)
-    # The workers start before DST is touched: when they cannot start (a script without the __main__
+    # The workers start first and come up while the source is listed (a second core does that work).
+    # They are checked before DST is touched: when they cannot start (a script without the __main__
     # guard), the error must leave no empty manifest behind that looks like a started run.
     pool = start(workers)
     try:
-        dst = Path(cfg.dst)
-        dst.mkdir(parents=True, exist_ok=True)
-        options = _options(cfg, listing.source)
-        if cfg.overwrite:
-            remove_outputs(dst)
-        manifest = _resume_or_start(dst, cfg, options, listing.source)
+        if listing is None:
+            from muser.shards.sources import discover
 
-        done = mf.committed_keys(manifest) | set(manifest["error_ids"])
-        todo = [t for t in tracks if t.id not in done]
-        run = _Run(dst, cfg, manifest, listing.label_tasks)
-        started = time.perf_counter()
-        with ShardProgress(progress, len(todo)) as bar:
-            for track, result in results(todo, cfg, workers, pool=pool):
-                if isinstance(result, str):
-                    run.error(track, result)
-                else:
-                    run.add(track, *result)
-                bar.advance(run.audio_seconds)
-            run.finish()
+            listing = discover(cfg)
+        listing = carve(listing, cfg.valid_fraction, cfg.test_fraction)
+        tracks = _ordered(listing.tracks)
+        if not tracks:
+            raise ValueError(f"no audio tracks found in {cfg.src}; check SRC and --source")
+        if pool is not None:
+            pool.check()
+        dst = Path(cfg.dst)
+        try:
+            run, todo = _open_run(dst, cfg, listing, tracks)
+            started = time.perf_counter()
+            with ShardProgress(progress, len(todo)) as bar:
+                for track, result in results(todo, cfg, workers, pool=pool):
+                    if isinstance(result, str):
+                        run.error(track, result)
+                    else:
+                        run.add(track, result)
+                    bar.advance(run.audio_seconds)
+                run.finish()
+        except OSError as err:
+            raise RuntimeError(_write_error(dst, err)) from None
     finally:
         if pool is not None:
-            pool.shutdown(cancel_futures=True)  # also when an error stopped the run before results() ran
+            pool.close()  # also when an error stopped the run before results() ran
     elapsed = time.perf_counter() - started
     summary = _summary(run, listing.source, len(tracks), len(tracks) - len(todo), workers, elapsed)
+    summary["worker_restarts"] = pool.restarts if pool is not None else 0
     if progress:
         from rich.console import Console
 
@@ -106,10 +115,36 @@ def write_shards(cfg: ShardConfig, progress: bool = True, listing: Any = None) -
     if summary["error_fraction"] > cfg.max_errors:
         raise TooManyErrors(
             f"{summary['errors']} of {summary['tracks']} tracks failed ({summary['error_fraction']:.1%} > "
-            f"--max-errors {cfg.max_errors:.1%}); see {dst / mf.ERRORS}",
+            f"--max-errors {cfg.max_errors:.1%}); see {dst / ERRORS}",
             summary,
         )
     return summary
+
+
+def _open_run(dst: Path, cfg: ShardConfig, listing: Any, tracks: list) -> tuple[_Run, list]:
+    """Create or resume DST: the run that writes it and the tracks still to do."""
+    dst.mkdir(parents=True, exist_ok=True)
+    options = _options(cfg, listing.source)
+    if cfg.overwrite:
+        remove_outputs(dst)
+    manifest = _resume_or_start(dst, cfg, options, listing.source)
+    done = mf.committed_keys(manifest) | set(manifest["error_ids"])
+    todo = [t for t in tracks if t.id not in done]
+    return _Run(dst, cfg, manifest, listing.label_tasks), todo
+
+
+def _write_error(dst: Path, err: OSError) -> str:
+    """One sentence for a failed write into DST: what, where, and that rerunning resumes."""
+    where = f" ({err.filename})" if err.filename else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"disk full while writing {dst}{where}; free some space and run the same command again: "
+            "committed shards are kept and the run resumes after them"
+        )
+    return (
+        f"could not write {dst}{where}: {err.strerror or err}; fix that and run the same command again "
+        "to resume"
+    )
 
 
 # --- resume / overwrite ----------------------------------------------------------------------------------
@@ -118,17 +153,18 @@ def write_shards(cfg: ShardConfig, progress: bool = True, listing: Any = None) -
 def remove_outputs(dst: Path) -> None:
     """Delete what `muser shard` writes in dst (manifest, errors, shards, temp files) and nothing else."""
     for path in dst.iterdir():
-        ours = path.name in (mf.MANIFEST, mf.ERRORS, f".{mf.MANIFEST}.tmp") or mf.SHARD_RE.match(path.name)
+        ours = path.name in (mf.MANIFEST, ERRORS, f".{mf.MANIFEST}.tmp", f".{ERRORS}.tmp")
+        ours = ours or mf.SHARD_RE.match(path.name)
         if (ours or _TMP_RE.match(path.name)) and path.is_file():
             path.unlink()
 
 
 def _resume_or_start(dst: Path, cfg: ShardConfig, options: dict, source: str) -> dict[str, Any]:
     for path in dst.iterdir():  # temp files are never committed: always safe to drop
-        if _TMP_RE.match(path.name) or path.name == f".{mf.MANIFEST}.tmp":
+        if _TMP_RE.match(path.name) or path.name in (f".{mf.MANIFEST}.tmp", f".{ERRORS}.tmp"):
             path.unlink()
     if not (dst / mf.MANIFEST).exists():
-        strays = sorted(p.name for p in dst.iterdir() if mf.SHARD_RE.match(p.name) or p.name == mf.ERRORS)
+        strays = sorted(p.name for p in dst.iterdir() if mf.SHARD_RE.match(p.name) or p.name == ERRORS)
         if strays:
             raise ValueError(
                 f"{dst} holds {', '.join(strays[:3])} but no {mf.MANIFEST}; choose an empty "
@@ -136,11 +172,11 @@ def _resume_or_start(dst: Path, cfg: ShardConfig, options: dict, source: str) ->
             )
         manifest = mf.new_manifest(cfg.sample_rate, cfg.codec, [source], options)
         # An empty manifest before the first shard: shard files without a manifest are never ours.
-        (dst / mf.ERRORS).write_text("")
+        (dst / ERRORS).write_text("")
         mf.write_manifest(dst, manifest)
         return manifest
     manifest = mf.read_manifest(dst)
-    old = manifest.get("options", {})
+    old = {**_ADDED_OPTIONS, **manifest.get("options", {})}
     changed = [k for k in OUTPUT_OPTIONS if old.get(k) != options[k]]
     if changed:
         # A key missing from the old options means an older muser wrote the folder (e.g. before the
@@ -165,15 +201,9 @@ def _resume_or_start(dst: Path, cfg: ShardConfig, options: dict, source: str) ->
     for path in dst.iterdir():  # renamed but never listed: the run died between rename and manifest
         if mf.SHARD_RE.match(path.name) and path.name not in listed:
             path.unlink()
-    # Errors are appended before the manifest that counts them; keep only the committed ones, once each.
-    committed, seen, lines = set(manifest["error_ids"]), set(), []
-    errors_path = dst / mf.ERRORS
-    for line in errors_path.read_text(encoding="utf-8").splitlines() if errors_path.exists() else []:
-        rec = json.loads(line)
-        if rec.get("id") in committed and rec["id"] not in seen:
-            seen.add(rec["id"])
-            lines.append(line + "\n")
-    mf.atomic_write_text(errors_path, "".join(lines))
+    # Errors are appended before the manifest that counts them; keep only the committed ones, once each
+    # (and drop a line torn by a full disk or a kill mid-append).
+    errorlog.keep_committed(dst, set(manifest["error_ids"]))
     manifest["options"] = options  # workers/max_errors may differ between runs; record the latest
     return manifest
 
@@ -204,6 +234,7 @@ def _check_options(cfg: ShardConfig) -> None:
         raise ValueError(f"--workers must be at least 1, got {cfg.workers}")
     if not cfg.dst:
         raise ValueError("DST (the output folder) is required")
+    check_fractions(cfg.valid_fraction, cfg.test_fraction)
 
 
 def _ordered(tracks: list) -> list:
@@ -228,11 +259,18 @@ class _Shard:
     split: str
     name: str
     tmp: Path
-    file: Any
-    tar: tarfile.TarFile
+    file: BinaryIO
+    sha: Any  # hashlib sha256 of the bytes written so far: no second read of the shard to checksum it
+    size: int = 0
     keys: list[str] = field(default_factory=list)
     seconds: float = 0.0
     labels: dict[str, Counter] = field(default_factory=dict)
+    clipped: Counter = field(default_factory=Counter)  # tracks, samples
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+        self.sha.update(data)
+        self.size += len(data)
 
 
 class _Run:
@@ -248,64 +286,48 @@ class _Run:
         self.written = 0
 
     def error(self, track: Any, reason: str) -> None:
-        path = str(track.path) if track.path is not None else ""
-        self.pending_errors.append(
-            {"id": track.id, "path": path, "reason": reason, "source": track.source, "split": track.split}
-        )
+        self.pending_errors.append(errorlog.record(track.id, track.path, reason, track.source, track.split))
 
-    def add(self, track: Any, audio: bytes, num_samples: int) -> None:
-        rate = self.cfg.sample_rate
-        seconds = num_samples / rate
-        meta = {
-            **_clean(track.meta),
-            "id": track.id,
-            "source": track.source,
-            "split": track.split,
-            "duration": round(seconds, 6),
-            "sample_rate": rate,
-            "num_samples": num_samples,
-        }
-        members = [
-            (f"{track.id}.{self.cfg.codec}", audio),
-            (f"{track.id}.json", json.dumps(meta, sort_keys=True, ensure_ascii=False).encode()),
-        ]
+    def add(self, track: Any, sample: Sample) -> None:
         s = self.shard
         if s is not None and (
             s.split != track.split
             or len(s.keys) >= self.cfg.max_count
-            or _projected(s.file.tell(), members) > self.cfg.max_size
+            or closed_size(s.size + len(sample.blob)) > self.cfg.max_size
         ):
             self.commit()
             s = None
         if s is None:
             s = self.shard = self.open(track.split)
-        for name, data in members:
-            _add_member(s.tar, name, data)
+        s.write(sample.blob)
         s.keys.append(track.id)
-        s.seconds += seconds
-        for task, value in (meta.get("labels") or {}).items():
+        s.seconds += sample.seconds
+        for task, value in sample.labels.items():
             s.labels.setdefault(task, Counter()).update(value if isinstance(value, list) else [value])
             self.types.setdefault(task, "multi" if isinstance(value, list) else "single")
-        self.audio_seconds += seconds
+        if sample.clipped:
+            s.clipped.update(tracks=1, samples=sample.clipped)
+        self.audio_seconds += sample.seconds
         self.written += 1
 
     def open(self, split: str) -> _Shard:
         index = len(self.manifest["splits"].get(split, {}).get("shards", []))
         name = mf.shard_name(split, index)
         tmp = self.dst / f".{name}.tmp"
-        f = open(tmp, "wb")
-        return _Shard(split, name, tmp, f, tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT))
+        return _Shard(split, name, tmp, open(tmp, "wb"), hashlib.sha256())
 
     def commit(self) -> None:
         s, self.shard = self.shard, None
-        s.tar.close()
+        s.write(tar_end(s.size))
         s.file.flush()
         os.fsync(s.file.fileno())
         s.file.close()
-        digest, size = mf.sha256_file(s.tmp), s.tmp.stat().st_size
         os.replace(s.tmp, self.dst / s.name)
         for task, counter in s.labels.items():
             self.counts.setdefault(task, Counter()).update(counter)
+        if s.clipped:  # counted per committed shard, so a resumed run reports the whole folder's total
+            total = Counter(self.manifest.get("clipped", {})) + s.clipped
+            self.manifest["clipped"] = {"tracks": total["tracks"], "samples": total["samples"]}
         mf.add_shard(
             self.manifest,
             s.split,
@@ -313,8 +335,8 @@ class _Run:
                 "name": s.name,
                 "samples": len(s.keys),
                 "seconds": round(s.seconds, 3),
-                "sha256": digest,
-                "bytes": size,
+                "sha256": s.sha.hexdigest(),
+                "bytes": s.size,
                 "keys": s.keys,
             },
         )
@@ -322,10 +344,7 @@ class _Run:
 
     def save(self, complete: bool) -> None:
         if self.pending_errors:
-            with open(self.dst / mf.ERRORS, "a", encoding="utf-8") as f:
-                f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in self.pending_errors)
-                f.flush()
-                os.fsync(f.fileno())
+            errorlog.append(self.dst, self.pending_errors)
             self.manifest["error_ids"].extend(r["id"] for r in self.pending_errors)
             self.pending_errors = []
         self.manifest["errors"] = len(self.manifest["error_ids"])
@@ -337,32 +356,6 @@ class _Run:
         if self.shard is not None:
             self.commit()
         self.save(complete=True)
-
-
-def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), _MTIME, 0o444
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
-
-
-def _projected(offset: int, members: list[tuple[str, bytes]]) -> int:
-    """Size of the closed tar if these members were added at offset (headers, padding, end blocks)."""
-    for name, data in members:
-        header = 512 if len(name.encode()) <= 100 else 3 * 512  # long names cost a PAX header
-        offset += header + 512 * math.ceil(len(data) / 512)
-    return tarfile.RECORDSIZE * math.ceil((offset + 1024) / tarfile.RECORDSIZE)
-
-
-def _clean(meta: dict[str, Any]) -> dict[str, Any]:
-    """Drop None and NaN values: missing metadata is absent, never "nan" (a pandas habit)."""
-    out = {}
-    for k, v in (meta or {}).items():
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            continue
-        out[k] = _clean(v) if isinstance(v, dict) else v
-    return out
 
 
 # --- summary ---------------------------------------------------------------------------------------
@@ -384,4 +377,6 @@ def _summary(run: _Run, source: str, tracks: int, resumed: int, workers: int, el
         "elapsed_s": round(elapsed, 3),
         "tracks_per_s": round((tracks - resumed) / max(elapsed, 1e-9), 3),
         "realtime_factor": round(run.audio_seconds / max(elapsed, 1e-9), 3),
+        "clipped_tracks": m.get("clipped", {}).get("tracks", 0),
+        "clipped_samples": m.get("clipped", {}).get("samples", 0),
     }

@@ -194,3 +194,32 @@ def test_zero_length_and_non_finite_audio(tmp_path):
 
 def test_audio_error_is_a_value_error():
     assert issubclass(AudioError, ValueError)
+
+
+def test_an_mp3_cut_before_its_first_frame_is_named_truncated_not_a_pipe(tmp_path):
+    path = tmp_path / "cut.mp3"
+    sf.write(path, _tone(44100, seconds=2.0), 44100, format="MP3", subtype="MPEG_LAYER_III")
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(AudioError) as info:
+        load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and "truncated or corrupt" in message and "pipe" not in message
+
+
+def test_a_fifo_is_refused_without_being_opened(tmp_path):
+    import os
+    import signal
+
+    os.mkfifo(tmp_path / "pipe.wav")
+
+    def hung(*_):
+        raise AssertionError("load() opened the FIFO and waited for a writer")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    try:
+        with pytest.raises(AudioError, match="not a regular file"):
+            load(tmp_path / "pipe.wav")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

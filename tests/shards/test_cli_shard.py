@@ -3,8 +3,10 @@ plus one real kill -9 of a subprocess), checked with plain tarfile."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,9 +100,10 @@ def test_shard_help_has_an_example():
     assert "muser shard fma_small/" in out and "--max-size" in out
 
 
-def test_resume_after_kill_9_gives_the_uninterrupted_samples(tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_resume_after_kill_9_gives_the_uninterrupted_samples(tmp_path, workers):
     src = make_corpus(tmp_path / "src", "gtzan", n_per_class=5, seconds=6.0)
-    args = ["--max-count", "2", "--workers", "1", "--quiet"]
+    args = ["--max-count", "2", "--workers", workers, "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     dst = tmp_path / "killed"
     proc = subprocess.Popen(
@@ -130,3 +133,121 @@ def test_resume_after_kill_9_gives_the_uninterrupted_samples(tmp_path):
     assert mf.verify(dst) == [] and mf.read_manifest(dst)["complete"]
     for shard in (tmp_path / "ref").glob("*.tar"):
         assert (dst / shard.name).read_bytes() == shard.read_bytes()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Live (non-zombie) descendants of pid, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="follows the worker processes in /proc")
+def test_killing_the_main_process_leaves_no_worker_running(tmp_path):
+    # What the OOM killer does: SIGKILL to the main process only. Its decode workers must not live on.
+    src = make_corpus(tmp_path / "src", "gtzan", n_per_class=5, seconds=6.0)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "muser.cli",
+        "shard",
+        str(src),
+        str(tmp_path / "out"),
+        "--workers",
+        "2",
+        "-q",
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, family = time.time() + 60, []
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            family = _descendants(proc.pid)
+            if (tmp_path / "out" / "manifest.json").exists() and len(family) >= 3:
+                break  # the forkserver and both workers are up and the run has started
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run must still be going when it is killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    deadline = time.time() + 5
+    while time.time() < deadline and any(map(_alive, family)):
+        time.sleep(0.05)
+    assert not [pid for pid in family if _alive(pid)], "sharding processes outlived the killed main process"
+
+
+def test_disk_full_is_one_line_without_a_traceback(tmp_path, monkeypatch):
+    from muser.shards import writer
+
+    def disk_full(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(writer._Shard, "write", disk_full)
+    src = make_corpus(tmp_path / "src", "gtzan", n_per_class=1, seconds=1.0)
+    result = _shard(str(src), str(tmp_path / "out"))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.count("\n") == 1 and "disk full while writing" in result.output
+
+
+def test_folder_held_out_splits_from_the_command_line(tmp_path):
+    src = make_corpus(tmp_path / "src", "folder", n_per_class=3, seconds=0.5)
+    dst = tmp_path / "out"
+    ok = _shard(str(src), str(dst), "--valid-fraction", "0.25", "--test-fraction", "0.25")
+    assert ok.exit_code == 0, ok.output
+    splits = mf.read_manifest(dst)["splits"]
+    assert set(splits) == {"train", "valid", "test"} and all(s["samples"] for s in splits.values())
+    fma = make_corpus(tmp_path / "fma", "fma", n_per_class=1, seconds=0.5)
+    own = _shard(str(fma), str(tmp_path / "o2"), "--valid-fraction", "0.1")
+    assert own.exit_code == 1 and "already puts its tracks in" in own.output
+    bad = _shard(str(src), str(tmp_path / "o3"), "--test-fraction", "1.5")
+    assert bad.exit_code == 1 and "--test-fraction is a fraction" in bad.output
+    assert all("Traceback" not in r.output and r.output.count("\n") == 1 for r in (own, bad))
+
+
+@pytest.mark.parametrize(
+    "name,content,match",
+    [
+        (
+            "extra.csv",
+            "path,title\n{rel},Song,surplus\n",
+            r"extra.csv line 2 has 3 fields but the header has 2",
+        ),
+        ("huge.csv", 'path,title\n{rel},"' + "x" * 200_000 + '"\n', r"huge.csv line 2: a field is longer"),
+        (
+            "open.csv",
+            'path,title\n{rel},"never closed\n',
+            r"open.csv line 2: unexpected end of data \(an unclosed quote\?\)",
+        ),
+        ("latin1.csv", b"path,title\n{rel},Caf\xe9\n", r"latin1.csv line 2 is not UTF-8 \(byte 0xe9\)"),
+        ("bad.jsonl", '{{"path": "{rel}"}}\n{{"path": \n', r"bad.jsonl line 2 is not valid JSON"),
+    ],
+)
+def test_a_bad_sidecar_row_is_one_line_naming_file_and_line(tmp_path, name, content, match):
+    src = make_corpus(tmp_path / "src", "folder", n_per_class=1, seconds=0.5, styles=["blues"])
+    rel = next(p.relative_to(src).as_posix() for p in src.rglob("*.ogg"))
+    data = content.encode() if isinstance(content, str) else content
+    (tmp_path / name).write_bytes(
+        data.replace(b"{rel}", rel.encode()).replace(b"{{", b"{").replace(b"}}", b"}")
+    )
+    result = _shard(str(src), str(tmp_path / "out"), "--metadata", str(tmp_path / name))
+    assert result.exit_code == 1 and "Traceback" not in result.output and result.output.count("\n") == 1
+    assert re.search(match, result.output), result.output

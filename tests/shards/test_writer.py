@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -15,8 +16,8 @@ import pytest
 import soundfile as sf
 
 from muser.config import ShardConfig
+from muser.shards import errorlog, pool, writer
 from muser.shards import manifest as mf
-from muser.shards import pool, writer
 from muser.shards.report import parse_size
 from muser.shards.sources.base import AUDIO_EXTENSIONS, SourceListing, Track
 from muser.shards.writer import TooManyErrors, write_shards
@@ -250,28 +251,6 @@ def test_the_resampler_is_recorded_and_a_resume_cannot_mix_two(tmp_path):
     assert mf.read_manifest(out)["options"]["resampler"] == "soxr-HQ"
 
 
-def _crashing_job(path: str, sample_rate: int, codec: str):
-    """Worker job that kills its process (like a segfaulting decoder) on files named crash*."""
-    if Path(path).name.startswith("crash"):
-        os._exit(3)
-    return pool.encode_track(path, sample_rate, codec)
-
-
-def test_a_crashing_worker_costs_only_its_own_file(tmp_path):
-    listing = _listing(tmp_path / "src", n=3)
-    crash = tmp_path / "src" / "crash.wav"
-    crash.write_bytes((tmp_path / "src" / "track 0.wav").read_bytes())
-    tracks = listing.tracks[:1] + [Track("boom", crash, "test", "train", {})] + listing.tracks[1:]
-    got = list(
-        pool.results(tracks, _cfg(tmp_path / "src", tmp_path / "out"), workers=2, job_fn=_crashing_job)
-    )
-    assert [t.id for t, _ in got] == ["t00", "boom", "t01", "t02"]  # track order survives the retry
-    assert got[1][1] == "the decoder process crashed on this file"
-    for _, result in got[:1] + got[2:]:
-        audio, samples = result
-        assert samples == 8000 and sf.info(io.BytesIO(audio)).frames == 8000
-
-
 _UNGUARDED_SCRIPT = """
 import sys
 from pathlib import Path
@@ -376,3 +355,196 @@ def test_real_audio_files_all_shard(real_audio_dir, tmp_path):
         info = sf.info(t.path)
         meta = samples[t.id]["meta"]
         assert meta["duration"] == pytest.approx(info.frames / info.samplerate, abs=0.01)
+
+
+# --- worker faults -------------------------------------------------------------------------------------
+
+
+def _slow_job(track, sample_rate: int, codec: str):
+    """The real job, slowed so that a test can kill workers while the run is in full swing."""
+    import time
+
+    time.sleep(0.03)
+    return pool.encode_track(track, sample_rate, codec)
+
+
+def _grandchildren() -> list[int]:
+    """Pids of the children of our children: the forkserver's workers (the forkserver is our child)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    ours = {pid for pid, ppid in parents.items() if ppid == os.getpid()}
+    return sorted(pid for pid, ppid in parents.items() if ppid in ours)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes in /proc")
+def test_killing_workers_mid_run_gives_the_undisturbed_output(tmp_path, monkeypatch):
+    import functools
+    import signal
+    import threading
+    import time
+
+    listing = _listing(tmp_path / "src", n=60, seconds=0.25)
+    cfg = dict(max_count=2, workers=2)
+    write_shards(_cfg(tmp_path / "src", tmp_path / "ref", **cfg), False, listing)
+    monkeypatch.setattr(writer, "results", functools.partial(pool.results, job_fn=_slow_job))
+    out, kills, stop = tmp_path / "out", [], threading.Event()
+    # Kills are spaced so that no track is in flight at two of them (in flight: at most the open shard
+    # plus the look-ahead window past the committed samples); a track killed twice would be given up.
+    spacing = cfg["max_count"] + cfg["workers"] * (pool._LOOKAHEAD + 1) + 2
+
+    def killer() -> None:
+        due = 2
+        while not stop.is_set() and len(kills) < 3:
+            try:
+                m = json.loads((out / "manifest.json").read_text())
+                committed = sum(s["samples"] for s in m["splits"].values())
+            except (OSError, ValueError):
+                committed = 0
+            victims = _grandchildren()
+            if committed >= due and victims:
+                os.kill(victims[len(kills) % len(victims)], signal.SIGKILL)
+                kills.append(committed)
+                due = committed + spacing
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        summary = write_shards(_cfg(tmp_path / "src", out, **cfg), False, listing)
+    finally:
+        stop.set()
+        thread.join()
+    assert len(kills) == 3 and summary["worker_restarts"] >= 3, (kills, summary)
+    assert summary["errors"] == 0 and _shard_bytes(out) == _shard_bytes(tmp_path / "ref")
+    assert mf.read_manifest(out)["splits"] == mf.read_manifest(tmp_path / "ref")["splits"]
+
+
+# --- disk full and a torn error log ---------------------------------------------------------------------
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_disk_full_is_one_sentence_and_a_rerun_resumes_exactly(tmp_path, monkeypatch):
+    listing = _listing(tmp_path / "src", n=12, bad=True)
+    cfg = dict(max_count=2, max_errors=1.0)
+    write_shards(_cfg(tmp_path / "src", tmp_path / "ref", **cfg), False, listing)
+    original, calls = writer._Shard.write, []
+
+    def filling(self, data):
+        calls.append(1)
+        if len(calls) > 7:  # mid-run: a few shards are committed, the next one is half written
+            _disk_full()
+        original(self, data)
+
+    with monkeypatch.context() as m:
+        m.setattr(writer._Shard, "write", filling)
+        with pytest.raises(RuntimeError) as info:
+            write_shards(_cfg(tmp_path / "src", tmp_path / "out", **cfg), False, listing)
+    message = str(info.value)
+    assert message.startswith("disk full while writing") and str(tmp_path / "out") in message
+    assert "run the same command again" in message and "\n" not in message
+    write_shards(_cfg(tmp_path / "src", tmp_path / "out", **cfg), False, listing)
+    assert _shard_bytes(tmp_path / "out") == _shard_bytes(tmp_path / "ref")
+    assert errorlog.read_errors(tmp_path / "out") == errorlog.read_errors(tmp_path / "ref")
+
+
+def test_a_torn_line_in_errors_jsonl_leaves_the_folder_resumable(tmp_path, monkeypatch):
+    listing = _listing(tmp_path / "src", n=12, bad=True)
+    cfg = dict(max_count=2, max_errors=1.0)
+    write_shards(_cfg(tmp_path / "src", tmp_path / "ref", **cfg), False, listing)
+
+    def torn_append(folder, records):  # the disk fills up half-way through the line
+        data = "".join(json.dumps(r) + "\n" for r in records).encode()
+        with open(Path(folder) / "errors.jsonl", "ab") as f:
+            f.write(data[: len(data) // 2 + 3])
+        _disk_full()
+
+    with monkeypatch.context() as m:
+        m.setattr(errorlog, "append", torn_append)
+        with pytest.raises(RuntimeError, match="disk full"):
+            write_shards(_cfg(tmp_path / "src", tmp_path / "out", **cfg), False, listing)
+    text = (tmp_path / "out" / "errors.jsonl").read_text()
+    assert text and not text.endswith("\n")  # the torn line is there
+    write_shards(_cfg(tmp_path / "src", tmp_path / "out", **cfg), False, listing)
+    assert _shard_bytes(tmp_path / "out") == _shard_bytes(tmp_path / "ref")
+    assert (tmp_path / "out" / "errors.jsonl").read_text() == (tmp_path / "ref" / "errors.jsonl").read_text()
+    # a torn line at the end of a finished folder (a later append cut short) is dropped on the next run
+    with open(tmp_path / "ref" / "errors.jsonl", "a") as f:
+        f.write('{"id": "bad_te')
+    summary = write_shards(_cfg(tmp_path / "src", tmp_path / "ref", **cfg), False, listing)
+    assert summary["written"] == 0 and len(errorlog.read_errors(tmp_path / "ref")) == 3
+    assert (tmp_path / "ref" / "errors.jsonl").read_text().endswith("}\n")
+
+
+# --- clipping and held-out splits -------------------------------------------------------------------
+
+
+def test_out_of_range_float_audio_is_counted_and_in_range_audio_is_untouched(tmp_path):
+    listing = _listing(tmp_path / "src", n=3)
+    loud = tmp_path / "src" / "loud.wav"
+    x = (1.5 * np.sin(np.linspace(0, 40 * np.pi, 16000))).astype(np.float32)
+    sf.write(loud, x, 16000, subtype="FLOAT")  # float WAV keeps samples above 1.0
+    listing.tracks.append(Track("loud", loud, "test", "train", {"title": "Loud"}))
+    summary = write_shards(_cfg(tmp_path / "src", tmp_path / "out"), False, listing)
+    expected = int(np.count_nonzero(np.abs(x) > 1.0))
+    samples = _read(tmp_path / "out")
+    assert samples["loud"]["meta"]["extra"]["clipped_samples"] == expected > 1000
+    assert all("extra" not in samples[f"t{i:02d}"]["meta"] for i in range(3))
+    assert (summary["clipped_tracks"], summary["clipped_samples"]) == (1, expected)
+    assert mf.read_manifest(tmp_path / "out")["clipped"] == {"tracks": 1, "samples": expected}
+    audio, _ = sf.read(io.BytesIO(samples["loud"]["audio"]), dtype="int16")
+    assert audio.max() == 32767 and audio.min() == -32768  # clipped, never wrapped
+
+
+def test_held_out_fractions_split_tracks_without_splits_by_key_hash(tmp_path):
+    from muser.shards.sources.holdout import split_of
+
+    listing = _listing(tmp_path / "src", n=30, seconds=0.1)
+    for t in listing.tracks:
+        t.split = "all"
+    fractions = dict(valid_fraction=0.2, test_fraction=0.3)
+    write_shards(_cfg(tmp_path / "src", tmp_path / "out", **fractions), False, listing)
+    samples = _read(tmp_path / "out")
+    assert {s["meta"]["split"] for s in samples.values()} == {"train", "valid", "test"}
+    for key, s in samples.items():
+        assert s["meta"]["split"] == split_of(key, 0.2, 0.3) and s["shard"].startswith(s["meta"]["split"])
+    with pytest.raises(ValueError, match=r"valid_fraction 0.2 -> 0.1.*--overwrite"):
+        write_shards(
+            _cfg(tmp_path / "src", tmp_path / "out", valid_fraction=0.1, test_fraction=0.3), False, listing
+        )
+    # a folder written before the options existed resumes with their defaults as no change
+    write_shards(_cfg(tmp_path / "src", tmp_path / "old"), False, listing)
+    manifest = mf.read_manifest(tmp_path / "old")
+    del manifest["options"]["valid_fraction"], manifest["options"]["test_fraction"]
+    mf.write_manifest(tmp_path / "old", manifest)
+    assert write_shards(_cfg(tmp_path / "src", tmp_path / "old"), False, listing)["resumed"] == 30
+    assert set(mf.read_manifest(tmp_path / "old")["splits"]) == {"all"}
+
+
+@pytest.mark.parametrize(
+    "fractions,match",
+    [
+        (dict(valid_fraction=1.0), r"--valid-fraction .*\[0, 1\)"),
+        (dict(test_fraction=-0.1), r"--test-fraction"),
+        (dict(valid_fraction=float("nan")), r"--valid-fraction"),
+        (dict(valid_fraction=0.5, test_fraction=0.5), r"add up to 1.*below 1"),
+    ],
+)
+def test_bad_fractions_are_one_sentence(tmp_path, fractions, match):
+    with pytest.raises(ValueError, match=match):
+        write_shards(_cfg(tmp_path, tmp_path / "out", **fractions), False, _listing(tmp_path, n=1))
+
+
+def test_fractions_are_refused_for_a_source_with_its_own_splits(tmp_path):
+    listing = _listing(tmp_path / "src", n=3)  # train/valid/test of its own
+    with pytest.raises(ValueError, match=r"already puts its tracks in test, train, valid"):
+        write_shards(_cfg(tmp_path / "src", tmp_path / "out", valid_fraction=0.1), False, listing)
+    assert not (tmp_path / "out").exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import stat
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -59,7 +60,8 @@ class SourceListing:
 
 
 def short_hash(text: str, n: int = 8) -> str:
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:n]
+    # surrogateescape: a non-UTF-8 file name hashes as its raw bytes instead of raising
+    return hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:n]
 
 
 def key_safe(text: str, max_len: int = 96) -> str:
@@ -94,9 +96,14 @@ def is_audio(path: Path) -> bool:
 
 def file_error(path: Path | None, listed_in: str) -> str | None:
     """The cheap checks every source runs before decoding: listed but missing, or empty."""
+    if path is not None and path.is_symlink() and not path.exists():
+        return f"listed in {listed_in}, but a dangling or looping symbolic link"
     if path is None or not path.exists():
         return f"listed in {listed_in} but missing on disk"
-    if path.stat().st_size == 0:
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block whoever opens it: never opened
+        return "not a regular file (a folder, FIFO or device); it was not opened"
+    if st.st_size == 0:
         return "empty file (0 bytes)"
     return None
 

@@ -9,6 +9,7 @@ multi-label). Label columns never reach the captions, so a label can be scored w
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from pathlib import Path
@@ -22,11 +23,11 @@ from muser.shards.sources.base import (
     compact,
     file_error,
     finish,
-    is_audio,
     key_safe,
     short_hash,
     year_of,
 )
+from muser.shards.sources.walk import audio_files
 
 LABEL_TASKS = {"genre": "single"}
 _SPLITS = {
@@ -135,20 +136,87 @@ def read_credit(path: Path) -> dict[str, Any]:
 
 
 def read_sidecar(path: Path) -> dict[str, dict[str, Any]]:
-    """Rows of a CSV (header row) or JSONL file keyed by their `path` column (relative, '/'-separated)."""
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
-    elif path.suffix.lower() in (".jsonl", ".ndjson"):
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    else:
+    """Rows of a CSV (header row) or JSONL file keyed by their `path` column (relative, '/'-separated).
+
+    Raises ValueError naming the file and line for anything that is not clean UTF-8 CSV/JSONL: bad bytes,
+    a row with more fields than the header, a field over MAX_FIELD characters, a line that is not JSON.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".jsonl", ".ndjson"):
         raise ValueError(f"--metadata {path} must be a .csv or .jsonl file keyed by relative path")
+    text = _utf8_text(path)
+    rows = _csv_rows(path, text) if suffix == ".csv" else _jsonl_rows(path, text)
     out = {}
-    for i, row in enumerate(rows):
+    for line, row in rows:
         if not isinstance(row, dict) or not row.get("path"):
-            raise ValueError(f"row {i + 1} of {path} has no 'path' column (the file's path relative to SRC)")
+            raise ValueError(f"{path} line {line} has no 'path' column (the file's path relative to SRC)")
         out[str(row["path"]).replace("\\", "/").removeprefix("./")] = row
     return out
+
+
+# csv's own default field limit, applied to JSONL values too: a longer field is nearly always an unclosed
+# quote swallowing the rest of the file, and in any case no caption field.
+MAX_FIELD = 131072
+
+
+def _utf8_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path} line {line} is not UTF-8 (byte 0x{data[err.start]:02x}); save the file as UTF-8"
+        ) from None
+
+
+def _csv_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
+    """(line, row) for each data row; line is where the row starts in the file."""
+    # strict: a quote left open runs to the end of the file and must be an error, not one giant title
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows: list[tuple[int, dict[str, Any]]] = []
+    header: list[str] | None = None
+    while True:
+        start = reader.line_num + 1
+        try:
+            fields = next(reader, None)
+        except csv.Error as err:
+            what = f"a field is longer than {MAX_FIELD} characters" if "larger" in str(err) else str(err)
+            if "larger" in str(err) or "end of data" in str(err):
+                what += " (an unclosed quote?)"
+            raise ValueError(f"{path} line {start}: {what}; fix that row") from None
+        if fields is None:
+            return rows
+        if header is None:
+            header = fields
+            continue
+        if not any(f.strip() for f in fields):
+            continue  # a blank line
+        if len(fields) > len(header):
+            raise ValueError(
+                f"{path} line {start} has {len(fields)} fields but the header has {len(header)}; quote "
+                "values that contain commas"
+            )
+        rows.append((start, dict(zip(header, fields + [""] * (len(header) - len(fields)), strict=True))))
+
+
+def _jsonl_rows(path: Path, text: str) -> list[tuple[int, Any]]:
+    rows = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as err:
+            raise ValueError(f"{path} line {i} is not valid JSON ({getattr(err, 'msg', err)})") from None
+        if isinstance(row, dict):
+            long = [k for k, v in row.items() if len(str(v)) > MAX_FIELD]
+            if long:
+                raise ValueError(
+                    f"{path} line {i}: field {long[0]!r} is longer than {MAX_FIELD} characters; shorten it"
+                )
+        rows.append((i, row))
+    return rows
 
 
 def _from_sidecar(row: dict[str, Any], where: str) -> dict[str, Any]:
@@ -217,13 +285,18 @@ def discover(root: Path, metadata: str | None = None) -> SourceListing:
             raise ValueError(f"--metadata {metadata} not found (looked at it as given and inside {root})")
         sidecar = read_sidecar(side)
         notes.append(f"metadata from {side.name}: {len(sidecar)} rows")
-    files = {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if is_audio(p)}
-    if not files and not sidecar:
+    entries = {e.rel: e for e in audio_files(root)}
+    files = {rel: e.path for rel, e in entries.items() if e.error is None}
+    if not entries and not sidecar:
         raise ValueError(
             f"no audio files ({', '.join(['.wav', '.flac', '.ogg', '.mp3', '...'])}) found under {root}"
         )
     tracks = []
-    for rel in sorted(set(files) | set(sidecar)):
+    for rel in sorted(set(entries) | set(sidecar)):
+        if rel in entries and entries[rel].error:  # a link, FIFO, unreadable folder or undecodable name
+            path, error = entries[rel].path, entries[rel].error
+            tracks.append(Track(folder_id(rel), path, "folder", "all", {}, error))
+            continue
         path = files.get(rel)
         error = file_error(path, f"{Path(metadata).name if metadata else 'metadata'}")
         meta: dict[str, Any] = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from muser.shards.sources.base import SourceListing, Track, compact, file_error, finish, is_audio, make_id
+from muser.shards.sources.walk import audio_files
 
 LABEL_TASKS = {"genre": "single"}
 GENRE_DIRS = ("genres", "genres_original")  # the original archive; the Kaggle copy's folder name
@@ -70,7 +71,8 @@ def discover(src: Path, split_dir: str | None = None) -> SourceListing:
     tracks, left_out = [], 0
     for genre_dir in sorted(d for d in genres_dir.iterdir() if d.is_dir()):
         genre = genre_dir.name
-        for path in sorted(f for f in genre_dir.iterdir() if is_audio(f)):
+        for entry in audio_files(genre_dir, recursive=False):  # special files come back with an error
+            path = entry.path
             split = "all"
             if splits is not None:
                 split = splits.get(f"{genre}/{path.stem}")
@@ -83,11 +85,8 @@ def discover(src: Path, split_dir: str | None = None) -> SourceListing:
                 "labels": {"genre": genre},
                 "extra": {"path": path.relative_to(genres_dir).as_posix()},
             }
-            tracks.append(
-                Track(
-                    make_id("gtzan", stem), path, "gtzan", split, compact(meta), file_error(path, "genres/")
-                )
-            )
+            error = entry.error or file_error(path, "genres/")
+            tracks.append(Track(make_id("gtzan", stem), path, "gtzan", split, compact(meta), error))
     notes = [f"{len(tracks)} files in {len({t.meta['genres'][0] for t in tracks})} genres under {genres_dir}"]
     if splits is not None:
         notes.append(f"{left_out} files in no split list were left out (fault-filtered)")

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
+from pathlib import Path
+
 import pytest
 
 from muser.config import ShardConfig
-from muser.shards.sources import discover
+from muser.shards.errorlog import read_errors
+from muser.shards.sources import discover, walk
+from muser.shards.sources.base import file_error
 from muser.shards.sources.folder import read_credit, read_tags
+from muser.shards.writer import write_shards
 from muser.synth import make_corpus
-from tests.shards.sources.helpers import broken, check_listing, source_errors
+from tests.shards.sources.helpers import KEY, broken, check_listing, source_errors
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +168,93 @@ def test_sidecar_label_lists_and_bad_columns(tmp_path):
     bad.write_text(f'path,label_ bad task\n"{rel}",x\n')
     with pytest.raises(ValueError, match="label_<task>"):
         discover(ShardConfig(src=str(src), metadata=str(bad)))
+
+
+@contextlib.contextmanager
+def _no_hang(seconds: int):
+    """Fail instead of blocking forever (a FIFO opened for reading waits for a writer that never comes)."""
+
+    def hung(*_):
+        raise AssertionError(f"still running after {seconds} s: something opened a FIFO")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_links_fifos_unreadable_folders_and_undecodable_names_are_listed(tmp_path, monkeypatch):
+    src = make_corpus(
+        tmp_path / "src", "folder", n_per_class=1, seconds=0.5, sample_rate=8000, styles=["blues"]
+    )
+    good = sorted(src.rglob("*.ogg"))[0]
+    (src / "dangling.wav").symlink_to(src / "gone.wav")
+    (src / "self.wav").symlink_to(src / "self.wav")  # resolving it loops
+    (src / "up").symlink_to(src)  # a folder link back to an ancestor: a loop, not followed
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(good, elsewhere / "kept.ogg")
+    (src / "more").symlink_to(elsewhere)  # a folder link elsewhere: followed
+    os.mkfifo(src / "pipe.wav")
+    locked = src / "locked"
+    locked.mkdir()
+    shutil.copy(good, locked / "inside.ogg")
+    locked.chmod(0)
+    if os.geteuid() == 0:  # root reads any folder: make this one fail as it would for a user
+        real_scandir = os.scandir
+
+        def scandir(path):
+            if Path(path) == locked:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_scandir(path)
+
+        monkeypatch.setattr(walk.os, "scandir", scandir)
+    bad_name = os.path.join(os.fsencode(src), b"caf\xe9.ogg")  # Latin-1 bytes: not UTF-8
+    with open(bad_name, "wb") as f:
+        f.write(good.read_bytes())
+    try:
+        with _no_hang(120):
+            listing = discover(ShardConfig(src=str(src), source="folder"))
+            errors = {
+                t.meta.get("extra", {}).get("path") or t.path.name: t.error for t in listing.tracks if t.error
+            }
+            by_rel = {os.path.relpath(t.path, src): t for t in listing.tracks}
+            assert "dangling symbolic link" in by_rel["dangling.wav"].error
+            assert "symbolic link loop" in by_rel["self.wav"].error
+            assert "symbolic link loop" in by_rel["up"].error and "up/blues" not in str(by_rel)
+            assert "named pipe (FIFO)" in by_rel["pipe.wav"].error
+            assert "unreadable folder" in by_rel["locked"].error
+            assert "not valid UTF-8" in by_rel["caf\udce9.ogg"].error
+            assert by_rel["more/kept.ogg"].error is None
+            assert len(errors) == 6 and all(KEY.match(t.id) for t in listing.tracks)
+            dst = tmp_path / "out"
+            cfg = ShardConfig(src=str(src), dst=str(dst), source="folder", workers=2, max_errors=1.0)
+            summary = write_shards(cfg, progress=False)
+        logged = {r["path"].removeprefix(str(src) + "/"): r["reason"] for r in read_errors(dst)}
+        assert set(logged) == {"dangling.wav", "self.wav", "up", "pipe.wav", "locked", "caf\\xe9.ogg"}
+        assert summary["errors"] == 6 and summary["written"] == len(listing.tracks) - 6
+    finally:
+        locked.chmod(0o755)
+
+
+def test_gtzan_lists_special_files_in_a_genre_folder(tmp_path):
+    src = make_corpus(tmp_path / "src", "gtzan", n_per_class=1, seconds=0.5, sample_rate=8000)
+    genre = sorted((src / "genres").iterdir())[0]
+    os.mkfifo(genre / f"{genre.name}.00090.wav")
+    (genre / f"{genre.name}.00091.wav").symlink_to(genre / "nowhere.wav")
+    with _no_hang(60):
+        listing = discover(ShardConfig(src=str(src)))
+    reasons = {t.path.name: t.error for t in listing.tracks if t.error}
+    assert "named pipe" in reasons[f"{genre.name}.00090.wav"]
+    assert "dangling symbolic link" in reasons[f"{genre.name}.00091.wav"]
+
+
+def test_listed_special_files_are_never_opened(tmp_path):
+    os.mkfifo(tmp_path / "pipe.mp3")
+    (tmp_path / "dangling.mp3").symlink_to(tmp_path / "nowhere.mp3")
+    with _no_hang(30):
+        assert "not a regular file" in file_error(tmp_path / "pipe.mp3", "annotations_final.csv")
+        assert "dangling" in file_error(tmp_path / "dangling.mp3", "annotations_final.csv")
