@@ -99,18 +99,20 @@ def _open_output(cfg: EmbedConfig) -> tuple[Path, dict[str, Any] | None]:
     root = Path(cfg.output)
     if root.exists() and not root.is_dir():
         raise ValueError(f"--output {root} is a file; pass a folder for the catalogue")
-    existing = read_info(root) if root.is_dir() else None
-    if root.is_dir() and existing is None:
-        foreign = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
-        if foreign and not (set(foreign) <= {parts.PARTS, parts.EMBEDDINGS, index_mod.INDEX}):
+    if root.is_dir():
+        ours = {CATALOGUE, parts.PARTS, parts.EMBEDDINGS, index_mod.INDEX}
+        foreign = sorted(p.name for p in root.iterdir() if not p.name.startswith(".") and p.name not in ours)
+        if foreign and not (root / CATALOGUE).is_file():
             raise ValueError(
                 f"{root} holds files that are not a catalogue's ({', '.join(foreign[:3])}); "
                 "choose a new or empty folder for --output"
             )
-    if cfg.overwrite and root.is_dir():
-        _clear(root)
-        existing = None
+        if cfg.overwrite:  # before reading catalogue.json: --overwrite also recovers a damaged one
+            _clear(root)
+    existing = read_info(root) if root.is_dir() else None
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(f"{parts.PARTS}/*/.*.tmp"):  # parts a killed run was writing
+        stale.unlink()
     return root, existing
 
 
