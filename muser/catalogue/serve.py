@@ -135,15 +135,16 @@ def create_app(catalogue: Catalogue, allowed_hosts: list[str] | None = None) -> 
         year = None if lo is None and hi is None else (lo, hi)
         return {"genre": genre, "tag": tag, "artist": artist, "year": year}
 
-    Field = Query(None, max_length=MAX_FIELD)
+    def field() -> Any:  # one Query object per parameter: FastAPI binds a shared one to a single name
+        return Query(None, max_length=MAX_FIELD)
 
     @app.get("/api/search")
     def search(
         q: str = Query(..., max_length=MAX_QUERY),
         k: int = Query(10, ge=1, le=MAX_K),
-        genre: str | None = Field,
-        tag: str | None = Field,
-        artist: str | None = Field,
+        genre: str | None = field(),
+        tag: str | None = field(),
+        artist: str | None = field(),
         year_min: int | None = Query(None, ge=0, le=9999),
         year_max: int | None = Query(None, ge=0, le=9999),
     ) -> dict[str, Any]:
@@ -156,9 +157,9 @@ def create_app(catalogue: Catalogue, allowed_hosts: list[str] | None = None) -> 
     def similar(
         key: str,
         k: int = Query(10, ge=1, le=MAX_K),
-        genre: str | None = Field,
-        tag: str | None = Field,
-        artist: str | None = Field,
+        genre: str | None = field(),
+        tag: str | None = field(),
+        artist: str | None = field(),
         year_min: int | None = Query(None, ge=0, le=9999),
         year_max: int | None = Query(None, ge=0, le=9999),
     ) -> dict[str, Any]:
