@@ -207,3 +207,16 @@ def test_bad_options_are_one_sentence(shards, pretrained, tmp_path):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     with pytest.raises(ValueError, match="is not a folder"):
         embed(embed_config(tmp_path / "missing", tmp_path / "b", pretrained))
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_processes_under_torchrun_embed_every_track_once(catalogue_dir, shards, pretrained, tmp_path):
+    summary = embed(embed_config(shards, tmp_path / "emb", pretrained, procs=2))
+    assert summary["processes"] == 2 and summary["embedded_shards"] == _shard_count(shards)
+    assert not (tmp_path / "emb" / ".launch.json").exists()
+    got, reference = _table(tmp_path / "emb"), _table(catalogue_dir)
+    assert got.column("key").to_pylist() == reference.column("key").to_pylist()
+    np.testing.assert_allclose(
+        vectors_of(got, "audio_embedding"), vectors_of(reference, "audio_embedding"), atol=1e-6
+    )
