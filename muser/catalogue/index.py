@@ -21,7 +21,7 @@ INDEX = "index.faiss"
 HNSW_M = 32  # graph degree: recall vs memory (M * 8 bytes of links per vector per layer)
 HNSW_EF_CONSTRUCTION = 80  # candidate list while building: recall vs build time
 HNSW_EF_SEARCH = 128  # candidate list while searching (at least 2k): recall vs latency
-EXACT_BELOW = 50_000  # a filtered HNSW search over at most this many rows is done exactly
+EXACT_BELOW = 50_000  # a filtered HNSW search keeping at most this many rows scans them exactly
 
 
 def new_index(kind: str, dim: int) -> faiss.Index:
@@ -62,22 +62,29 @@ def read_index(path: Path) -> faiss.Index:
 
 
 def search(
-    index: faiss.Index, q: np.ndarray, k: int, mask: np.ndarray | None = None
+    index: faiss.Index,
+    q: np.ndarray,
+    k: int,
+    mask: np.ndarray | None = None,
+    ef_search: int = HNSW_EF_SEARCH,
 ) -> tuple[np.ndarray, np.ndarray]:
     """q: (D,) unit query -> (scores, row ids), best first, at most k (fewer when fewer rows qualify).
 
-    mask: (N,) bool rows allowed (None: all).
+    mask: (N,) bool rows allowed (None: all). ef_search: HNSW's candidate list (raised to 2k at least).
     """
     q = np.ascontiguousarray(q, dtype=np.float32).reshape(1, -1)
     n = index.ntotal
     k = min(k, n if mask is None else int(mask.sum()))
     if k <= 0:
         return np.zeros(0, np.float32), np.zeros(0, np.int64)
-    hnsw = kind_of(index) == "hnsw"
-    if mask is not None and hnsw and mask.sum() <= EXACT_BELOW:
-        return _exact_subset(index, q[0], k, np.flatnonzero(mask))
-    params = faiss.SearchParametersHNSW(efSearch=max(HNSW_EF_SEARCH, 2 * k)) if hnsw else None
-    keep_alive: list = []  # SWIG does not hold Python references: the bitmap and selector must outlive search
+    params = None
+    if kind_of(index) == "hnsw":
+        if mask is not None and mask.sum() <= EXACT_BELOW:
+            # Few rows pass the filter: scan the vectors HNSWFlat keeps (exact; the graph could miss them).
+            index = faiss.downcast_index(index.storage)
+        else:
+            params = faiss.SearchParametersHNSW(efSearch=max(ef_search, 2 * k))
+    keep_alive: list = []  # SWIG holds no Python references: the bitmap and selector must outlive search
     if mask is not None:
         bits = np.packbits(mask.astype(bool), bitorder="little")
         selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
@@ -88,12 +95,3 @@ def search(
     keep_alive.clear()
     keep = ids[0] >= 0  # FAISS pads with -1 when it found fewer than k
     return scores[0][keep], ids[0][keep].astype(np.int64)
-
-
-def _exact_subset(
-    index: faiss.Index, q: np.ndarray, k: int, rows: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    vectors = index.reconstruct_batch(rows)  # (n, D): HNSWFlat keeps the vectors themselves
-    scores = vectors @ q
-    top = np.argsort(-scores, kind="stable")[:k]
-    return scores[top].astype(np.float32), rows[top].astype(np.int64)
