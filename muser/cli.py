@@ -614,7 +614,7 @@ def embed_cmd(src: tuple[str, ...], index_kind: str, workers: int, quiet: bool, 
 
     from rich.console import Console
 
-    from muser.catalogue.display import embed_table
+    from muser.catalogue.display import print_embed_summary
     from muser.catalogue.embed import embed
 
     cfg = EmbedConfig(
@@ -631,7 +631,7 @@ def embed_cmd(src: tuple[str, ...], index_kind: str, workers: int, quiet: bool, 
     except (RuntimeError, OSError) as err:
         raise click.ClickException(str(err)) from None
     if not quiet:
-        Console(stderr=True).print(embed_table(summary))
+        print_embed_summary(summary, Console(stderr=True))
     click.echo(json.dumps({k: v for k, v in summary.items() if k != "catalogue"}))
 
 
@@ -690,8 +690,10 @@ def search_cmd(
     if as_json:
         click.echo(json.dumps(out, indent=1, ensure_ascii=False))
         return
-    title = {"text": "text", "audio": "tracks like", "similar": "tracks like"}[out["kind"]]
-    Console().print(hits_table(out["results"], f"{title}: {out['query']}"))
+    seed = out.get("track") or {}
+    named = " by ".join(x for x in (seed.get("title"), seed.get("artist")) if x) or out["query"]
+    title = {"text": f"text: {out['query']}", "audio": f"sounds like {out['query']}"}.get(out["kind"])
+    Console().print(hits_table(out["results"], title or f"tracks like {named}"))
 
 
 @main.command("serve")

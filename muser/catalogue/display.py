@@ -50,8 +50,8 @@ class EmbedProgress:
             self.progress.stop()
 
 
-def embed_table(summary: dict[str, Any]) -> Table:
-    """The closing table of `muser embed`: what the catalogue holds and what this run did."""
+def print_embed_summary(summary: dict[str, Any], console: Console) -> None:
+    """The closing table of `muser embed` (what the catalogue holds) and a line on what this run did."""
     info = summary["catalogue"]
     counts = info["counts"]
     table = Table(title=f"muser embed -> {summary['output']}", show_header=False)
@@ -64,13 +64,14 @@ def embed_table(summary: dict[str, Any]) -> Table:
     table.add_row("dimension / tower", f"{info['dimension']} / {info['tower']}")
     table.add_row("index", f"{info['index']['kind']} ({info['index']['metric']})")
     table.add_row("checkpoint", f"{info['checkpoint']['path']} ({info['checkpoint']['fingerprint'][:12]})")
+    console.print(table)
     rate = summary.get("tracks_per_s")
-    table.caption = (
-        f"{summary['embedded_shards']} shards embedded, {summary['reused_shards']} already done; "
-        f"{summary['elapsed_s']:.1f} s"
-        + (f", {rate:.1f} tracks/s, {summary['audio_hours_per_s']:.3f} audio h/s" if rate else "")
+    speed = f"; {rate:.1f} tracks/s, {summary['audio_hours_per_s']:.3f} audio h/s" if rate else ""
+    console.print(
+        f"shards embedded {summary['embedded_shards']}, already done {summary['reused_shards']}; "
+        f"{summary['elapsed_s']:.1f} s in all{speed}",
+        soft_wrap=True,
     )
-    return table
 
 
 def _duration(seconds: float | None) -> str:

@@ -7,9 +7,11 @@ catalogue.json is written here first (complete: false), so a killed run is recog
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -130,11 +132,12 @@ def _resolve(cfg: EmbedConfig, root: Path, sample_rate: int) -> list[ShardFolder
         path = Path(src)
         if not path.is_dir():
             raise ValueError(f"SRC {src} is not a folder; pass shard folders or folders of audio")
-        folder = (
-            ShardFolder.open(path)
-            if is_shard_folder(path)
-            else resolve_shards(spec, path, cache / "shards", sample_rate, progress=cfg.progress)
-        )
+        if is_shard_folder(path):
+            folder = ShardFolder.open(path)
+        else:
+            # The sharding summary goes to stderr with the bars: stdout carries embed's own result.
+            with contextlib.redirect_stdout(sys.stderr):
+                folder = resolve_shards(spec, path, cache / "shards", sample_rate, progress=cfg.progress)
         assert folder.root is not None
         if folder.root.resolve() in seen:
             continue  # the same folder twice adds nothing

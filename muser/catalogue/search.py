@@ -269,4 +269,7 @@ def run_search(
         if catalogue.row_of(similar) is None:
             raise ValueError(f"--similar {similar!r} is not a track of {emb}")
         hits = catalogue.similar(similar, k, **filters)
-    return {"query": text or str(audio or similar), "kind": given[0], "k": k, "results": hits}
+    out = {"query": text or str(audio or similar), "kind": given[0], "k": k, "results": hits}
+    if similar:
+        out["track"] = {f: catalogue.record(similar)[f] for f in ("key", "title", "artist")}
+    return out
