@@ -26,12 +26,12 @@ from muser.catalogue.plan import read_info
 Year = int | tuple[int | None, int | None] | None
 
 
-def _contains(column: pa.Array, value: str) -> np.ndarray:
+def _contains(column: pa.ChunkedArray, value: str) -> np.ndarray:
     """(N,) bool: rows whose list column holds `value` (case-insensitive), from the flattened values."""
     flat = pc.utf8_lower(pc.list_flatten(column))
-    rows = pc.list_parent_indices(column).filter(pc.equal(flat, value.strip().lower())).to_numpy()
+    rows = pc.filter(pc.list_parent_indices(column), pc.equal(flat, value.strip().lower()))
     mask = np.zeros(len(column), dtype=bool)
-    mask[rows] = True
+    mask[rows.to_numpy()] = True
     return mask
 
 
@@ -51,9 +51,9 @@ def filter_mask(
         return None
     mask = np.ones(table.num_rows, dtype=bool)
     if genre:
-        mask &= _contains(table.column("genres").chunk(0), genre)
+        mask &= _contains(table.column("genres"), genre)
     if tag:
-        mask &= _contains(table.column("tags").chunk(0), tag)
+        mask &= _contains(table.column("tags"), tag)
     if artist:
         found = pc.match_substring(table.column("artist"), artist.strip(), ignore_case=True)
         mask &= pc.fill_null(found, False).to_numpy(zero_copy_only=False)
