@@ -572,7 +572,13 @@ def eval_cmd(
     show_default=True,
     help="flat: exact inner product; hnsw: approximate, for catalogues of millions.",
 )
-@click.option("--batch-size", type=click.IntRange(1), default=EmbedConfig.batch_size, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=EmbedConfig.batch_size,
+    show_default=True,
+    help="Chunks per forward pass.",
+)
 @click.option(
     "--workers",
     type=click.IntRange(0),
@@ -592,7 +598,7 @@ def eval_cmd(
     "--cache-dir",
     type=click.Path(file_okay=False),
     default=None,
-    help="Where a raw SRC folder is sharded (default EMB/../.muser_cache, shared with `muser eval`).",
+    help="Where a raw SRC folder is sharded once (default EMB/../.muser_cache, as `muser eval` does).",
 )
 @click.option("--preset", default=EmbedConfig.preset, show_default=True, help="Architecture of `random`.")
 @click.option("--seed", type=int, default=EmbedConfig.seed, show_default=True, help="Seed of `random`.")
