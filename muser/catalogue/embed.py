@@ -130,8 +130,8 @@ def assemble(plan: Plan) -> dict[str, Any]:
             path = root / shard["part"]
             if parts.part_info(path) is None:
                 raise RuntimeError(
-                    f"the part of {shard['name']} from {src['path']} is missing ({path}); run the same "
-                    "`muser embed` command again to embed it"
+                    f"the part of {shard['name']} from {src['path']} is missing ({path}); run `muser embed` "
+                    "with that folder again to embed it, or --overwrite to rebuild the catalogue"
                 )
             paths.append(path)
             shards += 1
