@@ -15,6 +15,7 @@ _EXPORTS = {
     "make_loader": "muser.shards.reader",
     "contrastive_loss": "muser.kernels",
     "TriModalLoss": "muser.losses",
+    "Catalogue": "muser.catalogue.search",
 }
 
 __all__ = ["__version__", *_EXPORTS]

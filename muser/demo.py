@@ -2,7 +2,8 @@
 
 Generate an FMA-layout corpus (genres, parent genres, tags, moods, titles, artists: captions as rich as a
 real catalogue's), shard it, pretrain the tiny preset with L(A,T) + L(S,T) on the train split, then evaluate
-on the held-out test split: zero-shot, linear/MLP probe and retrieval, against random weights and MFCCs.
+on the held-out test split: zero-shot, linear/MLP probe and retrieval, against random weights and MFCCs,
+and end with the corpus as a searchable catalogue (`muser embed`) and one text search over it.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def run_demo(
         return time.perf_counter()
 
     # 1. A corpus in the real FMA layout: held-out test tracks come from tracks.csv's split column.
-    t0 = stage("1/4  built-in corpus (FMA layout, 6 styles)")
+    t0 = stage("1/5  built-in corpus (FMA layout, 6 styles)")
     corpus = out / "corpus"
     if not (corpus / "fma_metadata" / "tracks.csv").is_file():
         make_corpus(
@@ -94,7 +95,7 @@ def run_demo(
     timings["corpus_s"] = time.perf_counter() - t0
 
     # 2. Shards (resumes, so a second `muser demo` reuses them).
-    t0 = stage("2/4  muser shard")
+    t0 = stage("2/5  muser shard")
     shards = out / "shards"
     write_shards(ShardConfig(src=str(corpus / "fma_small"), dst=str(shards), source="fma", workers=2))
     timings["shard_s"] = time.perf_counter() - t0
@@ -104,7 +105,7 @@ def run_demo(
     import torch
 
     gpus = 1 if torch.cuda.is_available() else 0
-    t0 = stage(f"3/4  muser pretrain (tiny preset, {size.steps} steps, {'GPU' if gpus else 'CPU'})")
+    t0 = stage(f"3/5  muser pretrain (tiny preset, {size.steps} steps, {'GPU' if gpus else 'CPU'})")
     run = out / "run"
     finished = _finished_run(run)
     train = TrainConfig(
@@ -132,7 +133,7 @@ def run_demo(
     timings["pretrain_s"] = time.perf_counter() - t0
 
     # 4. Downstream evaluation on the held-out test split, with both baselines in the same report.
-    t0 = stage("4/4  muser eval (held-out test tracks)")
+    t0 = stage("4/5  muser eval (held-out test tracks)")
     result = run_eval(
         EvalConfig(
             task="fma",
@@ -149,6 +150,11 @@ def run_demo(
         console=console,
     )
     timings["eval_s"] = time.perf_counter() - t0
+
+    # 5. The corpus as a catalogue: every track embedded once, then one text search over it.
+    t0 = stage("5/5  muser embed (the corpus as a searchable catalogue)")
+    catalogue, hits = _catalogue(out, shards, run / "model", retrained=finished is None)
+    timings["catalogue_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
 
     summary = {
@@ -160,17 +166,23 @@ def run_demo(
             for r in result["results"]
             if r.get("fraction") in (None, 1.0)
         },
+        "search": {
+            "query": DEMO_QUERY,
+            "results": [{k: h[k] for k in ("key", "score", "genres")} for h in hits],
+        },
         "timings": timings,
         "paths": {
             "corpus": str(corpus),
             "shards": str(shards),
             "run": str(run),
             "model": str(run / "model"),
+            "catalogue": str(catalogue),
             **result.get("outputs", {}),
         },
     }
     (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
     _print_summary(console, summary)
+    _print_search(console, catalogue, hits)
     return summary
 
 
@@ -209,4 +221,32 @@ def _print_summary(console: Console, summary: dict[str, Any]) -> None:
             "\n".join(f"{k:>14}: {v}" for k, v in paths.items()) + "\n\n" + REAL_DATA_HINT,
             title="where things are",
         )
+    )
+
+
+DEMO_QUERY = "a calm ambient song with soft synths"
+
+
+def _catalogue(out: Path, shards: Path, model: Path, retrained: bool) -> tuple[Path, list[dict[str, Any]]]:
+    """Embed the demo shards into out/catalogue (resumed when the model is the same; rebuilt after a new
+    pretraining) and run DEMO_QUERY over it."""
+    from muser.catalogue.config import EmbedConfig
+    from muser.catalogue.embed import embed
+    from muser.catalogue.search import Catalogue
+
+    catalogue = out / "catalogue"
+    # No reader workers: starting them costs more than decoding a few hundred short clips.
+    embed(EmbedConfig([str(shards)], str(catalogue), str(model), num_workers=0, overwrite=retrained))
+    return catalogue, Catalogue.open(catalogue).search_text(DEMO_QUERY, k=5)
+
+
+def _print_search(console: Console, catalogue: Path, hits: list[dict[str, Any]]) -> None:
+    from muser.catalogue.display import hits_table
+
+    console.print(hits_table(hits, f"muser search: {DEMO_QUERY}"))
+    console.print(
+        "Search the catalogue again, or browse and play it in a web page:\n"
+        f'  muser search {catalogue} "slow blues guitar" --top 10\n'
+        f"  muser serve {catalogue}    # then open http://127.0.0.1:8000",
+        soft_wrap=True,
     )

@@ -22,7 +22,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from muser.shards.manifest import ShardFolder
-from muser.shards.reader import make_loader
+from muser.shards.reader import Loader, make_loader
 
 ChunkFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (audio (B, T), length (B,)) -> (B, D)
 
@@ -61,6 +61,30 @@ def _progress() -> Progress:
     )
 
 
+def eval_loader(
+    source: ShardFolder | str | Path | list[ShardFolder],
+    split: str | None,
+    chunk_seconds: float,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    sample_rate: int | None = None,
+) -> Loader:
+    """The eval-mode loader every feature reader uses, so features, validation, fine-tuning and the
+    catalogue see the same chunks. One process reads everything (rank 0 of 1), whatever torch.distributed
+    says. sample_rate: only for shard URLs without a manifest (the catalogue reads shards one by one)."""
+    return make_loader(
+        source,
+        split=split,
+        mode="eval",
+        batch_size=batch_size,
+        crop_seconds=chunk_seconds,
+        num_workers=num_workers,
+        rank=0,
+        world_size=1,
+        sample_rate=sample_rate,
+    )
+
+
 def eval_batches(
     folder: ShardFolder | str | Path,
     splits: list[str],
@@ -68,25 +92,57 @@ def eval_batches(
     batch_size: int = 32,
     num_workers: int = 0,
 ) -> Iterator[tuple[str, dict]]:
-    """(split, batch) over every deterministic chunk of every track of the given splits, in reader order.
-
-    The one place that builds the eval-mode loader, so features, validation and fine-tuning see the same
-    chunks. One process reads everything (rank 0 of 1), whatever torch.distributed says.
-    """
+    """(split, batch) over every deterministic chunk of every track of the given splits, in reader order."""
     folder = folder if isinstance(folder, ShardFolder) else ShardFolder.open(folder)
     for split in splits:
-        loader = make_loader(
-            folder,
-            split=split,
-            mode="eval",
-            batch_size=batch_size,
-            crop_seconds=chunk_seconds,
-            num_workers=num_workers,
-            rank=0,
-            world_size=1,
-        )
-        for batch in loader:
+        for batch in eval_loader(folder, split, chunk_seconds, batch_size, num_workers):
             yield split, batch
+
+
+class ChunkPool:
+    """Running length-weighted sums of chunk embeddings per track, in first-seen order; `take` hands
+    finished tracks out (pool_chunks takes all at the end, the catalogue each shard once it is done)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.weights: dict[str, float] = {}
+        self.split_of: dict[str, str] = {}
+        self.meta_of: dict[str, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self.sums)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.sums
+
+    def add(self, key: str, split: str, meta: dict, emb: torch.Tensor, weight: float) -> bool:
+        """Add one chunk embedding (D,) of `weight` valid samples; True when `key` is a new track."""
+        new = key not in self.sums
+        if new:
+            self.sums[key] = torch.zeros_like(emb)
+            self.weights[key] = 0.0
+            self.split_of[key], self.meta_of[key] = split, meta
+        self.sums[key] += weight * emb
+        self.weights[key] += weight
+        return new
+
+    def take(self, keys: Iterable[str] | None = None) -> TrackSet:
+        """Remove `keys` (all when None; keys never seen are left out) and return their pooled features."""
+        keys = list(self.sums) if keys is None else [k for k in keys if k in self.sums]
+        if not keys:
+            return TrackSet([], np.zeros((0, 0), dtype=np.float32), [], [])
+        x = torch.stack([self.sums[k] / max(self.weights[k], 1.0) for k in keys]).numpy().astype(np.float32)
+        out = TrackSet(keys, x, [self.split_of[k] for k in keys], [self.meta_of[k] for k in keys])
+        for k in keys:
+            del self.sums[k], self.weights[k], self.split_of[k], self.meta_of[k]
+        return out
+
+
+def embed_chunks(chunk_fn: ChunkFn, batch: dict) -> torch.Tensor:
+    """(B, D) float32 CPU chunk embeddings of one eval batch; the padded tail of a last chunk is pooled
+    out by the model via length."""
+    with torch.no_grad():
+        return chunk_fn(batch["audio"], batch["length"]).detach().float().cpu()
 
 
 def pool_chunks(
@@ -102,37 +158,15 @@ def pool_chunks(
     on_track(n): called with the running track count (progress). Returns a TrackSet (x (N, D) float32;
     N = 0 when nothing was readable).
     """
-    sums: dict[str, torch.Tensor] = {}
-    weights: dict[str, float] = {}
-    split_of: dict[str, str] = {}
-    meta_of: dict[str, dict] = {}
+    pool = ChunkPool()
     for split, batch in batches:
-        # Encoded only when reached; the padded tail of a last chunk is pooled out by the model via length.
-        with torch.no_grad():
-            emb = chunk_fn(batch["audio"], batch["length"]).detach().float().cpu()
+        emb = embed_chunks(chunk_fn, batch)  # encoded only when reached
         for i, key in enumerate(batch["key"]):
-            if key not in sums:
-                if max_tracks is not None and len(sums) >= max_tracks:
-                    return _trackset(sums, weights, split_of, meta_of)
-                sums[key] = torch.zeros_like(emb[i])
-                weights[key] = 0.0
-                split_of[key], meta_of[key] = split, batch["meta"][i]
-                if on_track is not None:
-                    on_track(len(sums))
-            w = float(batch["length"][i])
-            sums[key] += w * emb[i]
-            weights[key] += w
-    return _trackset(sums, weights, split_of, meta_of)
-
-
-def _trackset(
-    sums: dict[str, torch.Tensor], weights: dict[str, float], split_of: dict[str, str], meta_of: dict
-) -> TrackSet:
-    keys = list(sums)
-    if not keys:
-        return TrackSet([], np.zeros((0, 0), dtype=np.float32), [], [])
-    x = torch.stack([sums[k] / max(weights[k], 1.0) for k in keys]).numpy().astype(np.float32)
-    return TrackSet(keys=keys, x=x, splits=[split_of[k] for k in keys], meta=[meta_of[k] for k in keys])
+            if key not in pool and max_tracks is not None and len(pool) >= max_tracks:
+                return pool.take()
+            if pool.add(key, split, batch["meta"][i], emb[i], float(batch["length"][i])) and on_track:
+                on_track(len(pool))
+    return pool.take()
 
 
 def chunk_average(
@@ -228,11 +262,12 @@ def align(ts: TrackSet, keys: list[str]) -> np.ndarray:
     return ts.x[[pos[k] for k in keys]]
 
 
-def model_chunk_fn(model: torch.nn.Module, device: torch.device) -> ChunkFn:
+def model_chunk_fn(model: torch.nn.Module, device: torch.device, which: str | None = None) -> ChunkFn:
     """Chunk embeddings from model.encode_audio: (B, T), length (B,) -> (B, D) L2-normalised; the zero
-    padding of a track's last chunk is left out of the model's pooling."""
+    padding of a track's last chunk is left out of the model's pooling. which: the audio tower
+    (waveform | spectrogram | both; None = the model's config.audio_embedding)."""
 
     def run(audio: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
-        return model.encode_audio(audio.to(device), length=length)
+        return model.encode_audio(audio.to(device), which=which, length=length)
 
     return run

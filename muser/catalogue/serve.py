@@ -1,0 +1,223 @@
+"""`muser serve`: one search page and a small JSON API in front of a catalogue (FastAPI; uvicorn runs it).
+
+GET /                      the page (muser/catalogue/static/index.html, no build step)
+GET /api/info              what the catalogue holds
+GET /api/search?q=&k=      text search (filters: genre, tag, artist, year_min, year_max)
+GET /api/similar/{key}?k=  tracks like a catalogue track, never the track itself
+GET /api/track/{key}       one track's metadata
+GET /api/audio/{key}       the track's audio from its shard (FLAC as stored, PCM as WAV), Range requests
+
+Only catalogue keys are served and no request path reaches the file system; k and the query length are
+capped; every error is a JSON body {"error", "status"}, never a traceback page. Bound to 127.0.0.1 unless
+told otherwise, where it also refuses other Host names (DNS rebinding).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import re
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from muser.catalogue.members import RangeNotSatisfiable, locate, parse_range
+from muser.catalogue.search import Catalogue
+from muser.shards.manifest import KEY_RE
+
+log = logging.getLogger(__name__)
+MAX_K = 100  # results per request
+MAX_QUERY = 300  # characters of a text query
+MAX_FIELD = 100  # characters of a filter value
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+HIDDEN = ("shard", "member")  # file system paths stay on the server
+
+
+def _page() -> tuple[str, str]:
+    """The page and its Content-Security-Policy: inline script and style allowed by their hashes only."""
+    html = resources.files("muser.catalogue").joinpath("static/index.html").read_text(encoding="utf-8")
+
+    def hashes(tag: str) -> str:
+        blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.S)
+        return " ".join(
+            f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'" for b in blocks
+        )
+
+    csp = (
+        f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "
+        "connect-src 'self'; media-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    )
+    return html, csp
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status)
+
+
+def _track_key(key: str, catalogue: Catalogue) -> int:
+    """The row of a requested key; 404 unless it is a well-formed key of this catalogue."""
+    row = catalogue.row_of(key) if KEY_RE.match(key) else None
+    if row is None:
+        raise HTTPException(404, f"no track {key[:80]!r} in this catalogue")
+    return row
+
+
+def _hits(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {**{k: v for k, v in h.items() if k not in HIDDEN}, "audio": f"/api/audio/{h['key']}"} for h in hits
+    ]
+
+
+def create_app(catalogue: Catalogue, allowed_hosts: list[str] | None = None) -> FastAPI:
+    """The web app over an open catalogue (test it with fastapi.testclient.TestClient).
+
+    allowed_hosts: Host header values accepted (None: any); `serve` passes the loopback names when bound
+    to a loopback address.
+    """
+    app = FastAPI(title="muser catalogue", docs_url=None, redoc_url=None, openapi_url=None)
+    html, csp = _page()
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
+        response.headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+        return response
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
+        return _error(422, f"{where}: {first.get('msg', 'invalid value')}")
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("error while answering %s", request.url.path)
+        return _error(500, "internal error; the server log has the details")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse(html, headers={"Content-Security-Policy": csp})
+
+    @app.get("/api/info")
+    def info() -> dict[str, Any]:
+        i = catalogue.info
+        return {
+            "tracks": len(catalogue),
+            "hours": i["counts"]["hours"],
+            "dimension": i["dimension"],
+            "tower": i["tower"],
+            "index": i["index"]["kind"],
+            "checkpoint": i["checkpoint"]["fingerprint"][:12],
+            "max_k": MAX_K,
+            "max_query": MAX_QUERY,
+        }
+
+    def filters(
+        genre: str | None, tag: str | None, artist: str | None, lo: int | None, hi: int | None
+    ) -> dict:
+        year = None if lo is None and hi is None else (lo, hi)
+        return {"genre": genre, "tag": tag, "artist": artist, "year": year}
+
+    def field() -> Any:  # one Query object per parameter: FastAPI binds a shared one to a single name
+        return Query(None, max_length=MAX_FIELD)
+
+    @app.get("/api/search")
+    def search(
+        q: str = Query(..., max_length=MAX_QUERY),
+        k: int = Query(10, ge=1, le=MAX_K),
+        genre: str | None = field(),
+        tag: str | None = field(),
+        artist: str | None = field(),
+        year_min: int | None = Query(None, ge=0, le=9999),
+        year_max: int | None = Query(None, ge=0, le=9999),
+    ) -> dict[str, Any]:
+        if not q.strip():
+            raise HTTPException(400, "the query q is empty; describe the music, e.g. q=calm piano")
+        hits = catalogue.search_text(q, k, **filters(genre, tag, artist, year_min, year_max))
+        return {"query": q, "k": k, "results": _hits(hits)}
+
+    @app.get("/api/similar/{key}")
+    def similar(
+        key: str,
+        k: int = Query(10, ge=1, le=MAX_K),
+        genre: str | None = field(),
+        tag: str | None = field(),
+        artist: str | None = field(),
+        year_min: int | None = Query(None, ge=0, le=9999),
+        year_max: int | None = Query(None, ge=0, le=9999),
+    ) -> dict[str, Any]:
+        _track_key(key, catalogue)
+        hits = catalogue.similar(key, k, **filters(genre, tag, artist, year_min, year_max))
+        return {"key": key, "k": k, "results": _hits(hits)}
+
+    @app.get("/api/track/{key}")
+    def track(key: str) -> dict[str, Any]:
+        _track_key(key, catalogue)
+        return _hits([{"rank": 0, "score": 1.0, **catalogue.record(key)}])[0]
+
+    @app.api_route("/api/audio/{key}", methods=["GET", "HEAD"])
+    def audio(key: str, request: Request) -> Response:
+        row = _track_key(key, catalogue)
+        rec = catalogue.table.slice(row, 1).select(["shard", "member"]).to_pylist()[0]
+        try:
+            member = locate(rec["shard"], rec["member"], catalogue.info["sample_rate"])
+        except FileNotFoundError as err:
+            log.warning("audio of %s: %s", key, err)
+            raise HTTPException(410, f"the audio of {key} is no longer where the catalogue says") from None
+        headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
+        try:
+            span = parse_range(request.headers.get("range"), member.total)
+        except RangeNotSatisfiable as err:
+            return JSONResponse(
+                {"error": str(err), "status": 416},
+                status_code=416,
+                headers={**headers, "Content-Range": f"bytes */{member.total}"},
+            )
+        start, end = span if span is not None else (0, member.total - 1)
+        headers["Content-Length"] = str(end - start + 1)
+        status = 200
+        if span is not None:
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end}/{member.total}"
+        if request.method == "HEAD":
+            return Response(status_code=status, headers=headers, media_type=member.media_type)
+        return StreamingResponse(
+            member.iter_bytes(start, end), status_code=status, headers=headers, media_type=member.media_type
+        )
+
+    return app
+
+
+def serve(
+    emb: str, checkpoint: str | None = None, host: str = "127.0.0.1", port: int = 8000, device: str = "auto"
+) -> None:
+    """Open the catalogue, load its model (so a missing checkpoint fails now, not at the first query) and
+    serve the app with uvicorn until Ctrl-C."""
+    import uvicorn
+
+    catalogue = Catalogue.open(emb, checkpoint=checkpoint, device=device)
+    _ = catalogue.model
+    loopback = host in LOOPBACK or host.startswith("127.")
+    if not loopback:
+        log.warning(
+            "serving on %s: anyone who can reach this address can search and play the catalogue", host
+        )
+    app = create_app(catalogue, allowed_hosts=[*LOOPBACK, host] if loopback else None)
+    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
