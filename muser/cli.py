@@ -13,7 +13,7 @@ import click
 
 from muser import __version__
 from muser.catalogue.config import INDEX_KINDS, TOWERS, EmbedConfig
-from muser.config import LOSS_TERMS, LOSSES, PRESETS, DataConfig, EvalConfig, TrainConfig
+from muser.config import LOSS_TERMS, LOSSES, PRESETS, DataConfig, EvalConfig, ShardConfig, TrainConfig
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -44,75 +44,57 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
         raise click.BadParameter(str(err)) from err
 
 
+def _shard_option(flag: str, kind: Any, what: str, shown: object = None, **extra: Any) -> Callable:
+    """A shard option whose default is ShardConfig's field of that name (shown in --help)."""
+    name = flag.lstrip("-").replace("-", "_")
+    default = getattr(ShardConfig, name)
+    return click.option(
+        flag,
+        type=kind,
+        default=default,
+        show_default=shown if shown is not None else True,
+        help=what,
+        **extra,
+    )
+
+
 @main.command()
 @click.argument("src", type=click.Path(exists=True, file_okay=False))
 @click.argument("dst", type=click.Path(file_okay=False))
-@click.option(
+@_shard_option(
     "--source",
-    type=click.Choice(["auto", "fma", "gtzan", "mtt", "folder"]),
-    default="auto",
-    show_default=True,
-    help="Dataset layout of SRC (auto detects it).",
+    click.Choice(["auto", "fma", "gtzan", "mtt", "folder"]),
+    "Dataset layout of SRC (auto detects it).",
 )
-@click.option(
-    "--sample-rate", type=int, default=16000, show_default=True, help="Resample every track to this (Hz)."
+@_shard_option("--sample-rate", int, "Resample every track to this (Hz).")
+@_shard_option(
+    "--codec", click.Choice(["flac", "pcm"]), "flac: 16-bit, compact; pcm: raw int16, fastest reads."
 )
-@click.option(
-    "--codec",
-    type=click.Choice(["flac", "pcm"]),
-    default="flac",
-    show_default=True,
-    help="flac: 16-bit, compact; pcm: raw int16, fastest reads.",
-)
-@click.option("--workers", type=int, default=None, help="Decode processes (default: all cores).")
-@click.option("--max-count", type=int, default=1000, show_default=True, help="Samples per shard at most.")
-@click.option(
+@_shard_option("--workers", int, "Decode processes.", shown="all cores")
+@_shard_option("--max-count", int, "Samples per shard at most.")
+@_shard_option(
     "--max-size",
+    str,
+    "Bytes per shard at most (512MB, 1GB; powers of 1024).",
+    shown=f"{ShardConfig.max_size // 1024**2}MB",
     callback=_size,
-    default="512MB",
-    show_default=True,
-    help="Bytes per shard at most (512MB, 1GB; powers of 1024).",
 )
-@click.option(
-    "--split-dir",
-    type=click.Path(exists=True, file_okay=False),
-    default=None,
-    help="GTZAN fault-filtered split lists (train_filtered.txt, ...).",
-)
-@click.option(
+@_shard_option("--split-dir", click.Path(exists=True, file_okay=False), "GTZAN fault-filtered split lists.")
+@_shard_option(
     "--metadata",
-    type=click.Path(exists=True),
-    default=None,
-    help="FMA fma_metadata/ folder, or a folder source's CSV/JSONL sidecar keyed by relative path "
+    click.Path(exists=True),
+    "FMA fma_metadata/ folder, or a folder source's CSV/JSONL sidecar keyed by relative path "
     "(column `path`; `label_<task>` columns become label vocabularies).",
 )
-@click.option(
-    "--subset",
-    type=click.Choice(["small", "medium", "large", "full"]),
-    default="small",
-    show_default=True,
-    help="FMA subset.",
-)
-@click.option(
-    "--max-errors",
-    type=float,
-    default=0.01,
-    show_default=True,
-    help="Failed-track fraction above which the exit status is 2.",
-)
-@click.option(
+@_shard_option("--subset", click.Choice(["small", "medium", "large", "full"]), "FMA subset.")
+@_shard_option("--max-errors", float, "Failed-track fraction above which the exit status is 2.")
+@_shard_option(
     "--valid-fraction",
-    type=float,
-    default=None,
-    help="For sources without splits (a folder): this fraction of tracks goes to split valid, chosen by "
-    "a hash of each key, so re-sharding or adding tracks never moves one (default 0: split `all`).",
+    float,
+    "For sources without splits (a folder): this fraction of tracks goes to split valid, chosen by a hash "
+    "of each key, so re-sharding or adding tracks never moves one (0: all tracks stay in split `all`).",
 )
-@click.option(
-    "--test-fraction",
-    type=float,
-    default=None,
-    help="Likewise for split test; the remaining tracks go to train.",
-)
+@_shard_option("--test-fraction", float, "Likewise for split test; the remaining tracks go to train.")
 @click.option("--overwrite", is_flag=True, help="Delete this DST's previous shards and start over.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary table.")
 def shard(src: str, dst: str, quiet: bool, **options: object) -> None:
@@ -123,10 +105,9 @@ def shard(src: str, dst: str, quiet: bool, **options: object) -> None:
       muser shard fma_small/ shards/fma --workers 8 --max-size 1GB
       muser shard music/ shards/mine --valid-fraction 0.1 --test-fraction 0.1
     """
-    from muser.config import ShardConfig
     from muser.shards.writer import TooManyErrors, write_shards
 
-    cfg = ShardConfig(src=src, dst=dst, **{k: v for k, v in options.items() if v is not None})
+    cfg = ShardConfig(src=src, dst=dst, **options)
     try:
         write_shards(cfg, progress=not quiet)
     except TooManyErrors as err:

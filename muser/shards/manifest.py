@@ -19,10 +19,10 @@ from typing import Any
 import braceexpand
 
 from muser import __version__
+from muser.shards.errorlog import read_errors
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-ERRORS = "errors.jsonl"
 SPLIT_ORDER = ("train", "valid", "test", "all")
 SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{6})\.tar$")
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -301,17 +301,7 @@ class ShardFolder:
 
         A torn or garbled line (a disk that filled mid-append) is skipped, never fatal.
         """
-        if self.root is None or not (self.root / ERRORS).is_file():
-            return []
-        out = []
-        for line in (self.root / ERRORS).read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                out.append(record)
-        return out
+        return [] if self.root is None else read_errors(self.root)
 
     def _bodies(self, split: str | None) -> list[tuple[str, dict[str, Any]]]:
         splits = self.manifest.get("splits", {})

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from muser.shards import manifest as mf
+from muser.shards.errorlog import ERRORS
 from muser.shards.manifest import ShardFolder
 
 
@@ -192,5 +193,5 @@ def test_shard_names_outside_the_folder_are_refused(tmp_path, name):
 
 def test_errors_survive_a_torn_last_line(tmp_path):
     root = _kit_folder(tmp_path)
-    (root / mf.ERRORS).write_text('{"id": "a", "reason": "no audio"}\n{"id": "b", "rea')
+    (root / ERRORS).write_text('{"id": "a", "reason": "no audio"}\n{"id": "b", "rea')
     assert ShardFolder.open(root).errors() == [{"id": "a", "reason": "no audio"}]
