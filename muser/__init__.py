@@ -13,7 +13,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "MUSER": "muser.models.muser",
     "make_loader": "muser.shards.reader",
+    "ShardFolder": "muser.shards.manifest",
     "contrastive_loss": "muser.kernels",
+    "sigmoid_loss": "muser.kernels",
     "TriModalLoss": "muser.losses",
     "Catalogue": "muser.catalogue.search",
 }

@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from muser.atomic import atomic_write_text
 from muser.catalogue import index as index_mod
 from muser.catalogue import parts
 from muser.catalogue.display import EmbedProgress
 from muser.catalogue.plan import CATALOGUE, LAUNCH, EmbedConfig, Job, Plan, plan_dict, plan_from_dict, prepare
 from muser.eval import features as feat
-from muser.shards.manifest import ShardFolder, atomic_write_text
+from muser.shards.manifest import ShardFolder
 
 TEXT_BATCH = 256  # captions per text-tower forward
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from muser.atomic import fsync_dir
 from muser.catalogue.config import INDEX_KINDS
-from muser.shards.manifest import fsync_dir
 
 INDEX = "index.faiss"
 HNSW_M = 32  # graph degree: recall vs memory (M * 8 bytes of links per vector per layer)

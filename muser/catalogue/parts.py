@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from muser.shards.manifest import fsync_dir
+from muser.atomic import fsync_dir
 
 PART_META = b"muser.part"  # Parquet key-value metadata of a part file: {"shard_sha256", "settings", ...}
 EMBEDDINGS = "embeddings.parquet"

@@ -19,11 +19,12 @@ from typing import Any
 import torch
 
 from muser import __version__
+from muser.atomic import atomic_write_text
 from muser.catalogue import index as index_mod
 from muser.catalogue import parts
 from muser.catalogue.config import INDEX_KINDS, TOWERS, EmbedConfig
 from muser.config import to_dict
-from muser.shards.manifest import ShardFolder, atomic_write_text
+from muser.shards.manifest import ShardFolder
 
 FORMAT_VERSION = 1
 CATALOGUE = "catalogue.json"

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from muser.atomic import atomic_write_text
+
 ERRORS = "errors.jsonl"
 
 
@@ -107,8 +109,6 @@ def keep_committed(folder: str | Path, committed: set[str]) -> list[dict[str, An
     """Rewrite errors.jsonl atomically with the first record of each id in `committed`, dropping records
     of uncommitted tracks (appended before a crash stopped the manifest that would count them), repeats
     and torn lines. Returns the records kept."""
-    from muser.shards.manifest import atomic_write_text
-
     path = errors_path(folder)
     records, _ = _read(path)
     seen: set[str] = set()

@@ -19,6 +19,7 @@ from typing import Any
 import braceexpand
 
 from muser import __version__
+from muser.atomic import atomic_write_text
 from muser.shards.errorlog import read_errors
 
 FORMAT_VERSION = 1
@@ -84,25 +85,6 @@ def committed_keys(manifest: dict[str, Any]) -> set[str]:
 def write_manifest(dst: str | Path, manifest: dict[str, Any]) -> None:
     """Replace dst/manifest.json atomically: a reader (or a killed run) sees the old file or the new one."""
     atomic_write_text(Path(dst) / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename durable: the directory entry must reach the disk, not only the file's data."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_manifest(dst: str | Path) -> dict[str, Any]:

@@ -5,11 +5,11 @@ torchrun environment. A leaf module: it knows the configs and torchrun, never th
 from __future__ import annotations
 
 import json
-import os
 import signal
 from pathlib import Path
 from typing import Any
 
+from muser.atomic import atomic_write_text
 from muser.config import DataConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from muser.distributed import launch_command, run_forwarding_signals
 
@@ -19,11 +19,9 @@ def write_spec(data: DataConfig, model: ModelConfig, train: TrainConfig) -> Path
     out = Path(train.output)
     out.mkdir(parents=True, exist_ok=True)
     spec = out / f"launch-node{train.node_rank}.json"
-    tmp = spec.with_name(f".{spec.name}.tmp")
-    tmp.write_text(
-        json.dumps({"data": to_dict(data), "model": to_dict(model), "train": to_dict(train)}, indent=2)
+    atomic_write_text(
+        spec, json.dumps({"data": to_dict(data), "model": to_dict(model), "train": to_dict(train)}, indent=2)
     )
-    os.replace(tmp, spec)
     return spec
 
 

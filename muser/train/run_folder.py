@@ -5,7 +5,6 @@ resumed run's config.json), the --resume check against last.pt, config.json (wha
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from muser import __version__
+from muser.atomic import atomic_write_text
 from muser.config import DataConfig, ModelConfig, TrainConfig, from_dict, preset, to_dict
 from muser.train import checkpoint as ckpt
 
@@ -109,9 +109,7 @@ def write_config(
         "model": to_dict(model),
         "train": to_dict(train),
     }
-    tmp = out / ".config.json.tmp"
-    tmp.write_text(json.dumps(config, indent=2) + "\n")
-    os.replace(tmp, out / "config.json")
+    atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
 
 
 def write_result(out: Path, result: dict[str, Any]) -> None:
@@ -160,16 +158,20 @@ class MetricsLog:
     def read(self) -> list[dict[str, Any]]:
         if not self.path.is_file():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        records = []
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # a torn last line (a kill or a full disk mid-append)
+                continue
+        return [r for r in records if isinstance(r, dict)]
 
     def truncate(self, step: int) -> None:
         """Drop records past `step` (logged after the checkpoint a resume starts from): steps never repeat."""
         if not self.path.is_file():
             return
         keep = [m for m in self.read() if m.get("step", 0) <= step]
-        tmp = self.path.with_name(".metrics.jsonl.tmp")
-        tmp.write_text("".join(json.dumps(m) + "\n" for m in keep))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(json.dumps(m) + "\n" for m in keep))
 
     def append(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as f:

@@ -147,3 +147,14 @@ def test_a_model_folder_never_runs_its_own_code(tmp_path):
     with pytest.raises(ValueError, match="cannot load text encoder"):
         TextEncoder.from_pretrained(str(folder))
     assert not marker.exists()
+
+
+def test_a_torn_metrics_line_is_skipped_and_dropped_on_resume(tmp_path):
+    from muser.train.run_folder import MetricsLog
+
+    torn = '{"step": 1, "loss": 5.0}\n{"step": 2, "loss": 4.9}\n{"step": 3, "lo'
+    (tmp_path / "metrics.jsonl").write_text(torn)
+    log = MetricsLog(tmp_path, tensorboard=False)
+    assert [m["step"] for m in log.read()] == [1, 2]
+    log.truncate(1)  # what a resume from step 1 does: the torn line goes with the steps past it
+    assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1, "loss": 5.0}\n'
