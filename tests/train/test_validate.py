@@ -19,7 +19,9 @@ class _FirstTwoSamples:
     def eval(self) -> None:
         pass
 
-    def encode_audio(self, audio: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_audio(
+        self, audio: torch.Tensor, which: str | None = None, length: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return F.normalize(audio[:, :2] + 1e-3, dim=-1)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
