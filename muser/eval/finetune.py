@@ -21,11 +21,23 @@ from muser.shards.text import caption_id, label_prompt
 
 
 def _chunks(folder: ShardFolder, splits: list[str], keys: set[str], chunk_seconds: float, batch_size: int):
-    """(audio (T,), valid samples, key) for every chunk of the wanted tracks, in reader order."""
+    """(audio (T,), valid samples, key) for every chunk of the wanted tracks, in reader order.
+
+    The reader pads each of its batches only to that batch's longest chunk, so chunks from different
+    batches differ in width: each is yielded as its batch's row and re-padded per training step (`_stack`).
+    """
     for _, batch in eval_batches(folder, splits, chunk_seconds, batch_size):
         for i, key in enumerate(batch["key"]):
             if key in keys:
                 yield batch["audio"][i], int(batch["length"][i]), key
+
+
+def _stack(items: list[tuple[torch.Tensor, int, str]]) -> torch.Tensor:
+    """(B, T) zero-padded to the widest row among items (rows keep the reader's minimum width)."""
+    out = torch.zeros(len(items), max(a.shape[0] for a, _, _ in items), dtype=items[0][0].dtype)
+    for row, (a, n, _) in enumerate(items):
+        out[row, :n] = a[:n]
+    return out
 
 
 def finetune(
@@ -65,7 +77,7 @@ def finetune(
         texts = [label_prompt(label_task, rng.choice(labels[key])) for _, _, key in items]
         enc = tuned.tokenize(texts)
         batch = {
-            "audio": torch.stack([a for a, _, _ in items]).to(device),
+            "audio": _stack(items).to(device),
             "length": torch.tensor([n for _, n, _ in items], dtype=torch.int64),  # padding is pooled out
             "input_ids": enc["input_ids"].to(device),
             "attention_mask": enc["attention_mask"].to(device),

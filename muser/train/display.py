@@ -72,7 +72,7 @@ def summary_table(result: dict[str, Any]) -> Table:
         ("first loss", result.get("first_loss")),
         ("last loss", result.get("last_loss")),
         ("samples/s", result.get("samples_per_s")),
-        ("data wait", result.get("data_wait_frac")),
+        ("data wait", _percent(result.get("data_wait_frac"))),
         ("wall time (s)", result.get("wall_s")),
         ("stopped by", result.get("stopped") or "-"),
         ("model", result.get("model") or "-"),
@@ -84,3 +84,8 @@ def summary_table(result: dict[str, Any]) -> Table:
     for key, value in (result.get("eval") or {}).items():
         table.add_row(f"eval {key}", f"{value:.4g}")
     return table
+
+
+def _percent(fraction: float | None) -> str | None:
+    """A fraction as the progress line shows it (data wait 9%)."""
+    return None if fraction is None else f"{100 * fraction:.0f}%"
