@@ -614,9 +614,13 @@ def serve_cmd(emb: str, checkpoint: str | None, host: str, port: int, device: st
     """
     from muser.catalogue.serve import serve
 
-    click.echo(f"muser serve: http://{host}:{port}  (Ctrl-C to stop)", err=True)
+    click.echo(f"muser serve: loading {emb} and its model ...", err=True)
+
+    def announce(url: str) -> None:
+        click.echo(f"muser serve: {url}  (Ctrl-C to stop)", err=True)
+
     try:
-        serve(emb, checkpoint=checkpoint, host=host, port=port, device=device)
+        serve(emb, checkpoint=checkpoint, host=host, port=port, device=device, announce=announce)
     except ValueError as err:
         raise click.UsageError(str(err)) from None
 

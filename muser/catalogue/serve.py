@@ -18,6 +18,7 @@ import base64
 import hashlib
 import logging
 import re
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -206,10 +207,16 @@ def create_app(catalogue: Catalogue, allowed_hosts: list[str] | None = None) -> 
 
 
 def serve(
-    emb: str, checkpoint: str | None = None, host: str = "127.0.0.1", port: int = 8000, device: str = "auto"
+    emb: str,
+    checkpoint: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    device: str = "auto",
+    announce: Callable[[str], None] | None = None,
 ) -> None:
     """Open the catalogue, load its model (so a missing checkpoint fails now, not at the first query) and
-    serve the app with uvicorn until Ctrl-C."""
+    serve the app with uvicorn until Ctrl-C. announce(url) is called once the model is loaded (loading
+    takes seconds, so a URL printed earlier would not answer yet)."""
     import uvicorn
 
     catalogue = Catalogue.open(emb, checkpoint=checkpoint, device=device)
@@ -220,4 +227,6 @@ def serve(
             "serving on %s: anyone who can reach this address can search and play the catalogue", host
         )
     app = create_app(catalogue, allowed_hosts=[*LOOPBACK, host] if loopback else None)
+    if announce is not None:
+        announce(f"http://{host}:{port}")
     uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
