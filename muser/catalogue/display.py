@@ -1,53 +1,13 @@
-"""How the catalogue commands talk to the user: the embedding progress bar, the summary of an embed run
-and the table of search results (all on rich)."""
+"""How the catalogue commands talk to the user: the summary of an embed run and the table of search
+results (on rich; the live bar is muser.progress)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-
-
-class EmbedProgress:
-    """A rich bar on stderr (tracks/s, audio hours/s, ETA), or nothing when disabled."""
-
-    def __init__(self, enabled: bool, total: int, label: str = "embedding"):
-        self.enabled, self.total, self.label = enabled, total, label
-        self.progress: Progress | None = None
-        self.done = 0
-        self.start = time.perf_counter()
-
-    def __enter__(self) -> EmbedProgress:
-        if self.enabled:
-            self.progress = Progress(
-                TextColumn(self.label),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rates]}"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
-            self.progress.start()
-            self.progress.add_task(self.label, total=self.total, rates="")
-        self.start = time.perf_counter()
-        return self
-
-    def advance(self, tracks: int, audio_seconds: float) -> None:
-        """`tracks` more tracks done; audio_seconds: audio embedded so far by this run."""
-        self.done += tracks
-        if self.progress is None:
-            return
-        dt = max(time.perf_counter() - self.start, 1e-9)
-        rates = f"{self.done / dt:.1f} tracks/s  {audio_seconds / 3600 / dt:.3f} audio h/s"
-        self.progress.update(self.progress.task_ids[0], completed=self.done, rates=rates)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
 
 def print_embed_summary(summary: dict[str, Any], console: Console) -> None:

@@ -21,9 +21,9 @@ import torch
 from muser.atomic import atomic_write_text
 from muser.catalogue import index as index_mod
 from muser.catalogue import parts
-from muser.catalogue.display import EmbedProgress
 from muser.catalogue.plan import CATALOGUE, LAUNCH, EmbedConfig, Job, Plan, plan_dict, plan_from_dict, prepare
 from muser.eval import features as feat
+from muser.progress import TrackProgress
 from muser.shards.manifest import ShardFolder
 
 TEXT_BATCH = 256  # captions per text-tower forward
@@ -88,7 +88,7 @@ def run_jobs(plan: Plan, jobs: list[Job], model: Any, device: torch.device, labe
     # More workers than shards would read every shard once per worker (by-sample split) for no gain.
     workers = min(cfg.num_workers, len(jobs))
     loader = feat.eval_loader(shards, None, cfg.chunk_seconds, cfg.batch_size, workers, sample_rate=rate)
-    with EmbedProgress(cfg.progress, sum(len(j.keys) for j in jobs), label) as bar:
+    with TrackProgress(cfg.progress, sum(len(j.keys) for j in jobs), label) as bar:
         for batch in loader:
             emb = feat.embed_chunks(chunk_fn, batch)
             for i, key in enumerate(batch["key"]):

@@ -1,10 +1,9 @@
-"""How sharding talks to the user: the --max-size parser, the live progress bar and the closing summary
-table of a write_shards run."""
+"""How sharding talks to the user: the --max-size parser and the closing summary table of a write_shards
+run (the live bar is muser.progress)."""
 
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 _SIZE_UNITS = {
@@ -38,45 +37,6 @@ def parse_size(text: str | int) -> int:
     if size <= 0:
         raise ValueError(f"size {text!r} must be positive")
     return size
-
-
-class ShardProgress:
-    """A rich bar (tracks/s, audio hours/s, ETA) on stderr, or nothing when quiet."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total, self.progress, self.task = enabled, total, None, None
-        self.start = time.perf_counter()
-
-    def __enter__(self) -> ShardProgress:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(
-                TextColumn("sharding"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rates]}"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
-            self.progress.start()
-            self.task = self.progress.add_task("shard", total=self.total, rates="")
-        self.start = time.perf_counter()
-        return self
-
-    def advance(self, audio_seconds: float) -> None:
-        """One more track done; audio_seconds: audio written so far by this run."""
-        if self.progress is None:
-            return
-        dt = max(time.perf_counter() - self.start, 1e-9)
-        done = self.progress.tasks[0].completed + 1
-        rates = f"{done / dt:.1f} tracks/s  {audio_seconds / 3600 / dt:.3f} audio h/s"
-        self.progress.update(self.task, advance=1, rates=rates)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
 
 def summary_table(summary: dict[str, Any]) -> Any:

@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from muser.config import ShardConfig, to_dict
+from muser.progress import TrackProgress
 from muser.shards import errorlog
 from muser.shards import manifest as mf
 from muser.shards.audio import CODECS, resampler_name
 from muser.shards.errorlog import ERRORS
 from muser.shards.pool import results, start
-from muser.shards.report import ShardProgress, summary_table
+from muser.shards.report import summary_table
 from muser.shards.sample import Sample, closed_size, tar_end
 from muser.shards.sources.holdout import carve, check_fractions
 
@@ -92,13 +93,13 @@ def write_shards(cfg: ShardConfig, progress: bool = True, listing: Any = None) -
         try:
             run, todo = _open_run(dst, cfg, listing, tracks)
             started = time.perf_counter()
-            with ShardProgress(progress, len(todo)) as bar:
+            with TrackProgress(progress, len(todo), "sharding") as bar:
                 for track, result in results(todo, cfg, workers, pool=pool):
                     if isinstance(result, str):
                         run.error(track, result)
                     else:
                         run.add(track, result)
-                    bar.advance(run.audio_seconds)
+                    bar.advance(1, run.audio_seconds)
                 run.finish()
         except OSError as err:
             raise RuntimeError(_write_error(dst, err)) from None
