@@ -14,6 +14,7 @@ the tars stays the single writer.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import multiprocessing as mp
 import os
@@ -33,6 +34,11 @@ from muser.shards.sample import encode_track
 CRASHED = "the decoder process died twice while reading this file (a crash on this file, or killed twice)"
 _DEPTH = 2  # jobs sent ahead to one worker: the next one waits in its socket while it sends a result
 _LOOKAHEAD = 4  # tracks in flight per worker, beyond the one the parent waits for: bounds the held results
+# Socket buffers big enough for a whole result (a 30-s FLAC track is ~0.5 MB): a worker then hands its
+# result to the kernel in one go instead of in ~200 KB rounds that each wait for the parent to read
+# (fewer wake-ups on both sides; 2 workers went from 1.77x to 1.89x one worker in a side-by-side run).
+# Linux caps the request at net.core.wmem_max / rmem_max without an error.
+_SOCKET_BUFFER = 4 * 1024 * 1024
 _PIPELINED_BYTES = 32 * 1024  # a queued job message must fit a socket buffer (Linux: >= 200 KB)
 _MAX_DEATHS_IN_A_ROW = 5  # per worker: deaths without any result in between before the run gives up
 _START_ATTEMPTS = 3  # a worker that dies this many times before answering cannot start (no __main__ guard?)
@@ -268,6 +274,10 @@ class _Schedule:
 class _Worker:
     def __init__(self, ctx: Any):
         ours, child = socket.socketpair()
+        for sock in (ours, child):
+            for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+                with contextlib.suppress(OSError):  # a platform without adjustable buffers keeps its own
+                    sock.setsockopt(socket.SOL_SOCKET, opt, _SOCKET_BUFFER)
         self.chan = _Channel(ours)
         self.proc = ctx.Process(target=_serve, args=(child,), daemon=True, name="muser-shard-worker")
         self.proc.start()
