@@ -20,9 +20,9 @@ import logging
 import re
 from collections.abc import Callable
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
@@ -74,6 +74,22 @@ def _hits(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {**{k: v for k, v in h.items() if k not in HIDDEN}, "audio": f"/api/audio/{h['key']}"} for h in hits
     ]
+
+
+def _filters(
+    genre: str | None = Query(None, max_length=MAX_FIELD),
+    tag: str | None = Query(None, max_length=MAX_FIELD),
+    artist: str | None = Query(None, max_length=MAX_FIELD),
+    year_min: int | None = Query(None, ge=0, le=9999),
+    year_max: int | None = Query(None, ge=0, le=9999),
+) -> dict[str, Any]:
+    """The metadata filters both search endpoints take (a FastAPI dependency: declared once)."""
+    year = None if year_min is None and year_max is None else (year_min, year_max)
+    return {"genre": genre, "tag": tag, "artist": artist, "year": year}
+
+
+# At module level: FastAPI resolves the (postponed) annotations of an endpoint in its module globals.
+Filters = Annotated[dict[str, Any], Depends(_filters)]
 
 
 def create_app(catalogue: Catalogue, allowed_hosts: list[str] | None = None) -> FastAPI:
@@ -130,42 +146,21 @@ def create_app(catalogue: Catalogue, allowed_hosts: list[str] | None = None) -> 
             "max_query": MAX_QUERY,
         }
 
-    def filters(
-        genre: str | None, tag: str | None, artist: str | None, lo: int | None, hi: int | None
-    ) -> dict:
-        year = None if lo is None and hi is None else (lo, hi)
-        return {"genre": genre, "tag": tag, "artist": artist, "year": year}
-
-    def field() -> Any:  # one Query object per parameter: FastAPI binds a shared one to a single name
-        return Query(None, max_length=MAX_FIELD)
-
     @app.get("/api/search")
     def search(
+        where: Filters,
         q: str = Query(..., max_length=MAX_QUERY),
         k: int = Query(10, ge=1, le=MAX_K),
-        genre: str | None = field(),
-        tag: str | None = field(),
-        artist: str | None = field(),
-        year_min: int | None = Query(None, ge=0, le=9999),
-        year_max: int | None = Query(None, ge=0, le=9999),
     ) -> dict[str, Any]:
         if not q.strip():
             raise HTTPException(400, "the query q is empty; describe the music, e.g. q=calm piano")
-        hits = catalogue.search_text(q, k, **filters(genre, tag, artist, year_min, year_max))
+        hits = catalogue.search_text(q, k, **where)
         return {"query": q, "k": k, "results": _hits(hits)}
 
     @app.get("/api/similar/{key}")
-    def similar(
-        key: str,
-        k: int = Query(10, ge=1, le=MAX_K),
-        genre: str | None = field(),
-        tag: str | None = field(),
-        artist: str | None = field(),
-        year_min: int | None = Query(None, ge=0, le=9999),
-        year_max: int | None = Query(None, ge=0, le=9999),
-    ) -> dict[str, Any]:
+    def similar(key: str, where: Filters, k: int = Query(10, ge=1, le=MAX_K)) -> dict[str, Any]:
         _track_key(key, catalogue)
-        hits = catalogue.similar(key, k, **filters(genre, tag, artist, year_min, year_max))
+        hits = catalogue.similar(key, k, **where)
         return {"key": key, "k": k, "results": _hits(hits)}
 
     @app.get("/api/track/{key}")
