@@ -44,57 +44,65 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
         raise click.BadParameter(str(err)) from err
 
 
-def _shard_option(flag: str, kind: Any, what: str, shown: object = None, **extra: Any) -> Callable:
-    """A shard option whose default is ShardConfig's field of that name (shown in --help)."""
-    name = flag.lstrip("-").replace("-", "_")
-    default = getattr(ShardConfig, name)
+def _config_option(
+    cls: type, flag: str, kind: Any, what: str, name: str = "", shown: object = True, **extra: Any
+) -> Callable:
+    """An option whose default is the config field cls.name (shown in --help, or `shown` when that is text);
+    name, the field and parameter name, defaults to the flag's (--max-count -> max_count)."""
+    name = name or flag.lstrip("-").replace("-", "_")
     return click.option(
-        flag,
-        type=kind,
-        default=default,
-        show_default=shown if shown is not None else True,
-        help=what,
-        **extra,
+        flag, name, type=kind, default=getattr(cls, name), show_default=shown, help=what, **extra
     )
 
 
 @main.command()
 @click.argument("src", type=click.Path(exists=True, file_okay=False))
 @click.argument("dst", type=click.Path(file_okay=False))
-@_shard_option(
+@_config_option(
+    ShardConfig,
     "--source",
     click.Choice(["auto", "fma", "gtzan", "mtt", "folder"]),
     "Dataset layout of SRC (auto detects it).",
 )
-@_shard_option("--sample-rate", int, "Resample every track to this (Hz).")
-@_shard_option(
-    "--codec", click.Choice(["flac", "pcm"]), "flac: 16-bit, compact; pcm: raw int16, fastest reads."
+@_config_option(ShardConfig, "--sample-rate", int, "Resample every track to this (Hz).")
+@_config_option(
+    ShardConfig,
+    "--codec",
+    click.Choice(["flac", "pcm"]),
+    "flac: 16-bit, compact; pcm: raw int16, fastest reads.",
 )
-@_shard_option("--workers", int, "Decode processes.", shown="all cores")
-@_shard_option("--max-count", int, "Samples per shard at most.")
-@_shard_option(
+@_config_option(ShardConfig, "--workers", int, "Decode processes.", shown="all cores")
+@_config_option(ShardConfig, "--max-count", int, "Samples per shard at most.")
+@_config_option(
+    ShardConfig,
     "--max-size",
     str,
     "Bytes per shard at most (512MB, 1GB; powers of 1024).",
     shown=f"{ShardConfig.max_size // 1024**2}MB",
     callback=_size,
 )
-@_shard_option("--split-dir", click.Path(exists=True, file_okay=False), "GTZAN fault-filtered split lists.")
-@_shard_option(
+@_config_option(
+    ShardConfig, "--split-dir", click.Path(exists=True, file_okay=False), "GTZAN fault-filtered split lists."
+)
+@_config_option(
+    ShardConfig,
     "--metadata",
     click.Path(exists=True),
     "FMA fma_metadata/ folder, or a folder source's CSV/JSONL sidecar keyed by relative path "
     "(column `path`; `label_<task>` columns become label vocabularies).",
 )
-@_shard_option("--subset", click.Choice(["small", "medium", "large", "full"]), "FMA subset.")
-@_shard_option("--max-errors", float, "Failed-track fraction above which the exit status is 2.")
-@_shard_option(
+@_config_option(ShardConfig, "--subset", click.Choice(["small", "medium", "large", "full"]), "FMA subset.")
+@_config_option(ShardConfig, "--max-errors", float, "Failed-track fraction above which the exit status is 2.")
+@_config_option(
+    ShardConfig,
     "--valid-fraction",
     float,
     "For sources without splits (a folder): this fraction of tracks goes to split valid, chosen by a hash "
     "of each key, so re-sharding or adding tracks never moves one (0: all tracks stay in split `all`).",
 )
-@_shard_option("--test-fraction", float, "Likewise for split test; the remaining tracks go to train.")
+@_config_option(
+    ShardConfig, "--test-fraction", float, "Likewise for split test; the remaining tracks go to train."
+)
 @click.option("--overwrite", is_flag=True, help="Delete this DST's previous shards and start over.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary table.")
 def shard(src: str, dst: str, quiet: bool, **options: object) -> None:
@@ -183,13 +191,6 @@ _PRETRAIN_FIELDS = {
 def _d(cls: type, name: str) -> object:
     """The default of a config field, for help texts: each default is written once, in muser.config."""
     return getattr(cls, name)
-
-
-def _eval_option(flag: str, name: str, kind: Any, what: str, **extra: Any) -> Callable:
-    """An eval option whose default is EvalConfig.name (shown in --help)."""
-    return click.option(
-        flag, name, default=getattr(EvalConfig, name), show_default=True, type=kind, help=what, **extra
-    )
 
 
 def _field(flag: str, cls: type, name: str, kind: type, what: str) -> Callable:
@@ -357,9 +358,9 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 
 @main.command("eval")
 @click.argument("task", type=click.Choice(["gtzan", "mtt", "fma", "shards"]))
-@_eval_option(
+@_config_option(
+    EvalConfig,
     "--checkpoint",
-    "checkpoint",
     str,
     "A model/ folder, a run folder (uses RUN/model), or `random` (random weights).",
 )
@@ -369,8 +370,8 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
     default=None,
     help="Raw dataset root (sharded once into a cache) or a shard folder; default $MUSER_DATA/TASK.",
 )
-@_eval_option(
-    "--protocol", "protocol", str, "probe | zeroshot | finetune | retrieval | all (or a comma list)."
+@_config_option(
+    EvalConfig, "--protocol", str, "probe | zeroshot | finetune | retrieval | all (or a comma list)."
 )
 @click.option(
     "--fractions",
@@ -379,10 +380,15 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
     callback=_fractions,
     help="Training fractions for few-shot curves, e.g. 0.01,0.05,0.1,0.5,1.",
 )
-@_eval_option("--seeds", "seeds", click.IntRange(1), "Probe seeds per fold.")
-@_eval_option("--folds", "folds", click.IntRange(2), "Stratified K-fold when the data has no test split.")
-@_eval_option(
-    "--output", "output", click.Path(path_type=str), "Folder for results.json, confusion.png and fewshot.png."
+@_config_option(EvalConfig, "--seeds", click.IntRange(1), "Probe seeds per fold.")
+@_config_option(
+    EvalConfig, "--folds", click.IntRange(2), "Stratified K-fold when the data has no test split."
+)
+@_config_option(
+    EvalConfig,
+    "--output",
+    click.Path(path_type=str),
+    "Folder for results.json, confusion.png and fewshot.png.",
 )
 @click.option(
     "--baseline",
@@ -390,18 +396,18 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
     default=None,
     help="Add the MFCC mean/std + logistic regression baseline.",
 )
-@_eval_option("--preset", "preset", click.Choice(list(PRESETS)), "Architecture of --checkpoint random.")
+@_config_option(EvalConfig, "--preset", click.Choice(list(PRESETS)), "Architecture of --checkpoint random.")
 @click.option("--label-task", default=None, help="Label vocabulary to score (shards task).")
 @click.option(
     "--no-random-baseline", is_flag=True, help="Skip the random-weights baseline of a real checkpoint."
 )
-@_eval_option("--chunk-seconds", "chunk_seconds", float, "Chunk length of track features.")
-@_eval_option("--batch-size", "batch_size", click.IntRange(1), "Chunks per batch.")
-@_eval_option("--workers", "num_workers", click.IntRange(0), "Reader workers.")
-@_eval_option("--device", "device", str, "auto | cpu | cuda")
-@_eval_option("--finetune-epochs", "finetune_epochs", click.IntRange(1), "PT+FT training epochs.")
-@_eval_option("--finetune-lr", "finetune_lr", click.FloatRange(0.0, min_open=True), "PT+FT learning rate.")
-@_eval_option("--seed", "seed", int, "Seed of folds, random weights and fine-tuning.")
+@_config_option(EvalConfig, "--chunk-seconds", float, "Chunk length of track features.")
+@_config_option(EvalConfig, "--batch-size", click.IntRange(1), "Chunks per batch.")
+@_config_option(EvalConfig, "--workers", click.IntRange(0), "Reader workers.", name="num_workers")
+@_config_option(EvalConfig, "--device", str, "auto | cpu | cuda")
+@_config_option(EvalConfig, "--finetune-epochs", click.IntRange(1), "PT+FT training epochs.")
+@_config_option(EvalConfig, "--finetune-lr", click.FloatRange(0.0, min_open=True), "PT+FT learning rate.")
+@_config_option(EvalConfig, "--seed", int, "Seed of folds, random weights and fine-tuning.")
 @click.option(
     "--split-dir",
     type=click.Path(exists=True, file_okay=False, path_type=str),
@@ -447,12 +453,11 @@ def eval_cmd(task: str, no_random_baseline: bool, **options: Any) -> None:
     "--checkpoint", required=True, help="A run folder, its model/ folder, or `random` (random weights)."
 )
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Catalogue folder EMB.")
-@click.option(
+@_config_option(
+    EmbedConfig,
     "--chunk-seconds",
-    type=click.FloatRange(0.0, min_open=True),
-    default=EmbedConfig.chunk_seconds,
-    show_default=True,
-    help="Chunk length of the whole-track features (as `muser eval`).",
+    click.FloatRange(0.0, min_open=True),
+    "Chunk length of the whole-track features (as `muser eval`).",
 )
 @click.option(
     "--tower",
@@ -460,28 +465,14 @@ def eval_cmd(task: str, no_random_baseline: bool, **options: Any) -> None:
     default=None,
     help="Audio tower to embed with (default: what the model was trained with).",
 )
-@click.option(
+@_config_option(
+    EmbedConfig,
     "--index",
-    "index_kind",
-    type=click.Choice(INDEX_KINDS),
-    default=EmbedConfig.index,
-    show_default=True,
-    help="flat: exact inner product; hnsw: approximate, for catalogues of millions.",
+    click.Choice(INDEX_KINDS),
+    "flat: exact inner product; hnsw: approximate, for catalogues of millions.",
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(1),
-    default=EmbedConfig.batch_size,
-    show_default=True,
-    help="Chunks per forward pass.",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(0),
-    default=EmbedConfig.num_workers,
-    show_default=True,
-    help="Reader processes per rank.",
-)
+@_config_option(EmbedConfig, "--batch-size", click.IntRange(1), "Chunks per forward pass.")
+@_config_option(EmbedConfig, "--workers", click.IntRange(0), "Reader processes per rank.", name="num_workers")
 @click.option(
     "--gpus",
     type=click.IntRange(0),
@@ -496,10 +487,10 @@ def eval_cmd(task: str, no_random_baseline: bool, **options: Any) -> None:
     default=None,
     help="Where a raw SRC folder is sharded once (default EMB/../.muser_cache, as `muser eval` does).",
 )
-@click.option("--preset", default=EmbedConfig.preset, show_default=True, help="Architecture of `random`.")
-@click.option("--seed", type=int, default=EmbedConfig.seed, show_default=True, help="Seed of `random`.")
+@_config_option(EmbedConfig, "--preset", str, "Architecture of `random`.")
+@_config_option(EmbedConfig, "--seed", int, "Seed of `random`.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary table.")
-def embed_cmd(src: tuple[str, ...], index_kind: str, workers: int, quiet: bool, **options: object) -> None:
+def embed_cmd(src: tuple[str, ...], quiet: bool, **options: object) -> None:
     """Embed the tracks of SRC (shard folders, or folders of audio) into a searchable catalogue EMB.
 
     Writes EMB/embeddings.parquet (one row per track: key, audio and caption embeddings, metadata, shard
@@ -519,13 +510,7 @@ def embed_cmd(src: tuple[str, ...], index_kind: str, workers: int, quiet: bool, 
     from muser.catalogue.display import print_embed_summary
     from muser.catalogue.embed import embed
 
-    cfg = EmbedConfig(
-        sources=list(src),
-        index=index_kind,
-        num_workers=workers,
-        progress=not quiet,
-        **options,  # type: ignore[arg-type]
-    )
+    cfg = EmbedConfig(sources=list(src), progress=not quiet, **options)  # type: ignore[arg-type]
     try:
         summary = embed(cfg)
     except ValueError as err:
