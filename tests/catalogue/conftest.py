@@ -7,12 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from muser.catalogue.config import EmbedConfig
+from tests.pretraining import pretrain_briefly
 
-# 60 steps align text and audio on this corpus well beyond chance (as in tests/eval/test_run_eval.py).
-PRETRAIN_STEPS = 60
 N_PER_STYLE = 6  # 6 styles: 36 tracks of 4 s, six to a shard
 
 
@@ -37,44 +35,8 @@ def shards(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def pretrained(shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model/ folder trained for PRETRAIN_STEPS contrastive steps on every track (seconds on CPU)."""
-    from muser.losses import TriModalLoss
-    from muser.models.muser import MUSER
-    from muser.models.tokenizer import music_vocabulary
-    from muser.shards.reader import make_loader
-    from muser.synth import STYLES
-
-    torch.manual_seed(0)
-    model = MUSER.from_preset("tiny", tokenizer_texts=music_vocabulary(STYLES))
-    loss_fn = TriModalLoss()
-    opt = torch.optim.AdamW(list(model.parameters()) + list(loss_fn.parameters()), lr=2e-3)
-    loader = make_loader(
-        [str(shards)],
-        split=None,
-        mode="train",
-        batch_size=12,
-        crop_seconds=2.0,
-        num_workers=0,
-        steps=PRETRAIN_STEPS,
-        tokenizer=model.tokenizer,
-        field_dropout=0.0,
-    )
-    model.train()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tiny model gains nothing from a second thread on a busy 2-core machine
-    try:
-        for batch in loader:
-            emb = model({k: batch[k] for k in ("audio", "input_ids", "attention_mask")})
-            total, _ = loss_fn(emb, batch["caption_id"])
-            opt.zero_grad()
-            total.backward()
-            opt.step()
-            loss_fn.clamp_()
-    finally:
-        torch.set_num_threads(threads)
-    out = tmp_path_factory.mktemp("catalogue-run") / "model"
-    model.eval().save_pretrained(out)
-    return out
+    """A model/ folder trained for a few dozen contrastive steps on every track (seconds on CPU)."""
+    return pretrain_briefly(shards, tmp_path_factory.mktemp("catalogue-run") / "model")
 
 
 def embed_config(

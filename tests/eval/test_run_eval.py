@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from muser.cli import main
 from muser.config import EvalConfig
 from muser.eval import run_eval
+from tests.pretraining import pretrain_briefly
 
 
 @pytest.fixture(scope="module")
@@ -31,54 +31,11 @@ def shards(corpus, tmp_path_factory) -> Path:
     return dst
 
 
-# 60 contrastive steps separate a trained model from random weights by a wide margin on this corpus
-# (zero-shot 0.8-1.0 vs 1/6, retrieval mAP 0.95-1.0 vs 0.27 over seeds); 30 steps are not reliably enough.
-PRETRAIN_STEPS = 60
-
-
 @pytest.fixture(scope="module")
 def pretrained(shards, tmp_path_factory) -> Path:
     """A run folder whose model/ was contrastively trained for a few dozen steps (seconds on CPU)."""
-    from muser.losses import TriModalLoss
-    from muser.models.muser import MUSER
-    from muser.models.tokenizer import music_vocabulary
-    from muser.shards.reader import make_loader
-    from muser.synth import STYLES
-
-    torch.manual_seed(0)
-    # The vocabulary is passed in, as the trainer does with the corpus' own sentences: the style names
-    # become whole tokens.
-    model = MUSER.from_preset("tiny", tokenizer_texts=music_vocabulary(STYLES))
-    loss_fn = TriModalLoss()
-    opt = torch.optim.AdamW(list(model.parameters()) + list(loss_fn.parameters()), lr=2e-3)
-    loader = make_loader(
-        str(shards),
-        split="all",
-        mode="train",
-        batch_size=12,
-        crop_seconds=2.0,
-        num_workers=0,
-        steps=PRETRAIN_STEPS,
-        tokenizer=model.tokenizer,
-        field_dropout=0.0,
-    )
-    model.train()
-    # One intra-op thread: the tiny model's ops gain little from a second one, and on a busy shared CI
-    # machine two spinning threads per step made this fixture over ten times slower (9 s -> 140 s).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for batch in loader:
-            emb = model({k: batch[k] for k in ("audio", "input_ids", "attention_mask")})
-            total, _ = loss_fn(emb, batch["caption_id"])
-            opt.zero_grad()
-            total.backward()
-            opt.step()
-            loss_fn.clamp_()
-    finally:
-        torch.set_num_threads(threads)
     run = tmp_path_factory.mktemp("run")
-    model.eval().save_pretrained(run / "model")
+    pretrain_briefly(shards, run / "model", split="all")
     return run
 
 
