@@ -24,7 +24,7 @@ from muser.catalogue import index as index_mod
 from muser.catalogue import parts
 from muser.catalogue.config import INDEX_KINDS, TOWERS, EmbedConfig
 from muser.config import to_dict
-from muser.shards.manifest import ShardFolder
+from muser.shards.manifest import ShardFolder, is_shard_folder
 
 FORMAT_VERSION = 1
 CATALOGUE = "catalogue.json"
@@ -122,7 +122,7 @@ def _open_output(cfg: EmbedConfig) -> tuple[Path, dict[str, Any] | None]:
 def _resolve(cfg: EmbedConfig, root: Path, sample_rate: int) -> list[ShardFolder]:
     """Each SRC as a shard folder: a folder written by `muser shard`, or any folder of audio sharded once
     into the cache (reused by later runs and by `muser eval`)."""
-    from muser.eval.tasks import TaskSpec, is_shard_folder, resolve_shards
+    from muser.eval.tasks import TaskSpec, resolve_shards
 
     spec = TaskSpec(
         "embed", None, "auto", None, "a shard folder, or a folder of audio files `muser shard` reads"

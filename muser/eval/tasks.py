@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from muser.shards.manifest import MANIFEST, ShardFolder
+from muser.shards.manifest import ShardFolder, is_shard_folder
 
 
 @dataclass(frozen=True)
@@ -65,11 +65,6 @@ def default_data_dir(task: str) -> Path:
             f"$MUSER_DATA/{task} holds the dataset"
         )
     return Path(root) / task
-
-
-def is_shard_folder(path: Path) -> bool:
-    """Whether `path` holds a manifest (readable or not: ShardFolder.open says what is wrong with it)."""
-    return path.is_dir() and (path / MANIFEST).is_file()
 
 
 def _listing_fingerprint(root: Path, extra: str) -> str:

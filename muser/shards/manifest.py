@@ -87,6 +87,12 @@ def write_manifest(dst: str | Path, manifest: dict[str, Any]) -> None:
     atomic_write_text(Path(dst) / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
 
 
+def is_shard_folder(path: str | Path) -> bool:
+    """Whether `path` holds a manifest (readable or not: ShardFolder.open says what is wrong with it)."""
+    path = Path(path)
+    return path.is_dir() and (path / MANIFEST).is_file()
+
+
 def read_manifest(dst: str | Path) -> dict[str, Any]:
     """The validated manifest dict of the shard folder dst (what the writer resumes from)."""
     return ShardFolder.open(dst).manifest
