@@ -235,13 +235,13 @@ def run_worker(spec: dict[str, Any]) -> None:
     """One torchrun worker: this rank's share of the pending shards (dealt round-robin), then exit; the
     launching process assembles the catalogue once every worker is done."""
     from muser.distributed import dist_cleanup, dist_init
-    from muser.eval.runner import load_checkpoint
+    from muser.models.load import load_model
 
     plan = plan_from_dict(spec)
     cfg = plan.config
     rank, _, world, device = dist_init("cuda" if (cfg.gpus or 0) > 0 else "cpu")
     try:
-        model, fp, _ = load_checkpoint(cfg.checkpoint, cfg.preset, cfg.seed, device)
+        model, fp, _ = load_model(cfg.checkpoint, cfg.preset, cfg.seed, device)
         if fp != plan.info["checkpoint"]["fingerprint"]:
             raise RuntimeError("the checkpoint changed while the run started; run `muser embed` again")
         mine = [plan.jobs[i] for i in plan.pending[rank::world]]

@@ -241,11 +241,11 @@ def prepare(cfg: EmbedConfig) -> tuple[Plan, Any]:
     Returns (plan, model on the CPU). Writes EMB/catalogue.json (complete: false) before any part, so a
     killed run is recognised, and refused with one sentence when the checkpoint or settings changed.
     """
-    from muser.eval.runner import load_checkpoint
+    from muser.models.load import load_model
 
     _check(cfg)
     root, existing = _open_output(cfg)
-    model, fp, desc = load_checkpoint(cfg.checkpoint, cfg.preset, cfg.seed, torch.device("cpu"))
+    model, fp, desc = load_model(cfg.checkpoint, cfg.preset, cfg.seed, torch.device("cpu"))
     settings = _settings(model, fp, desc, cfg)
     if existing is not None:
         _refuse_other_settings(existing, settings, root)

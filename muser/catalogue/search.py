@@ -152,7 +152,7 @@ class Catalogue:
         return self._model
 
     def _load_model(self) -> Any:
-        from muser.eval.runner import load_checkpoint
+        from muser.models.load import load_model
 
         rec = self.info["checkpoint"]
         spec = self.checkpoint or (rec["spec"] if rec["spec"] == "random" else rec["path"])
@@ -161,7 +161,7 @@ class Catalogue:
                 f"the catalogue's checkpoint {spec} is gone; pass the checkpoint it was built with "
                 "(--checkpoint, or Catalogue.open(..., checkpoint=))"
             )
-        model, fp, _ = load_checkpoint(spec, rec.get("preset", "tiny"), rec.get("seed", 0), self.device)
+        model, fp, _ = load_model(spec, rec.get("preset", "tiny"), rec.get("seed", 0), self.device)
         if fp != rec["fingerprint"]:
             raise ValueError(
                 f"checkpoint {spec} (fingerprint {fp[:12]}) is not the one this catalogue was built with "

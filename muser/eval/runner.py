@@ -7,7 +7,6 @@ so every row can show its margin over random weights and over MFCC statistics.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from muser.eval.tasks import (
     task_spec,
     vocabulary,
 )
+from muser.models.load import load_model, random_fingerprint
 from muser.shards.manifest import ShardFolder
 from muser.shards.text import render
 
@@ -51,30 +51,6 @@ def _device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {name} asked for CUDA but no CUDA device is available")
     return torch.device(name)
-
-
-def load_checkpoint(spec: str, preset: str, seed: int, device: torch.device) -> tuple[Any, str, str]:
-    """(model in eval mode, fingerprint, resolved path or 'random:<preset>') for --checkpoint."""
-    from muser.models.muser import MUSER
-
-    if spec == "random":
-        torch.manual_seed(seed)
-        model = MUSER.from_preset(preset)
-        fp = feat.fingerprint_text("random", json.dumps(to_dict(model.config), sort_keys=True), str(seed))
-        return model.to(device).eval(), fp, f"random:{preset}"
-    path = Path(spec)
-    if not path.exists():
-        raise ValueError(f"checkpoint {path} does not exist; pass a model/ folder, a run folder or `random`")
-    if path.is_dir() and (path / "model" / "config.json").is_file():
-        path = path / "model"  # a run folder: its exported model
-    if not path.is_dir():
-        raise ValueError(
-            f"checkpoint {path} is a file; pass the run folder or its model/ folder "
-            "(written by MUSER.save_pretrained)"
-        )
-    model = MUSER.from_pretrained(path, map_location=device)
-    fp = feat.fingerprint_files([path / "config.json", path / "model.safetensors"])
-    return model.eval(), fp, str(path.resolve())
 
 
 def _check(cfg: EvalConfig) -> tuple[TaskSpec, list[str]]:
@@ -174,7 +150,7 @@ def _baselines(
     out = []
     if main != "random" and cfg.random_baseline:
         rnd = random_model(model, cfg.seed).to(device)
-        fp = feat.fingerprint_text("random", json.dumps(to_dict(model.config), sort_keys=True), str(cfg.seed))
+        fp = random_fingerprint(model.config, cfg.seed)
         x = feat.align(_model_features(cfg, data.folder, data.splits, rnd, fp), data.keys)
         out.append(Candidate("random", x, rnd))
     if cfg.baseline == "mfcc":
@@ -206,7 +182,7 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> dict[str, Any]:
         )
 
     # Build: the model, the shard folder (raw data is sharded once into the cache), the main features.
-    model, ckpt_fp, ckpt_desc = load_checkpoint(cfg.checkpoint, cfg.preset, cfg.seed, device)
+    model, ckpt_fp, ckpt_desc = load_model(cfg.checkpoint, cfg.preset, cfg.seed, device)
     cache = Path(cfg.cache_dir) if cfg.cache_dir else out.resolve().parent / ".muser_cache"
     folder = resolve_shards(spec, data_dir, cache / "shards", model.config.sample_rate, split_dir=split_dir)
     if folder.sample_rate != model.config.sample_rate:

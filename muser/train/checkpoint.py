@@ -204,7 +204,7 @@ def intact_steps(run_dir: Path) -> list[Path]:
     return [p for p in sorted(run_dir.glob("step-*.pt"), reverse=True) if verify_checkpoint(p) is None]
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def read_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely (weights_only=True) after checking its sha256; a missing, damaged or
     unreadable file is one clear error that names the newest intact step-K.pt to resume from instead."""
     path = Path(path)

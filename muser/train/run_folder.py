@@ -84,7 +84,7 @@ def load_resume(out: Path, data: DataConfig, train: TrainConfig) -> dict[str, An
                 "or choose another --output"
             )
         return None
-    state = ckpt.load_checkpoint(out / ckpt.LAST)
+    state = ckpt.read_state(out / ckpt.LAST)
     saved = state.get("config", {})
     configs = {"data": data, "train": train}
     for section, fields in _RESUME_FIXED:
