@@ -102,9 +102,9 @@ def run_demo(
 
     # 3. Pretraining of the tiny preset on the train split (the GPU when there is one). A run is reused
     # only when result.json says it finished; an interrupted one resumes from last.pt.
-    import torch
+    from muser.distributed import choose_device
 
-    gpus = 1 if torch.cuda.is_available() else 0
+    gpus = 1 if choose_device("auto").type == "cuda" else 0
     t0 = stage(f"3/5  muser pretrain (tiny preset, {size.steps} steps, {'GPU' if gpus else 'CPU'})")
     run = out / "run"
     finished = _finished_run(run)

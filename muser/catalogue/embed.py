@@ -22,6 +22,7 @@ from muser.atomic import atomic_write_text
 from muser.catalogue import index as index_mod
 from muser.catalogue import parts
 from muser.catalogue.plan import CATALOGUE, LAUNCH, EmbedConfig, Job, Plan, plan_dict, plan_from_dict, prepare
+from muser.distributed import choose_device
 from muser.eval import features as feat
 from muser.progress import TrackProgress
 from muser.shards.manifest import ShardFolder
@@ -178,18 +179,6 @@ def assemble(plan: Plan) -> dict[str, Any]:
 # ---- entry point -------------------------------------------------------------------------------------
 
 
-def _device(cfg: EmbedConfig) -> torch.device:
-    if cfg.gpus == 0:
-        return torch.device("cpu")
-    if cfg.gpus is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not torch.cuda.is_available():
-        raise ValueError(
-            f"--gpus {cfg.gpus} asks for CUDA but no CUDA device is visible; use --gpus 0 for CPU"
-        )
-    return torch.device("cuda", 0)
-
-
 def embed(cfg: EmbedConfig) -> dict[str, Any]:
     """Build or extend the catalogue cfg.output from cfg.sources (resuming a killed run).
 
@@ -213,7 +202,9 @@ def embed(cfg: EmbedConfig) -> dict[str, Any]:
             "unreadable": None,
         }
     else:
-        ran = run_jobs(plan, todo, model, _device(cfg))
+        # --gpus: None picks (auto), 0 is the CPU, N >= 1 is CUDA (N > 1 went to torchrun above).
+        name = {None: "auto", 0: "cpu"}.get(cfg.gpus, "cuda:0")
+        ran = run_jobs(plan, todo, model, choose_device(name, f"--gpus {cfg.gpus}", "--gpus 0"))
     run_s = time.perf_counter() - run_started
     info = assemble(plan)
     elapsed = time.perf_counter() - started

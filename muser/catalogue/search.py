@@ -22,6 +22,7 @@ import torch
 from muser.catalogue import index as index_mod
 from muser.catalogue import parts
 from muser.catalogue.plan import read_info
+from muser.distributed import choose_device
 
 Year = int | tuple[int | None, int | None] | None
 
@@ -111,9 +112,7 @@ class Catalogue:
                 f"{root}: index.faiss holds {index.ntotal} vectors of dimension {index.d} but the catalogue "
                 f"{table.num_rows} tracks of dimension {info['dimension']}; rebuild it with `muser embed`"
             )
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        return cls(root, info, table, index, checkpoint, torch.device(device))
+        return cls(root, info, table, index, checkpoint, choose_device(device))
 
     def __len__(self) -> int:
         return self.table.num_rows

@@ -15,6 +15,7 @@ import torch
 from rich.console import Console
 
 from muser.config import EvalConfig, to_dict
+from muser.distributed import choose_device
 from muser.eval import features as feat
 from muser.eval.baselines import MFCCStats, mfcc_finalize, random_model
 from muser.eval.protocols import PROTOCOLS, Candidate, Prepared, Rows, confusion, margins, run_protocols
@@ -43,14 +44,6 @@ def _protocols(name: str) -> list[str]:
     if bad or not names:
         raise ValueError(f"unknown --protocol {name!r}; use one of {', '.join(PROTOCOLS)} or all")
     return names
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} asked for CUDA but no CUDA device is available")
-    return torch.device(name)
 
 
 def _check(cfg: EvalConfig) -> tuple[TaskSpec, list[str]]:
@@ -173,7 +166,7 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> dict[str, Any]:
         raise ValueError(f"dataset folder {data_dir} does not exist; {spec.name} expects {spec.layout}")
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    device = _device(cfg.device)
+    device = choose_device(cfg.device)
     split_dir, found = split_lists(spec, data_dir, cfg.split_dir)
     if found:
         console.print(
