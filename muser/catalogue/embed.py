@@ -4,8 +4,8 @@ catalogue.json, embeddings.parquet, index.faiss and parts/ (one committed Parque
 `prepare` (muser.catalogue.plan) lists the shards still to embed; `run_jobs` embeds them, in this process
 or in each torchrun worker (shards dealt out by rank), committing a shard's part as soon as all of its
 tracks are pooled; `assemble` concatenates the parts into the Parquet file and the FAISS index. Track
-features are the eval features (muser.eval.features: the same chunks, the same length-weighted pooling),
-L2-normalised.
+features are the eval features (muser.features.tracks: the same chunks, the same length-weighted
+pooling), L2-normalised.
 """
 
 from __future__ import annotations
@@ -23,21 +23,14 @@ from muser.catalogue import index as index_mod
 from muser.catalogue import parts
 from muser.catalogue.plan import CATALOGUE, LAUNCH, EmbedConfig, Job, Plan, plan_dict, plan_from_dict, prepare
 from muser.distributed import choose_device
-from muser.eval import features as feat
+from muser.features import tracks as feat
+from muser.features.text import encode_texts
 from muser.progress import TrackProgress
 from muser.shards.manifest import ShardFolder
 
 TEXT_BATCH = 256  # captions per text-tower forward
 
 # ---- run ---------------------------------------------------------------------------------------------
-
-
-def _text_embeddings(model: Any, captions: list[str], dim: int) -> np.ndarray:
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(captions), TEXT_BATCH):
-            out.append(model.encode_text(captions[i : i + TEXT_BATCH]).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
 
 
 def _commit(plan: Plan, job: Job, pool: feat.ChunkPool, model: Any) -> tuple[int, list[str]]:
@@ -60,7 +53,7 @@ def _commit(plan: Plan, job: Job, pool: feat.ChunkPool, model: Any) -> tuple[int
         rows["shard"].append(str(Path(job.source) / job.shard))
         rows["member"].append(f"{key}.{job.codec}")
     audio = parts.normalise_rows(ts.x) if ts.keys else np.zeros((0, dim), np.float32)
-    table = parts.build_part(rows, audio, _text_embeddings(model, captions, dim), dim)
+    table = parts.build_part(rows, audio, encode_texts(model, captions, TEXT_BATCH).numpy(), dim)
     unreadable = [k for k in job.keys if k not in set(ts.keys)]
     part_meta = {
         "shard_sha256": job.sha256,

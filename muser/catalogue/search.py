@@ -185,7 +185,7 @@ class Catalogue:
         float in [-1, 1] at `sample_rate` (default: the catalogue's rate).
         """
         from muser.catalogue.query import audio_batches
-        from muser.eval import features as feat
+        from muser.features import tracks as feat
 
         rate = self.info["sample_rate"]
         batches = audio_batches(audio, rate, self.info["chunk_seconds"], sample_rate)

@@ -16,7 +16,6 @@ from rich.console import Console
 
 from muser.config import EvalConfig, to_dict
 from muser.distributed import choose_device
-from muser.eval import features as feat
 from muser.eval.baselines import MFCCStats, mfcc_finalize, random_model
 from muser.eval.protocols import PROTOCOLS, Candidate, Prepared, Rows, confusion, margins, run_protocols
 from muser.eval.report import plot_confusion, plot_fewshot, print_table, write_json
@@ -31,6 +30,7 @@ from muser.eval.tasks import (
     task_spec,
     vocabulary,
 )
+from muser.features import tracks as feat
 from muser.models.load import load_model, random_fingerprint
 from muser.shards.manifest import ShardFolder
 from muser.shards.text import render

@@ -45,7 +45,7 @@ def test_two_runs_write_identical_bytes(catalogue_dir, shards, pretrained, tmp_p
 
 def test_rows_are_the_eval_features_normalised(catalogue_dir, shards, pretrained):
     """The catalogue vectors are muser eval's chunk-averaged features (same chunks, same pooling)."""
-    from muser.eval import features as feat
+    from muser.features import tracks as feat
     from muser.models.load import load_model
 
     model, _, _ = load_model(str(pretrained), "tiny", 0, torch.device("cpu"))
