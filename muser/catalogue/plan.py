@@ -24,6 +24,7 @@ from muser.catalogue import index as index_mod
 from muser.catalogue import parts
 from muser.catalogue.config import INDEX_KINDS, TOWERS, EmbedConfig
 from muser.config import to_dict
+from muser.shards.cache import cache_root, check_sample_rate, shard_once
 from muser.shards.manifest import ShardFolder, is_shard_folder
 
 FORMAT_VERSION = 1
@@ -122,12 +123,7 @@ def _open_output(cfg: EmbedConfig) -> tuple[Path, dict[str, Any] | None]:
 def _resolve(cfg: EmbedConfig, root: Path, sample_rate: int) -> list[ShardFolder]:
     """Each SRC as a shard folder: a folder written by `muser shard`, or any folder of audio sharded once
     into the cache (reused by later runs and by `muser eval`)."""
-    from muser.eval.tasks import TaskSpec, resolve_shards
-
-    spec = TaskSpec(
-        "embed", None, "auto", None, "a shard folder, or a folder of audio files `muser shard` reads"
-    )
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else root.resolve().parent / ".muser_cache"
+    cache = cache_root(cfg.cache_dir, root)
     folders, seen = [], set()
     for src in cfg.sources:
         path = Path(src)
@@ -138,16 +134,12 @@ def _resolve(cfg: EmbedConfig, root: Path, sample_rate: int) -> list[ShardFolder
         else:
             # The sharding summary goes to stderr with the bars: stdout carries embed's own result.
             with contextlib.redirect_stdout(sys.stderr):
-                folder = resolve_shards(spec, path, cache / "shards", sample_rate, progress=cfg.progress)
+                folder = shard_once(path, cache, sample_rate, name="embed", progress=cfg.progress)
         assert folder.root is not None
         if folder.root.resolve() in seen:
             continue  # the same folder twice adds nothing
         seen.add(folder.root.resolve())
-        if folder.sample_rate != sample_rate:
-            raise ValueError(
-                f"{folder.name} holds {folder.sample_rate} Hz audio but the model expects {sample_rate} Hz; "
-                f"re-shard it with --sample-rate {sample_rate}"
-            )
+        check_sample_rate(folder.name, folder.sample_rate, sample_rate)
         if folder.keys() is None:
             raise ValueError(
                 f"{folder.name}'s manifest lists no keys per shard; re-shard it with `muser shard`"

@@ -32,6 +32,7 @@ from muser.eval.tasks import (
 )
 from muser.features import tracks as feat
 from muser.models.load import load_model, random_fingerprint
+from muser.shards.cache import cache_root, check_sample_rate
 from muser.shards.manifest import ShardFolder
 from muser.shards.text import render
 
@@ -64,8 +65,11 @@ def _features(
 ) -> feat.TrackSet:
     """Track features of `chunk_fn` over the folder, through the feature cache (key: `name`, the data,
     the chunk length); a truncated or foreign cache file is recomputed (features.cached), never trusted."""
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.output).resolve().parent / ".muser_cache"
-    path = cache / "features" / f"{name}-{folder.fingerprint()[:16]}-c{cfg.chunk_seconds:g}.npz"
+    path = (
+        cache_root(cfg.cache_dir, cfg.output)
+        / "features"
+        / f"{name}-{folder.fingerprint()[:16]}-c{cfg.chunk_seconds:g}.npz"
+    )
     finalize = mfcc_finalize if isinstance(chunk_fn, MFCCStats) else None
 
     def compute() -> feat.TrackSet:
@@ -176,13 +180,9 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> dict[str, Any]:
 
     # Build: the model, the shard folder (raw data is sharded once into the cache), the main features.
     model, ckpt_fp, ckpt_desc = load_model(cfg.checkpoint, cfg.preset, cfg.seed, device)
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else out.resolve().parent / ".muser_cache"
-    folder = resolve_shards(spec, data_dir, cache / "shards", model.config.sample_rate, split_dir=split_dir)
-    if folder.sample_rate != model.config.sample_rate:
-        raise ValueError(
-            f"{folder.name} holds {folder.sample_rate} Hz audio but the model expects "
-            f"{model.config.sample_rate} Hz; re-shard with --sample-rate {model.config.sample_rate}"
-        )
+    cache = cache_root(cfg.cache_dir, out)
+    folder = resolve_shards(spec, data_dir, cache, model.config.sample_rate, split_dir=split_dir)
+    check_sample_rate(folder.name, folder.sample_rate, model.config.sample_rate)
     main = "random" if cfg.checkpoint == "random" else "muser"
     ts = _model_features(cfg, folder, folder.splits, model, ckpt_fp)
     data = _prepare(cfg, spec, folder, ts, (data_dir, split_dir))

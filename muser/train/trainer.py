@@ -27,6 +27,7 @@ import torch
 
 from muser.config import DataConfig, ModelConfig, TrainConfig, to_dict
 from muser.distributed import barrier, dist_cleanup, dist_init, get_world_size, in_torchrun, print0
+from muser.shards.cache import check_sample_rate
 from muser.train import checkpoint as ckpt
 from muser.train.data import MIN_EPOCH_BATCHES, MicroBatches, TrainSources, tokenizer_texts
 from muser.train.display import TrainDisplay
@@ -53,11 +54,7 @@ def pretrain(data: DataConfig, model: ModelConfig, train: TrainConfig) -> dict[s
     sources = TrainSources.open(data.shards, data.split)
     if sources.samples is None and train.epochs is not None:
         raise ValueError(sources.epochs_message())
-    if sources.sample_rate != model.sample_rate:
-        raise ValueError(
-            f"--shards hold {sources.sample_rate} Hz audio but the model expects {model.sample_rate} Hz; "
-            f"re-shard with --sample-rate {model.sample_rate}"
-        )
+    check_sample_rate("--shards", sources.sample_rate, model.sample_rate)
     if world > 1 and not in_torchrun():
         return launch(data, model, train)
     return _Run(data, model, train, sources).run()
