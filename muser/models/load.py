@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from muser.config import ModelConfig, to_dict
+from muser.runs import RunFolder
 
 
 def fingerprint_files(paths: list[Path]) -> str:
@@ -43,8 +44,9 @@ def model_folder(spec: str | Path) -> Path:
     path = Path(spec)
     if not path.exists():
         raise ValueError(f"checkpoint {path} does not exist; pass a model/ folder, a run folder or `random`")
-    if path.is_dir() and (path / "model" / "config.json").is_file():
-        return path / "model"  # `--checkpoint RUN` means RUN/model
+    run = RunFolder(path)
+    if run.has_model():
+        return run.model  # `--checkpoint RUN` means RUN/model
     if not path.is_dir():
         raise ValueError(
             f"checkpoint {path} is a file; pass the run folder or its model/ folder "
