@@ -41,9 +41,8 @@ def _rss() -> int:
 
 
 def test_embed_throughput(tmp_path):
-    from muser.catalogue.config import EmbedConfig
     from muser.catalogue.embed import embed
-    from muser.config import ShardConfig
+    from muser.config import EmbedConfig, ShardConfig
     from muser.models.load import load_model
     from muser.shards.writer import write_shards
     from muser.synth import make_corpus

@@ -229,9 +229,9 @@ DEMO_QUERY = "a calm ambient song with soft synths"
 def _catalogue(out: Path, shards: Path, model: Path, retrained: bool) -> tuple[Path, list[dict[str, Any]]]:
     """Embed the demo shards into out/catalogue (resumed when the model is the same; rebuilt after a new
     pretraining) and run DEMO_QUERY over it."""
-    from muser.catalogue.config import EmbedConfig
     from muser.catalogue.embed import embed
     from muser.catalogue.search import Catalogue
+    from muser.config import EmbedConfig
 
     catalogue = out / "catalogue"
     # No reader workers: starting them costs more than decoding a few hundred short clips.

@@ -15,7 +15,7 @@ import faiss
 import numpy as np
 
 from muser.atomic import fsync_dir
-from muser.catalogue.config import INDEX_KINDS
+from muser.config import INDEX_KINDS
 
 INDEX = "index.faiss"
 HNSW_M = 32  # graph degree: recall vs memory (M * 8 bytes of links per vector per layer)

@@ -22,8 +22,7 @@ from muser import __version__
 from muser.atomic import atomic_write_text
 from muser.catalogue import index as index_mod
 from muser.catalogue import parts
-from muser.catalogue.config import INDEX_KINDS, TOWERS, EmbedConfig
-from muser.config import to_dict
+from muser.config import INDEX_KINDS, TOWERS, EmbedConfig, to_dict
 from muser.shards.cache import cache_root, check_sample_rate, shard_once
 from muser.shards.manifest import ShardFolder, is_shard_folder
 
