@@ -21,7 +21,8 @@ import torch
 from muser.atomic import atomic_write_text
 from muser.catalogue import index as index_mod
 from muser.catalogue import parts
-from muser.catalogue.plan import CATALOGUE, LAUNCH, EmbedConfig, Job, Plan, plan_dict, plan_from_dict, prepare
+from muser.catalogue.folder import CatalogueFolder
+from muser.catalogue.plan import EmbedConfig, Job, Plan, plan_dict, plan_from_dict, prepare
 from muser.distributed import choose_device
 from muser.features import tracks as feat
 from muser.features.text import encode_texts
@@ -117,7 +118,8 @@ def run_jobs(plan: Plan, jobs: list[Job], model: Any, device: torch.device, labe
 def assemble(plan: Plan) -> dict[str, Any]:
     """Concatenate every part of every source into embeddings.parquet, build index.faiss from the same
     pass, and mark catalogue.json complete. Returns the final catalogue.json."""
-    root, info = Path(plan.config.output), plan.info
+    folder, info = CatalogueFolder(plan.config.output), plan.info
+    root = folder.root
     dim = info["dimension"]
     paths, shards = [], 0
     for src in info["sources"]:
@@ -146,10 +148,10 @@ def assemble(plan: Plan) -> dict[str, Any]:
         if table.num_rows:
             index.add(np.ascontiguousarray(parts.vectors_of(table, "audio_embedding")))
 
-    rows = parts.write_embeddings(root / parts.EMBEDDINGS, parts.read_parts(paths), dim, on_part=add)
+    rows = parts.write_embeddings(folder.embeddings, parts.read_parts(paths), dim, on_part=add)
     if rows == 0:
         raise RuntimeError(f"no track of {', '.join(s['path'] for s in info['sources'])} could be read")
-    index_mod.write_index(index, root / index_mod.INDEX)
+    index_mod.write_index(index, folder.index)
     unreadable = [
         {"key": k, "shard": shard["name"]}
         for src in info["sources"]
@@ -165,7 +167,7 @@ def assemble(plan: Plan) -> dict[str, Any]:
         "hours": round(totals["seconds"] / 3600, 4),
     }
     info["unreadable"] = unreadable
-    atomic_write_text(root / CATALOGUE, json.dumps(info, indent=1) + "\n")
+    folder.write_info(info)
     return info
 
 
@@ -186,7 +188,7 @@ def embed(cfg: EmbedConfig) -> dict[str, Any]:
     run_started = time.perf_counter()
     processes = max(cfg.gpus or 0, cfg.procs, 1)
     if processes > 1 and todo and not in_torchrun():
-        spec = Path(cfg.output) / LAUNCH
+        spec = CatalogueFolder(cfg.output).launch
         atomic_write_text(spec, json.dumps(plan_dict(plan)) + "\n")
         launch(spec, processes)
         ran = {

@@ -2,7 +2,8 @@
 already in EMB (another checkpoint or other settings are refused), the sources resolved (raw folders
 sharded once into a cache), keys checked unique, and the shards without a valid part listed (the plan).
 
-catalogue.json is written here first (complete: false), so a killed run is recognised and resumed.
+catalogue.json (CatalogueFolder) is written here first (complete: false), so a killed run is recognised
+and resumed.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,16 +19,11 @@ from typing import Any
 import torch
 
 from muser import __version__
-from muser.atomic import atomic_write_text
-from muser.catalogue import index as index_mod
 from muser.catalogue import parts
+from muser.catalogue.folder import FORMAT_VERSION, CatalogueFolder
 from muser.config import INDEX_KINDS, TOWERS, EmbedConfig, to_dict
 from muser.shards.cache import cache_root, check_sample_rate, shard_once
 from muser.shards.manifest import ShardFolder, is_shard_folder
-
-FORMAT_VERSION = 1
-CATALOGUE = "catalogue.json"
-LAUNCH = ".launch.json"
 
 
 @dataclass
@@ -69,54 +64,6 @@ def _check(cfg: EmbedConfig) -> None:
         raise ValueError(
             "--gpus and --procs must be >= 0, and only one of them may ask for several processes"
         )
-
-
-def read_info(root: Path) -> dict[str, Any] | None:
-    """EMB/catalogue.json, or None when EMB holds no catalogue yet; an error for a damaged or newer one."""
-    path = root / CATALOGUE
-    if not path.is_file():
-        return None
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(
-            f"{path} is not valid JSON ({err}); rebuild the catalogue with --overwrite"
-        ) from None
-    version = info.get("format_version") if isinstance(info, dict) else None
-    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
-        raise ValueError(
-            f"{path} has format_version {version!r}; this muser reads up to {FORMAT_VERSION} "
-            "(upgrade muser, or rebuild the catalogue with --overwrite)"
-        )
-    return info
-
-
-def _clear(root: Path) -> None:
-    """--overwrite: remove what `muser embed` writes, and nothing else of the folder."""
-    for name in (CATALOGUE, parts.EMBEDDINGS, index_mod.INDEX, LAUNCH):
-        (root / name).unlink(missing_ok=True)
-    shutil.rmtree(root / parts.PARTS, ignore_errors=True)
-
-
-def _open_output(cfg: EmbedConfig) -> tuple[Path, dict[str, Any] | None]:
-    root = Path(cfg.output)
-    if root.exists() and not root.is_dir():
-        raise ValueError(f"--output {root} is a file; pass a folder for the catalogue")
-    if root.is_dir():
-        ours = {CATALOGUE, parts.PARTS, parts.EMBEDDINGS, index_mod.INDEX}
-        foreign = sorted(p.name for p in root.iterdir() if not p.name.startswith(".") and p.name not in ours)
-        if foreign and not (root / CATALOGUE).is_file():
-            raise ValueError(
-                f"{root} holds files that are not a catalogue's ({', '.join(foreign[:3])}); "
-                "choose a new or empty folder for --output"
-            )
-        if cfg.overwrite:  # before reading catalogue.json: --overwrite also recovers a damaged one
-            _clear(root)
-    existing = read_info(root) if root.is_dir() else None
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(f"{parts.PARTS}/*/.*.tmp"):  # parts a killed run was writing
-        stale.unlink()
-    return root, existing
 
 
 def _resolve(cfg: EmbedConfig, root: Path, sample_rate: int) -> list[ShardFolder]:
@@ -165,7 +112,7 @@ def _jobs(folder: ShardFolder) -> list[Job]:
             codec=folder.codec or "flac",
             keys=list(sh["keys"]),
             seconds=float(sh.get("seconds", 0.0)),
-            part=f"{parts.PARTS}/{sid}/{Path(sh['name']).stem}.parquet",
+            part=CatalogueFolder(".").part(sid, sh["name"]),
         )
         for split in folder.splits
         for sh in folder.shards(split)
@@ -235,7 +182,9 @@ def prepare(cfg: EmbedConfig) -> tuple[Plan, Any]:
     from muser.models.load import load_model
 
     _check(cfg)
-    root, existing = _open_output(cfg)
+    folder = CatalogueFolder(cfg.output)
+    existing = folder.open_for_writing(cfg.overwrite)
+    root = folder.root
     model, fp, desc = load_model(cfg.checkpoint, cfg.preset, cfg.seed, torch.device("cpu"))
     settings = _settings(model, fp, desc, cfg)
     if existing is not None:
@@ -277,11 +226,11 @@ def prepare(cfg: EmbedConfig) -> tuple[Plan, Any]:
         "muser_version": __version__,
         "complete": False,
         **settings,
-        "index": {"kind": cfg.index, "metric": "inner_product", "file": index_mod.INDEX},
-        "files": {"embeddings": parts.EMBEDDINGS, "index": index_mod.INDEX},
+        "index": {"kind": cfg.index, "metric": "inner_product", "file": CatalogueFolder.INDEX},
+        "files": {"embeddings": CatalogueFolder.EMBEDDINGS, "index": CatalogueFolder.INDEX},
         "sources": sources,
     }
-    atomic_write_text(root / CATALOGUE, json.dumps(info, indent=1) + "\n")
+    folder.write_info(info)
     return Plan(cfg, info, jobs, pending), model
 
 

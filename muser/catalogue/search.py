@@ -21,7 +21,7 @@ import torch
 
 from muser.catalogue import index as index_mod
 from muser.catalogue import parts
-from muser.catalogue.plan import read_info
+from muser.catalogue.folder import CatalogueFolder
 from muser.distributed import choose_device
 
 Year = int | tuple[int | None, int | None] | None
@@ -91,22 +91,12 @@ class Catalogue:
     def open(cls, path: str | Path, checkpoint: str | None = None, device: str = "auto") -> Catalogue:
         """Open EMB for search. checkpoint: the model for text and audio queries (default: the one recorded
         in catalogue.json; it must have the same fingerprint). device: auto | cpu | cuda."""
-        root = Path(path)
-        info = read_info(root) if root.is_dir() else None
-        if info is None:
-            raise ValueError(f"{root} is not a catalogue (no catalogue.json); build one with `muser embed`")
-        if not info.get("complete"):
-            raise ValueError(
-                f"{root} is incomplete (a `muser embed` run did not finish); run the same command again"
-            )
-        if not (root / parts.EMBEDDINGS).is_file():
-            raise ValueError(
-                f"{root / parts.EMBEDDINGS} is missing; rebuild the catalogue with `muser embed`"
-            )
+        folder = CatalogueFolder(path)
+        root, info = folder.root, folder.read_complete()
         # Metadata only: the vectors live in the index (and stay on disk in the Parquet file).
         columns = [n for n in parts.schema(info["dimension"]).names if n not in parts.VECTOR_COLUMNS]
-        table = pq.read_table(root / parts.EMBEDDINGS, columns=columns).combine_chunks()
-        index = index_mod.read_index(root / index_mod.INDEX)
+        table = pq.read_table(folder.embeddings, columns=columns).combine_chunks()
+        index = index_mod.read_index(folder.index)
         if index.ntotal != table.num_rows or index.d != info["dimension"]:
             raise ValueError(
                 f"{root}: index.faiss holds {index.ntotal} vectors of dimension {index.d} but the catalogue "
