@@ -182,9 +182,9 @@ def prepare(cfg: EmbedConfig) -> tuple[Plan, Any]:
     from muser.models.load import load_model
 
     _check(cfg)
-    folder = CatalogueFolder(cfg.output)
-    existing = folder.open_for_writing(cfg.overwrite)
-    root = folder.root
+    emb = CatalogueFolder(cfg.output)
+    existing = emb.open_for_writing(cfg.overwrite)
+    root = emb.root
     model, fp, desc = load_model(cfg.checkpoint, cfg.preset, cfg.seed, torch.device("cpu"))
     settings = _settings(model, fp, desc, cfg)
     if existing is not None:
@@ -230,7 +230,7 @@ def prepare(cfg: EmbedConfig) -> tuple[Plan, Any]:
         "files": {"embeddings": CatalogueFolder.EMBEDDINGS, "index": CatalogueFolder.INDEX},
         "sources": sources,
     }
-    folder.write_info(info)
+    emb.write_info(info)
     return Plan(cfg, info, jobs, pending), model
 
 
