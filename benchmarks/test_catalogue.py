@@ -41,10 +41,9 @@ def _rss() -> int:
 
 
 def test_embed_throughput(tmp_path):
-    from muser.catalogue.config import EmbedConfig
     from muser.catalogue.embed import embed
-    from muser.config import ShardConfig
-    from muser.eval.runner import load_checkpoint
+    from muser.config import EmbedConfig, ShardConfig
+    from muser.models.load import load_model
     from muser.shards.writer import write_shards
     from muser.synth import make_corpus
 
@@ -68,7 +67,7 @@ def test_embed_throughput(tmp_path):
             "wall_s_with_model_load_and_assembly": round(wall, 2),
         }
 
-    model, _, _ = load_checkpoint("random", "tiny", 0, torch.device("cpu"))
+    model, _, _ = load_model("random", "tiny", 0, torch.device("cpu"))
     start = time.perf_counter()
     with torch.no_grad():
         for path in files:

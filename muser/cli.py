@@ -12,8 +12,18 @@ from typing import Any
 import click
 
 from muser import __version__
-from muser.catalogue.config import INDEX_KINDS, TOWERS, EmbedConfig
-from muser.config import LOSS_TERMS, LOSSES, PRESETS, DataConfig, EvalConfig, ShardConfig, TrainConfig
+from muser.config import (
+    INDEX_KINDS,
+    LOSS_TERMS,
+    LOSSES,
+    PRESETS,
+    TOWERS,
+    DataConfig,
+    EmbedConfig,
+    EvalConfig,
+    ShardConfig,
+    TrainConfig,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -148,6 +148,29 @@ class EvalConfig:
     split_dir: str | None = None  # GTZAN fault-filtered lists; default: *_filtered.txt found in the data root
 
 
+TOWERS = ("waveform", "spectrogram", "both")  # the audio tower(s) a catalogue embeds with
+INDEX_KINDS = ("flat", "hnsw")  # the catalogue's FAISS index kinds
+
+
+@dataclass
+class EmbedConfig:
+    sources: list[str] = field(default_factory=list)  # shard folders, or raw audio folders (sharded once)
+    output: str = "catalogue"  # the catalogue folder EMB
+    checkpoint: str = "random"  # a run folder, a model/ folder, or `random`
+    chunk_seconds: float = 3.0  # chunk length of the track features (as `muser eval`)
+    tower: str | None = None  # waveform | spectrogram | both; None = what the model was trained with
+    index: str = "flat"  # flat (exact inner product) | hnsw (approximate, large catalogues)
+    batch_size: int = 32  # chunks per forward
+    num_workers: int = 2  # reader processes per rank
+    gpus: int | None = None  # None: one GPU when there is one, else CPU; 0: CPU; N > 1: torchrun, N GPUs
+    procs: int = 0  # CPU processes under torchrun (gloo), for several processes without GPUs
+    overwrite: bool = False  # delete EMB's catalogue files first and start over
+    cache_dir: str | None = None  # where raw folders are sharded; default EMB/../.muser_cache
+    preset: str = "tiny"  # architecture of --checkpoint random
+    seed: int = 0  # seed of --checkpoint random
+    progress: bool = True  # the rich progress bar on stderr
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A JSON-ready dict of a config dataclass (tuples become lists)."""
     return json.loads(json.dumps(asdict(cfg)))

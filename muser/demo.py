@@ -19,6 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from muser.config import DataConfig, EvalConfig, ShardConfig, TrainConfig, preset
+from muser.runs import RunFolder
 
 
 @dataclass
@@ -102,9 +103,9 @@ def run_demo(
 
     # 3. Pretraining of the tiny preset on the train split (the GPU when there is one). A run is reused
     # only when result.json says it finished; an interrupted one resumes from last.pt.
-    import torch
+    from muser.distributed import choose_device
 
-    gpus = 1 if torch.cuda.is_available() else 0
+    gpus = 1 if choose_device("auto").type == "cuda" else 0
     t0 = stage(f"3/5  muser pretrain (tiny preset, {size.steps} steps, {'GPU' if gpus else 'CPU'})")
     run = out / "run"
     finished = _finished_run(run)
@@ -117,7 +118,7 @@ def run_demo(
         save_every=max(50, size.steps // 2),
         log_every=10,
         seed=seed,
-        resume=finished is None and (run / "last.pt").is_file(),
+        resume=finished is None and RunFolder(run).last.is_file(),
     )
     data = DataConfig(shards=[str(shards)], batch_size=size.batch_size, crop_seconds=3.0, num_workers=1)
     if finished is not None:
@@ -128,7 +129,7 @@ def run_demo(
         if trained.get("stopped"):
             raise DemoInterrupted(
                 f"pretraining stopped by {trained['stopped']} at step {trained['steps']}; "
-                f"run the same command again to resume from {run / 'last.pt'}"
+                f"run the same command again to resume from {RunFolder(run).last}"
             )
     timings["pretrain_s"] = time.perf_counter() - t0
 
@@ -137,7 +138,7 @@ def run_demo(
     result = run_eval(
         EvalConfig(
             task="fma",
-            checkpoint=str(run / "model"),
+            checkpoint=str(RunFolder(run).model),
             data=str(shards),
             protocol="probe,zeroshot,retrieval",
             seeds=size.seeds,
@@ -153,7 +154,7 @@ def run_demo(
 
     # 5. The corpus as a catalogue: every track embedded once, then one text search over it.
     t0 = stage("5/5  muser embed (the corpus as a searchable catalogue)")
-    catalogue, hits = _catalogue(out, shards, run / "model", retrained=finished is None)
+    catalogue, hits = _catalogue(out, shards, RunFolder(run).model, retrained=finished is None)
     timings["catalogue_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
 
@@ -175,7 +176,7 @@ def run_demo(
             "corpus": str(corpus),
             "shards": str(shards),
             "run": str(run),
-            "model": str(run / "model"),
+            "model": str(RunFolder(run).model),
             "catalogue": str(catalogue),
             **result.get("outputs", {}),
         },
@@ -192,11 +193,9 @@ class DemoInterrupted(RuntimeError):
 
 def _finished_run(run: Path) -> dict[str, Any] | None:
     """The run's result.json when that run completed (not stopped by a signal), else None."""
-    path = run / "result.json"
-    if not path.is_file():
-        return None
-    result = json.loads(path.read_text())
-    complete = not result.get("stopped") and (run / "model" / "config.json").is_file()
+    folder = RunFolder(run)
+    result = folder.read_result()
+    complete = result is not None and not result.get("stopped") and folder.has_model()
     return result if complete else None
 
 
@@ -230,9 +229,9 @@ DEMO_QUERY = "a calm ambient song with soft synths"
 def _catalogue(out: Path, shards: Path, model: Path, retrained: bool) -> tuple[Path, list[dict[str, Any]]]:
     """Embed the demo shards into out/catalogue (resumed when the model is the same; rebuilt after a new
     pretraining) and run DEMO_QUERY over it."""
-    from muser.catalogue.config import EmbedConfig
     from muser.catalogue.embed import embed
     from muser.catalogue.search import Catalogue
+    from muser.config import EmbedConfig
 
     catalogue = out / "catalogue"
     # No reader workers: starting them costs more than decoding a few hundred short clips.

@@ -27,6 +27,24 @@ def in_torchrun() -> bool:
     return all(name in os.environ for name in _WORKER_ENV)
 
 
+def choose_device(name: str = "auto", option: str = "--device", cpu: str = "--device cpu") -> torch.device:
+    """The device a `--device`-style option names: auto (the first CUDA device when one is visible, else
+    the CPU), cpu, cuda or cuda:N. Every application picks its device here.
+
+    option / cpu: how the user asked, and how to ask for the CPU instead, for the one-sentence error.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.split(":", 1)[0] not in ("cpu", "cuda"):
+        raise ValueError(f"{option} {name!r} is not a device; use auto, cpu or cuda")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"{option} asks for CUDA but no CUDA device is visible; use {cpu} for the CPU")
+    try:
+        return torch.device(name)
+    except RuntimeError:  # e.g. "cuda:x"
+        raise ValueError(f"{option} {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+
+
 def dist_init(device: str = "auto") -> tuple[int, int, int, torch.device]:
     """Read the torchrun environment and join the process group; a no-op for a single process.
 
@@ -35,9 +53,10 @@ def dist_init(device: str = "auto") -> tuple[int, int, int, torch.device]:
     """
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
-    if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("--gpus asks for CUDA but no CUDA device is visible; use --gpus 0 for CPU")
+    try:
+        use_cuda = choose_device(device, "--gpus", "--gpus 0").type == "cuda"
+    except ValueError as err:  # pretrain reports a missing GPU as a failed start (exit status 1)
+        raise RuntimeError(str(err)) from None
     if not in_torchrun():
         return 0, 0, 1, torch.device("cuda", 0) if use_cuda else torch.device("cpu")
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from muser.distributed import dist_init, launch_command, run_forwarding_signals
+from muser.distributed import choose_device, dist_init, launch_command, run_forwarding_signals
 from muser.train.options import world_of
 
 
@@ -133,3 +133,13 @@ def test_ddp_step_matches_one_process_at_the_same_global_batch(tmp_path, loss):
     assert any(k.startswith("loss.logit_biases.") for k in grads) == (loss == "sigmoid")
     for name, grad in grads.items():
         torch.testing.assert_close(out["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_choose_device_is_the_one_device_rule():
+    assert choose_device("cpu") == torch.device("cpu")
+    assert choose_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="--device 'tpu' is not a device"):
+        choose_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="--gpus 2 asks for CUDA.*use --gpus 0"):
+            choose_device("cuda:0", "--gpus 2", "--gpus 0")

@@ -1,5 +1,7 @@
-"""The package's import graph has no cycle, deferred (function-level) imports included: a cycle hidden
-behind a deferred import still couples two modules both ways."""
+"""The package's import graph: no cycle, and two storeys. The library floor (shards, models, features,
+losses, kernels, config, distributed, atomic, runs, ...) imports no application; the applications (train,
+eval, catalogue) import only the floor, never each other; demo and cli, at the top, may import anything.
+Deferred (function-level) imports count: a dependency hidden in a function is still a dependency."""
 
 from __future__ import annotations
 
@@ -78,10 +80,54 @@ def test_the_graph_sees_real_imports():
     graph = _graph()
     assert "muser.train.launch" in graph["muser.train.trainer"]
     assert "muser.shards.manifest" in graph["muser.shards.reader"]
+    assert "muser.train.validate" in graph["muser.train.trainer"]  # deferred into a function
 
 
 def test_no_import_cycle_in_the_package():
     assert _cycles(_graph()) == []
+
+
+APPLICATIONS = ("muser.train", "muser.eval", "muser.catalogue")
+TOP = ("muser", "muser.cli", "muser.demo")  # the package's lazy façade, the CLI and the demo: above all
+
+
+def _room(module: str) -> str | None:
+    """The application a module belongs to, "top", or None for the library floor."""
+    if module in TOP:
+        return "top"
+    return next((app for app in APPLICATIONS if module == app or module.startswith(app + ".")), None)
+
+
+def _violations(graph: dict[str, set[str]]) -> list[str]:
+    out = []
+    for name, targets in sorted(graph.items()):
+        room = _room(name)
+        if room == "top":
+            continue
+        for target in sorted(targets):
+            other = _room(target)
+            if other is None or other == room:
+                continue
+            where = "the library floor" if room is None else room
+            out.append(f"{name} ({where}) imports {target} ({other})")
+    return out
+
+
+def test_applications_stand_side_by_side_on_the_floor():
+    assert _violations(_graph()) == []
+
+
+def test_the_rule_sees_an_application_importing_another_and_the_floor_importing_one():
+    graph = {
+        "muser.catalogue.plan": {"muser.eval.tasks", "muser.shards.manifest"},
+        "muser.train.validate": {"muser.features.tracks"},
+        "muser.features.tracks": {"muser.train.data"},
+        "muser.demo": {"muser.eval.runner"},
+    }
+    assert _violations(graph) == [
+        "muser.catalogue.plan (muser.catalogue) imports muser.eval.tasks (muser.eval)",
+        "muser.features.tracks (the library floor) imports muser.train.data (muser.train)",
+    ]
 
 
 def test_cycle_finder_finds_a_cycle():

@@ -4,8 +4,8 @@ catalogue.json, embeddings.parquet, index.faiss and parts/ (one committed Parque
 `prepare` (muser.catalogue.plan) lists the shards still to embed; `run_jobs` embeds them, in this process
 or in each torchrun worker (shards dealt out by rank), committing a shard's part as soon as all of its
 tracks are pooled; `assemble` concatenates the parts into the Parquet file and the FAISS index. Track
-features are the eval features (muser.eval.features: the same chunks, the same length-weighted pooling),
-L2-normalised.
+features are the eval features (muser.features.tracks: the same chunks, the same length-weighted
+pooling), L2-normalised.
 """
 
 from __future__ import annotations
@@ -21,22 +21,17 @@ import torch
 from muser.atomic import atomic_write_text
 from muser.catalogue import index as index_mod
 from muser.catalogue import parts
-from muser.catalogue.plan import CATALOGUE, LAUNCH, EmbedConfig, Job, Plan, plan_dict, plan_from_dict, prepare
-from muser.eval import features as feat
+from muser.catalogue.folder import CatalogueFolder
+from muser.catalogue.plan import EmbedConfig, Job, Plan, plan_dict, plan_from_dict, prepare
+from muser.distributed import choose_device
+from muser.features import tracks as feat
+from muser.features.text import encode_texts
 from muser.progress import TrackProgress
 from muser.shards.manifest import ShardFolder
 
 TEXT_BATCH = 256  # captions per text-tower forward
 
 # ---- run ---------------------------------------------------------------------------------------------
-
-
-def _text_embeddings(model: Any, captions: list[str], dim: int) -> np.ndarray:
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(captions), TEXT_BATCH):
-            out.append(model.encode_text(captions[i : i + TEXT_BATCH]).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
 
 
 def _commit(plan: Plan, job: Job, pool: feat.ChunkPool, model: Any) -> tuple[int, list[str]]:
@@ -59,7 +54,7 @@ def _commit(plan: Plan, job: Job, pool: feat.ChunkPool, model: Any) -> tuple[int
         rows["shard"].append(str(Path(job.source) / job.shard))
         rows["member"].append(f"{key}.{job.codec}")
     audio = parts.normalise_rows(ts.x) if ts.keys else np.zeros((0, dim), np.float32)
-    table = parts.build_part(rows, audio, _text_embeddings(model, captions, dim), dim)
+    table = parts.build_part(rows, audio, encode_texts(model, captions, TEXT_BATCH).numpy(), dim)
     unreadable = [k for k in job.keys if k not in set(ts.keys)]
     part_meta = {
         "shard_sha256": job.sha256,
@@ -123,7 +118,8 @@ def run_jobs(plan: Plan, jobs: list[Job], model: Any, device: torch.device, labe
 def assemble(plan: Plan) -> dict[str, Any]:
     """Concatenate every part of every source into embeddings.parquet, build index.faiss from the same
     pass, and mark catalogue.json complete. Returns the final catalogue.json."""
-    root, info = Path(plan.config.output), plan.info
+    folder, info = CatalogueFolder(plan.config.output), plan.info
+    root = folder.root
     dim = info["dimension"]
     paths, shards = [], 0
     for src in info["sources"]:
@@ -152,10 +148,10 @@ def assemble(plan: Plan) -> dict[str, Any]:
         if table.num_rows:
             index.add(np.ascontiguousarray(parts.vectors_of(table, "audio_embedding")))
 
-    rows = parts.write_embeddings(root / parts.EMBEDDINGS, parts.read_parts(paths), dim, on_part=add)
+    rows = parts.write_embeddings(folder.embeddings, parts.read_parts(paths), dim, on_part=add)
     if rows == 0:
         raise RuntimeError(f"no track of {', '.join(s['path'] for s in info['sources'])} could be read")
-    index_mod.write_index(index, root / index_mod.INDEX)
+    index_mod.write_index(index, folder.index)
     unreadable = [
         {"key": k, "shard": shard["name"]}
         for src in info["sources"]
@@ -171,23 +167,11 @@ def assemble(plan: Plan) -> dict[str, Any]:
         "hours": round(totals["seconds"] / 3600, 4),
     }
     info["unreadable"] = unreadable
-    atomic_write_text(root / CATALOGUE, json.dumps(info, indent=1) + "\n")
+    folder.write_info(info)
     return info
 
 
 # ---- entry point -------------------------------------------------------------------------------------
-
-
-def _device(cfg: EmbedConfig) -> torch.device:
-    if cfg.gpus == 0:
-        return torch.device("cpu")
-    if cfg.gpus is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not torch.cuda.is_available():
-        raise ValueError(
-            f"--gpus {cfg.gpus} asks for CUDA but no CUDA device is visible; use --gpus 0 for CPU"
-        )
-    return torch.device("cuda", 0)
 
 
 def embed(cfg: EmbedConfig) -> dict[str, Any]:
@@ -204,7 +188,7 @@ def embed(cfg: EmbedConfig) -> dict[str, Any]:
     run_started = time.perf_counter()
     processes = max(cfg.gpus or 0, cfg.procs, 1)
     if processes > 1 and todo and not in_torchrun():
-        spec = Path(cfg.output) / LAUNCH
+        spec = CatalogueFolder(cfg.output).launch
         atomic_write_text(spec, json.dumps(plan_dict(plan)) + "\n")
         launch(spec, processes)
         ran = {
@@ -213,7 +197,9 @@ def embed(cfg: EmbedConfig) -> dict[str, Any]:
             "unreadable": None,
         }
     else:
-        ran = run_jobs(plan, todo, model, _device(cfg))
+        # --gpus: None picks (auto), 0 is the CPU, N >= 1 is CUDA (N > 1 went to torchrun above).
+        name = {None: "auto", 0: "cpu"}.get(cfg.gpus, "cuda:0")
+        ran = run_jobs(plan, todo, model, choose_device(name, f"--gpus {cfg.gpus}", "--gpus 0"))
     run_s = time.perf_counter() - run_started
     info = assemble(plan)
     elapsed = time.perf_counter() - started
@@ -235,13 +221,13 @@ def run_worker(spec: dict[str, Any]) -> None:
     """One torchrun worker: this rank's share of the pending shards (dealt round-robin), then exit; the
     launching process assembles the catalogue once every worker is done."""
     from muser.distributed import dist_cleanup, dist_init
-    from muser.eval.runner import load_checkpoint
+    from muser.models.load import load_model
 
     plan = plan_from_dict(spec)
     cfg = plan.config
     rank, _, world, device = dist_init("cuda" if (cfg.gpus or 0) > 0 else "cpu")
     try:
-        model, fp, _ = load_checkpoint(cfg.checkpoint, cfg.preset, cfg.seed, device)
+        model, fp, _ = load_model(cfg.checkpoint, cfg.preset, cfg.seed, device)
         if fp != plan.info["checkpoint"]["fingerprint"]:
             raise RuntimeError("the checkpoint changed while the run started; run `muser embed` again")
         mine = [plan.jobs[i] for i in plan.pending[rank::world]]

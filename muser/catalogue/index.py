@@ -15,9 +15,8 @@ import faiss
 import numpy as np
 
 from muser.atomic import fsync_dir
-from muser.catalogue.config import INDEX_KINDS
+from muser.config import INDEX_KINDS
 
-INDEX = "index.faiss"
 HNSW_M = 32  # graph degree: recall vs memory (M * 8 bytes of links per vector per layer)
 HNSW_EF_CONSTRUCTION = 80  # candidate list while building: recall vs build time
 HNSW_EF_SEARCH = 128  # candidate list while searching (at least 2k): recall vs latency

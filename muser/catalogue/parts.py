@@ -1,5 +1,6 @@
 """The catalogue's rows on disk: the Parquet schema, one part file per embedded shard (committed atomically,
-so a killed run resumes), and the assembly of the parts into EMB/embeddings.parquet.
+so a killed run resumes), and the assembly of the parts into EMB/embeddings.parquet (the folder's names
+are CatalogueFolder's).
 
 A part records, in its Parquet key-value metadata, the shard's sha256 and the settings fingerprint it was
 computed with: a part is reused only when both still match, so a re-sharded folder or another checkpoint
@@ -22,8 +23,6 @@ import pyarrow.parquet as pq
 from muser.atomic import fsync_dir
 
 PART_META = b"muser.part"  # Parquet key-value metadata of a part file: {"shard_sha256", "settings", ...}
-EMBEDDINGS = "embeddings.parquet"
-PARTS = "parts"
 # Columns that hold vectors; everything else is metadata (what the search side keeps in memory).
 VECTOR_COLUMNS = ("audio_embedding", "text_embedding")
 

@@ -2,7 +2,8 @@
 already in EMB (another checkpoint or other settings are refused), the sources resolved (raw folders
 sharded once into a cache), keys checked unique, and the shards without a valid part listed (the plan).
 
-catalogue.json is written here first (complete: false), so a killed run is recognised and resumed.
+catalogue.json (CatalogueFolder) is written here first (complete: false), so a killed run is recognised
+and resumed.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,16 +19,11 @@ from typing import Any
 import torch
 
 from muser import __version__
-from muser.atomic import atomic_write_text
-from muser.catalogue import index as index_mod
 from muser.catalogue import parts
-from muser.catalogue.config import INDEX_KINDS, TOWERS, EmbedConfig
-from muser.config import to_dict
+from muser.catalogue.folder import FORMAT_VERSION, CatalogueFolder
+from muser.config import INDEX_KINDS, TOWERS, EmbedConfig, to_dict
+from muser.shards.cache import cache_root, check_sample_rate, shard_once
 from muser.shards.manifest import ShardFolder, is_shard_folder
-
-FORMAT_VERSION = 1
-CATALOGUE = "catalogue.json"
-LAUNCH = ".launch.json"
 
 
 @dataclass
@@ -71,63 +66,10 @@ def _check(cfg: EmbedConfig) -> None:
         )
 
 
-def read_info(root: Path) -> dict[str, Any] | None:
-    """EMB/catalogue.json, or None when EMB holds no catalogue yet; an error for a damaged or newer one."""
-    path = root / CATALOGUE
-    if not path.is_file():
-        return None
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(
-            f"{path} is not valid JSON ({err}); rebuild the catalogue with --overwrite"
-        ) from None
-    version = info.get("format_version") if isinstance(info, dict) else None
-    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
-        raise ValueError(
-            f"{path} has format_version {version!r}; this muser reads up to {FORMAT_VERSION} "
-            "(upgrade muser, or rebuild the catalogue with --overwrite)"
-        )
-    return info
-
-
-def _clear(root: Path) -> None:
-    """--overwrite: remove what `muser embed` writes, and nothing else of the folder."""
-    for name in (CATALOGUE, parts.EMBEDDINGS, index_mod.INDEX, LAUNCH):
-        (root / name).unlink(missing_ok=True)
-    shutil.rmtree(root / parts.PARTS, ignore_errors=True)
-
-
-def _open_output(cfg: EmbedConfig) -> tuple[Path, dict[str, Any] | None]:
-    root = Path(cfg.output)
-    if root.exists() and not root.is_dir():
-        raise ValueError(f"--output {root} is a file; pass a folder for the catalogue")
-    if root.is_dir():
-        ours = {CATALOGUE, parts.PARTS, parts.EMBEDDINGS, index_mod.INDEX}
-        foreign = sorted(p.name for p in root.iterdir() if not p.name.startswith(".") and p.name not in ours)
-        if foreign and not (root / CATALOGUE).is_file():
-            raise ValueError(
-                f"{root} holds files that are not a catalogue's ({', '.join(foreign[:3])}); "
-                "choose a new or empty folder for --output"
-            )
-        if cfg.overwrite:  # before reading catalogue.json: --overwrite also recovers a damaged one
-            _clear(root)
-    existing = read_info(root) if root.is_dir() else None
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(f"{parts.PARTS}/*/.*.tmp"):  # parts a killed run was writing
-        stale.unlink()
-    return root, existing
-
-
 def _resolve(cfg: EmbedConfig, root: Path, sample_rate: int) -> list[ShardFolder]:
     """Each SRC as a shard folder: a folder written by `muser shard`, or any folder of audio sharded once
     into the cache (reused by later runs and by `muser eval`)."""
-    from muser.eval.tasks import TaskSpec, resolve_shards
-
-    spec = TaskSpec(
-        "embed", None, "auto", None, "a shard folder, or a folder of audio files `muser shard` reads"
-    )
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else root.resolve().parent / ".muser_cache"
+    cache = cache_root(cfg.cache_dir, root)
     folders, seen = [], set()
     for src in cfg.sources:
         path = Path(src)
@@ -138,16 +80,12 @@ def _resolve(cfg: EmbedConfig, root: Path, sample_rate: int) -> list[ShardFolder
         else:
             # The sharding summary goes to stderr with the bars: stdout carries embed's own result.
             with contextlib.redirect_stdout(sys.stderr):
-                folder = resolve_shards(spec, path, cache / "shards", sample_rate, progress=cfg.progress)
+                folder = shard_once(path, cache, sample_rate, name="embed", progress=cfg.progress)
         assert folder.root is not None
         if folder.root.resolve() in seen:
             continue  # the same folder twice adds nothing
         seen.add(folder.root.resolve())
-        if folder.sample_rate != sample_rate:
-            raise ValueError(
-                f"{folder.name} holds {folder.sample_rate} Hz audio but the model expects {sample_rate} Hz; "
-                f"re-shard it with --sample-rate {sample_rate}"
-            )
+        check_sample_rate(folder.name, folder.sample_rate, sample_rate)
         if folder.keys() is None:
             raise ValueError(
                 f"{folder.name}'s manifest lists no keys per shard; re-shard it with `muser shard`"
@@ -174,7 +112,7 @@ def _jobs(folder: ShardFolder) -> list[Job]:
             codec=folder.codec or "flac",
             keys=list(sh["keys"]),
             seconds=float(sh.get("seconds", 0.0)),
-            part=f"{parts.PARTS}/{sid}/{Path(sh['name']).stem}.parquet",
+            part=CatalogueFolder(".").part(sid, sh["name"]),
         )
         for split in folder.splits
         for sh in folder.shards(split)
@@ -241,11 +179,13 @@ def prepare(cfg: EmbedConfig) -> tuple[Plan, Any]:
     Returns (plan, model on the CPU). Writes EMB/catalogue.json (complete: false) before any part, so a
     killed run is recognised, and refused with one sentence when the checkpoint or settings changed.
     """
-    from muser.eval.runner import load_checkpoint
+    from muser.models.load import load_model
 
     _check(cfg)
-    root, existing = _open_output(cfg)
-    model, fp, desc = load_checkpoint(cfg.checkpoint, cfg.preset, cfg.seed, torch.device("cpu"))
+    emb = CatalogueFolder(cfg.output)
+    existing = emb.open_for_writing(cfg.overwrite)
+    root = emb.root
+    model, fp, desc = load_model(cfg.checkpoint, cfg.preset, cfg.seed, torch.device("cpu"))
     settings = _settings(model, fp, desc, cfg)
     if existing is not None:
         _refuse_other_settings(existing, settings, root)
@@ -286,11 +226,11 @@ def prepare(cfg: EmbedConfig) -> tuple[Plan, Any]:
         "muser_version": __version__,
         "complete": False,
         **settings,
-        "index": {"kind": cfg.index, "metric": "inner_product", "file": index_mod.INDEX},
-        "files": {"embeddings": parts.EMBEDDINGS, "index": index_mod.INDEX},
+        "index": {"kind": cfg.index, "metric": "inner_product", "file": CatalogueFolder.INDEX},
+        "files": {"embeddings": CatalogueFolder.EMBEDDINGS, "index": CatalogueFolder.INDEX},
         "sources": sources,
     }
-    atomic_write_text(root / CATALOGUE, json.dumps(info, indent=1) + "\n")
+    emb.write_info(info)
     return Plan(cfg, info, jobs, pending), model
 
 

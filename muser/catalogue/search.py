@@ -21,7 +21,8 @@ import torch
 
 from muser.catalogue import index as index_mod
 from muser.catalogue import parts
-from muser.catalogue.plan import read_info
+from muser.catalogue.folder import CatalogueFolder
+from muser.distributed import choose_device
 
 Year = int | tuple[int | None, int | None] | None
 
@@ -90,30 +91,18 @@ class Catalogue:
     def open(cls, path: str | Path, checkpoint: str | None = None, device: str = "auto") -> Catalogue:
         """Open EMB for search. checkpoint: the model for text and audio queries (default: the one recorded
         in catalogue.json; it must have the same fingerprint). device: auto | cpu | cuda."""
-        root = Path(path)
-        info = read_info(root) if root.is_dir() else None
-        if info is None:
-            raise ValueError(f"{root} is not a catalogue (no catalogue.json); build one with `muser embed`")
-        if not info.get("complete"):
-            raise ValueError(
-                f"{root} is incomplete (a `muser embed` run did not finish); run the same command again"
-            )
-        if not (root / parts.EMBEDDINGS).is_file():
-            raise ValueError(
-                f"{root / parts.EMBEDDINGS} is missing; rebuild the catalogue with `muser embed`"
-            )
+        folder = CatalogueFolder(path)
+        root, info = folder.root, folder.read_complete()
         # Metadata only: the vectors live in the index (and stay on disk in the Parquet file).
         columns = [n for n in parts.schema(info["dimension"]).names if n not in parts.VECTOR_COLUMNS]
-        table = pq.read_table(root / parts.EMBEDDINGS, columns=columns).combine_chunks()
-        index = index_mod.read_index(root / index_mod.INDEX)
+        table = pq.read_table(folder.embeddings, columns=columns).combine_chunks()
+        index = index_mod.read_index(folder.index)
         if index.ntotal != table.num_rows or index.d != info["dimension"]:
             raise ValueError(
                 f"{root}: index.faiss holds {index.ntotal} vectors of dimension {index.d} but the catalogue "
                 f"{table.num_rows} tracks of dimension {info['dimension']}; rebuild it with `muser embed`"
             )
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        return cls(root, info, table, index, checkpoint, torch.device(device))
+        return cls(root, info, table, index, checkpoint, choose_device(device))
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -152,7 +141,7 @@ class Catalogue:
         return self._model
 
     def _load_model(self) -> Any:
-        from muser.eval.runner import load_checkpoint
+        from muser.models.load import load_model
 
         rec = self.info["checkpoint"]
         spec = self.checkpoint or (rec["spec"] if rec["spec"] == "random" else rec["path"])
@@ -161,7 +150,7 @@ class Catalogue:
                 f"the catalogue's checkpoint {spec} is gone; pass the checkpoint it was built with "
                 "(--checkpoint, or Catalogue.open(..., checkpoint=))"
             )
-        model, fp, _ = load_checkpoint(spec, rec.get("preset", "tiny"), rec.get("seed", 0), self.device)
+        model, fp, _ = load_model(spec, rec.get("preset", "tiny"), rec.get("seed", 0), self.device)
         if fp != rec["fingerprint"]:
             raise ValueError(
                 f"checkpoint {spec} (fingerprint {fp[:12]}) is not the one this catalogue was built with "
@@ -186,7 +175,7 @@ class Catalogue:
         float in [-1, 1] at `sample_rate` (default: the catalogue's rate).
         """
         from muser.catalogue.query import audio_batches
-        from muser.eval import features as feat
+        from muser.features import tracks as feat
 
         rate = self.info["sample_rate"]
         batches = audio_batches(audio, rate, self.info["chunk_seconds"], sample_rate)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from muser.eval.features import eval_batches
+from muser.features.tracks import eval_batches
 from muser.shards.manifest import ShardFolder
 from muser.shards.text import caption_id, label_prompt
 

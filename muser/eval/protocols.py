@@ -16,12 +16,12 @@ import torch
 from sklearn.metrics import confusion_matrix
 
 from muser.config import EvalConfig
-from muser.eval import features as feat
 from muser.eval.metrics import score
 from muser.eval.probe import fit_predict
-from muser.eval.retrieval import relevance_from_captions, text_to_audio
 from muser.eval.splits import Fold, fraction_subset
-from muser.eval.zeroshot import class_scores, encode_texts, prompts
+from muser.features import tracks as feat
+from muser.features.retrieval import relevance_from_captions, text_to_audio
+from muser.features.text import class_scores, encode_texts, prompts
 from muser.shards.manifest import ShardFolder
 
 PROTOCOLS = ("probe", "zeroshot", "finetune", "retrieval")

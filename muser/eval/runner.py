@@ -7,7 +7,6 @@ so every row can show its margin over random weights and over MFCC statistics.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import torch
 from rich.console import Console
 
 from muser.config import EvalConfig, to_dict
-from muser.eval import features as feat
+from muser.distributed import choose_device
 from muser.eval.baselines import MFCCStats, mfcc_finalize, random_model
 from muser.eval.protocols import PROTOCOLS, Candidate, Prepared, Rows, confusion, margins, run_protocols
 from muser.eval.report import plot_confusion, plot_fewshot, print_table, write_json
@@ -31,6 +30,9 @@ from muser.eval.tasks import (
     task_spec,
     vocabulary,
 )
+from muser.features import tracks as feat
+from muser.models.load import load_model, random_fingerprint
+from muser.shards.cache import cache_root, check_sample_rate
 from muser.shards.manifest import ShardFolder
 from muser.shards.text import render
 
@@ -43,38 +45,6 @@ def _protocols(name: str) -> list[str]:
     if bad or not names:
         raise ValueError(f"unknown --protocol {name!r}; use one of {', '.join(PROTOCOLS)} or all")
     return names
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} asked for CUDA but no CUDA device is available")
-    return torch.device(name)
-
-
-def load_checkpoint(spec: str, preset: str, seed: int, device: torch.device) -> tuple[Any, str, str]:
-    """(model in eval mode, fingerprint, resolved path or 'random:<preset>') for --checkpoint."""
-    from muser.models.muser import MUSER
-
-    if spec == "random":
-        torch.manual_seed(seed)
-        model = MUSER.from_preset(preset)
-        fp = feat.fingerprint_text("random", json.dumps(to_dict(model.config), sort_keys=True), str(seed))
-        return model.to(device).eval(), fp, f"random:{preset}"
-    path = Path(spec)
-    if not path.exists():
-        raise ValueError(f"checkpoint {path} does not exist; pass a model/ folder, a run folder or `random`")
-    if path.is_dir() and (path / "model" / "config.json").is_file():
-        path = path / "model"  # a run folder: its exported model
-    if not path.is_dir():
-        raise ValueError(
-            f"checkpoint {path} is a file; pass the run folder or its model/ folder "
-            "(written by MUSER.save_pretrained)"
-        )
-    model = MUSER.from_pretrained(path, map_location=device)
-    fp = feat.fingerprint_files([path / "config.json", path / "model.safetensors"])
-    return model.eval(), fp, str(path.resolve())
 
 
 def _check(cfg: EvalConfig) -> tuple[TaskSpec, list[str]]:
@@ -95,8 +65,11 @@ def _features(
 ) -> feat.TrackSet:
     """Track features of `chunk_fn` over the folder, through the feature cache (key: `name`, the data,
     the chunk length); a truncated or foreign cache file is recomputed (features.cached), never trusted."""
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.output).resolve().parent / ".muser_cache"
-    path = cache / "features" / f"{name}-{folder.fingerprint()[:16]}-c{cfg.chunk_seconds:g}.npz"
+    path = (
+        cache_root(cfg.cache_dir, cfg.output)
+        / "features"
+        / f"{name}-{folder.fingerprint()[:16]}-c{cfg.chunk_seconds:g}.npz"
+    )
     finalize = mfcc_finalize if isinstance(chunk_fn, MFCCStats) else None
 
     def compute() -> feat.TrackSet:
@@ -174,7 +147,7 @@ def _baselines(
     out = []
     if main != "random" and cfg.random_baseline:
         rnd = random_model(model, cfg.seed).to(device)
-        fp = feat.fingerprint_text("random", json.dumps(to_dict(model.config), sort_keys=True), str(cfg.seed))
+        fp = random_fingerprint(model.config, cfg.seed)
         x = feat.align(_model_features(cfg, data.folder, data.splits, rnd, fp), data.keys)
         out.append(Candidate("random", x, rnd))
     if cfg.baseline == "mfcc":
@@ -197,7 +170,7 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> dict[str, Any]:
         raise ValueError(f"dataset folder {data_dir} does not exist; {spec.name} expects {spec.layout}")
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    device = _device(cfg.device)
+    device = choose_device(cfg.device)
     split_dir, found = split_lists(spec, data_dir, cfg.split_dir)
     if found:
         console.print(
@@ -206,14 +179,10 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> dict[str, Any]:
         )
 
     # Build: the model, the shard folder (raw data is sharded once into the cache), the main features.
-    model, ckpt_fp, ckpt_desc = load_checkpoint(cfg.checkpoint, cfg.preset, cfg.seed, device)
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else out.resolve().parent / ".muser_cache"
-    folder = resolve_shards(spec, data_dir, cache / "shards", model.config.sample_rate, split_dir=split_dir)
-    if folder.sample_rate != model.config.sample_rate:
-        raise ValueError(
-            f"{folder.name} holds {folder.sample_rate} Hz audio but the model expects "
-            f"{model.config.sample_rate} Hz; re-shard with --sample-rate {model.config.sample_rate}"
-        )
+    model, ckpt_fp, ckpt_desc = load_model(cfg.checkpoint, cfg.preset, cfg.seed, device)
+    cache = cache_root(cfg.cache_dir, out)
+    folder = resolve_shards(spec, data_dir, cache, model.config.sample_rate, split_dir=split_dir)
+    check_sample_rate(folder.name, folder.sample_rate, model.config.sample_rate)
     main = "random" if cfg.checkpoint == "random" else "muser"
     ts = _model_features(cfg, folder, folder.splits, model, ckpt_fp)
     data = _prepare(cfg, spec, folder, ts, (data_dir, split_dir))

@@ -9,7 +9,6 @@ uses its fault-filtered split lists (given, or found beside the audio) and so ge
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from muser.shards.cache import shard_once
 from muser.shards.manifest import ShardFolder, is_shard_folder
 
 
@@ -67,18 +67,6 @@ def default_data_dir(task: str) -> Path:
     return Path(root) / task
 
 
-def _listing_fingerprint(root: Path, extra: str) -> str:
-    """Cheap fingerprint of a raw dataset: relative paths, sizes and modification times of every file."""
-    h = hashlib.sha256(extra.encode())
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            st = os.stat(os.path.join(dirpath, name))
-            rel = os.path.relpath(os.path.join(dirpath, name), root)
-            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
 SPLIT_LIST_NAMES = tuple(f"{split}_filtered.txt" for split in ("train", "valid", "test"))
 
 
@@ -111,17 +99,6 @@ def split_lists(spec: TaskSpec, data: Path, given: str | None) -> tuple[Path | N
     return None, False
 
 
-def _split_lists_fingerprint(split_dir: Path) -> str:
-    """Names and contents of the list files the GTZAN reader may use, so edited lists re-shard."""
-    h = hashlib.sha256(str(split_dir.resolve()).encode())
-    for split in ("train", "valid", "test"):
-        for name in (f"{split}_filtered.txt", f"{split}.txt"):
-            path = split_dir / name
-            if path.is_file():
-                h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
 def left_out_by_lists(data: Path, split_dir: Path) -> list[str]:
     """Audio files under GTZAN's genres/ that no split list names (the fault-filtered ones), as genre/file."""
     from muser.shards.sources.base import is_audio
@@ -142,48 +119,20 @@ def left_out_by_lists(data: Path, split_dir: Path) -> list[str]:
 def resolve_shards(
     spec: TaskSpec,
     data: Path,
-    cache_root: Path,
+    cache: Path,
     sample_rate: int,
     progress: bool = True,
     split_dir: Path | None = None,
 ) -> ShardFolder:
-    """The shard folder for `data`: itself when it is one, else a cached sharding of the raw dataset.
-
-    split_dir: GTZAN fault-filtered split lists used to shard a raw GTZAN folder (part of the cache key).
-    """
+    """The shard folder for `data`: itself when it is one, else a cached sharding of the raw dataset
+    (muser.shards.cache). split_dir: GTZAN fault-filtered split lists (part of the cache key)."""
     if not data.exists():
         raise ValueError(f"dataset folder {data} does not exist; {spec.name} expects {spec.layout}")
     if not data.is_dir():
         raise ValueError(f"--data {data} is not a folder; {spec.name} expects {spec.layout}")
-    if is_shard_folder(data):
-        return ShardFolder.open(data)
-    if spec.name == "shards":
+    if spec.name == "shards" and not is_shard_folder(data):
         raise ValueError(f"{data} is not a shard folder; the shards task expects {spec.layout}")
-    from muser.config import ShardConfig
-    from muser.shards.writer import write_shards
-
-    lists = _split_lists_fingerprint(split_dir) if split_dir is not None else "no-lists"
-    key = _listing_fingerprint(data, f"{spec.source}\0{sample_rate}\0{lists}")[:16]
-    dst = cache_root / f"{spec.name}-{key}"
-    if is_shard_folder(dst):
-        try:
-            cached = ShardFolder.open(dst)
-        except ValueError:
-            cached = None  # a damaged cache is re-sharded below (write_shards resumes or refuses clearly)
-        if cached is not None and cached.complete:
-            return cached
-    cfg = ShardConfig(
-        src=str(data),
-        dst=str(dst),
-        source=spec.source,
-        sample_rate=sample_rate,
-        split_dir=str(split_dir) if split_dir is not None else None,
-    )
-    try:
-        write_shards(cfg, progress=progress)
-    except ValueError as err:
-        raise ValueError(f"could not read {data} as {spec.name} ({spec.layout}): {err}") from err
-    return ShardFolder.open(dst)
+    return shard_once(data, cache, sample_rate, spec.source, spec.name, spec.layout, progress, split_dir)
 
 
 def vocabulary(

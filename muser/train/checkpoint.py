@@ -20,14 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-LAST = "last.pt"
-CHECKSUMS = "checksums.json"  # sha256 of every checkpoint file, checked before loading
-MODEL = "model"  # the trained model's export (what `muser eval --checkpoint RUN` loads)
-INIT = "init"  # the untrained initial model: tokenizer and architecture for the other ranks and --resume
+from muser.runs import RunFolder
 
-
-def step_name(step: int) -> str:
-    return f"step-{step:07d}.pt"
+# The run folder's names are RunFolder's (muser.runs); these are the ones this module writes.
+LAST, CHECKSUMS, MODEL, INIT = RunFolder.LAST, RunFolder.CHECKSUMS, RunFolder.MODEL, RunFolder.INIT
+step_name = RunFolder.step_name
 
 
 def rng_state() -> dict[str, Any]:
@@ -201,10 +198,10 @@ def verify_checkpoint(path: Path) -> str | None:
 
 def intact_steps(run_dir: Path) -> list[Path]:
     """The step-K.pt files of run_dir whose checksum matches, newest first."""
-    return [p for p in sorted(run_dir.glob("step-*.pt"), reverse=True) if verify_checkpoint(p) is None]
+    return [p for p in RunFolder(run_dir).steps() if verify_checkpoint(p) is None]
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def read_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely (weights_only=True) after checking its sha256; a missing, damaged or
     unreadable file is one clear error that names the newest intact step-K.pt to resume from instead."""
     path = Path(path)

@@ -12,6 +12,7 @@ from typing import Any
 from muser.atomic import atomic_write_text
 from muser.config import DataConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from muser.distributed import launch_command, run_forwarding_signals
+from muser.runs import RunFolder
 
 
 def write_spec(data: DataConfig, model: ModelConfig, train: TrainConfig) -> Path:
@@ -41,7 +42,7 @@ def launch(data: DataConfig, model: ModelConfig, train: TrainConfig) -> dict[str
     workers fail (their own errors are printed above by torchrun).
     """
     spec = write_spec(data, model, train)
-    result_path = Path(train.output) / "result.json"
+    result_path = RunFolder(train.output).result
     result_path.unlink(missing_ok=True)
     nproc = train.gpus if train.gpus > 0 else train.procs
     cmd = launch_command(

@@ -14,6 +14,7 @@ import numpy as np
 from muser import __version__
 from muser.atomic import atomic_write_text
 from muser.config import DataConfig, ModelConfig, TrainConfig, from_dict, preset, to_dict
+from muser.runs import RunFolder
 from muser.train import checkpoint as ckpt
 
 # Options a resumed run must share with the saved one: they fix the data stream and the step arithmetic.
@@ -36,7 +37,7 @@ def run_configs(
     the tiny preset for a new run. Raises ValueError naming the problem.
     """
     saved: dict[str, Any] = {}
-    path = Path(output) / "config.json"
+    path = RunFolder(output).config
     if resume:
         if not path.is_file():
             raise ValueError(f"--resume: {path} not found; --output must be an earlier run's folder")
@@ -78,13 +79,13 @@ def load_resume(out: Path, data: DataConfig, train: TrainConfig) -> dict[str, An
     the data stream differs from the saved run's.
     """
     if not train.resume:
-        if (out / ckpt.LAST).exists():
+        if RunFolder(out).last.exists():
             raise ValueError(
                 f"{out} already holds a run (last.pt); pass --resume to continue it "
                 "or choose another --output"
             )
         return None
-    state = ckpt.load_checkpoint(out / ckpt.LAST)
+    state = ckpt.read_state(RunFolder(out).last)
     saved = state.get("config", {})
     configs = {"data": data, "train": train}
     for section, fields in _RESUME_FIXED:
@@ -109,12 +110,12 @@ def write_config(
         "model": to_dict(model),
         "train": to_dict(train),
     }
-    atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
+    atomic_write_text(RunFolder(out).config, json.dumps(config, indent=2) + "\n")
 
 
 def write_result(out: Path, result: dict[str, Any]) -> None:
     """RUN/result.json: the summary pretrain() returns."""
-    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    RunFolder(out).result.write_text(json.dumps(result, indent=2) + "\n")
 
 
 class RateWindow:
@@ -144,7 +145,7 @@ class MetricsLog:
     go to TensorBoard (RUN/tensorboard/) when the `tensorboard` package is installed."""
 
     def __init__(self, out: Path, tensorboard: bool = True, start_step: int = 0) -> None:
-        self.path = out / "metrics.jsonl"
+        self.path = RunFolder(out).metrics
         self.board = None
         if tensorboard:
             try:  # optional: torch's SummaryWriter needs the tensorboard package, which we do not require
@@ -153,7 +154,7 @@ class MetricsLog:
                 pass
             else:
                 # purge_step drops events a resumed run logged past its checkpoint, as truncate() does
-                self.board = SummaryWriter(str(out / "tensorboard"), purge_step=start_step or None)
+                self.board = SummaryWriter(str(RunFolder(out).tensorboard), purge_step=start_step or None)
 
     def read(self) -> list[dict[str, Any]]:
         if not self.path.is_file():

@@ -27,6 +27,8 @@ import torch
 
 from muser.config import DataConfig, ModelConfig, TrainConfig, to_dict
 from muser.distributed import barrier, dist_cleanup, dist_init, get_world_size, in_torchrun, print0
+from muser.runs import RunFolder
+from muser.shards.cache import check_sample_rate
 from muser.train import checkpoint as ckpt
 from muser.train.data import MIN_EPOCH_BATCHES, MicroBatches, TrainSources, tokenizer_texts
 from muser.train.display import TrainDisplay
@@ -53,11 +55,7 @@ def pretrain(data: DataConfig, model: ModelConfig, train: TrainConfig) -> dict[s
     sources = TrainSources.open(data.shards, data.split)
     if sources.samples is None and train.epochs is not None:
         raise ValueError(sources.epochs_message())
-    if sources.sample_rate != model.sample_rate:
-        raise ValueError(
-            f"--shards hold {sources.sample_rate} Hz audio but the model expects {model.sample_rate} Hz; "
-            f"re-shard with --sample-rate {model.sample_rate}"
-        )
+    check_sample_rate("--shards", sources.sample_rate, model.sample_rate)
     if world > 1 and not in_torchrun():
         return launch(data, model, train)
     return _Run(data, model, train, sources).run()
@@ -163,7 +161,7 @@ class _Run:
     def _build_model(self, resume: dict[str, Any] | None) -> Any:
         from muser.models.muser import MUSER
 
-        init_dir = self.out / ckpt.INIT
+        init_dir = RunFolder(self.out).init
         if resume is None and self.rank == 0:
             texts = None
             if not self.model_cfg.text_encoder:
@@ -180,7 +178,7 @@ class _Run:
         barrier()
         if resume is not None or self.rank != 0:
             # Runs written before init/ existed kept the tokenizer and architecture in model/ only.
-            source = init_dir if (init_dir / "config.json").is_file() else self.out / ckpt.MODEL
+            source = init_dir if (init_dir / "config.json").is_file() else RunFolder(self.out).model
             if not (source / "config.json").is_file():
                 raise RuntimeError(f"{init_dir} is missing; the run folder {self.out} is incomplete")
             model = MUSER.from_pretrained(source)
@@ -206,8 +204,9 @@ class _Run:
                 if not result.updated:
                     raise NonFiniteLossError(
                         f"the loss became non-finite at step {step + 1} (loss {result.loss}, grad norm "
-                        f"{result.grad_norm}); stopped without saving: {self.out / ckpt.LAST} holds the last "
-                        "good state. Lower --lr, raise --warmup or use --precision fp32, then --resume."
+                        f"{result.grad_norm}); stopped without saving: {RunFolder(self.out).last} "
+                        "holds the last good state. Lower --lr, raise --warmup or use --precision fp32, "
+                        "then --resume."
                     )
                 step += 1
                 first_loss = result.loss if first_loss is None else first_loss
@@ -280,8 +279,8 @@ class _Run:
             "world_size": self.world,
             "stopped": stopped,
             "skipped": self.stream.skipped,
-            "checkpoint": str(self.out / ckpt.LAST),
-            "model": str(self.out / ckpt.MODEL),
+            "checkpoint": str(RunFolder(self.out).last),
+            "model": str(RunFolder(self.out).model),
             "eval": last_eval,
         }
         if self.rank == 0:
@@ -352,7 +351,7 @@ class _Run:
 
     def _restore(self, state: dict[str, Any]) -> int:
         t = self.trainee
-        ckpt.check_architecture(self.model, state["model"], str(self.out / ckpt.LAST))
+        ckpt.check_architecture(self.model, state["model"], str(RunFolder(self.out).last))
         self.model.load_state_dict(state["model"])
         t.loss.load_state_dict(state["loss"])
         t.optimizer.load_state_dict(state["optimizer"])

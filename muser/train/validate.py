@@ -1,10 +1,10 @@
 """In-training validation on the valid split: text->audio retrieval R@1/R@5 and zero-shot accuracy.
 
-Deliberately small, and built from muser.eval's own pieces so the numbers mean what `muser eval` means:
-track embeddings are the eval features (chunks averaged by valid length, muser.eval.features), reading
-stops once max_tracks tracks are complete, queries are the tracks' distinct captions with every track of an
-identical caption relevant (muser.eval.retrieval), and zero-shot scores tracks against label prompts
-(muser.eval.zeroshot).
+Deliberately small, and built from the pieces `muser eval` uses (muser.features) so the numbers mean
+what eval's mean: track embeddings are the track features (chunks averaged by valid length,
+muser.features.tracks), reading stops once max_tracks tracks are complete, queries are the tracks'
+distinct captions with every track of an identical caption relevant (muser.features.retrieval), and
+zero-shot scores tracks against label prompts (muser.features.text).
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from muser.eval import features as feat
-from muser.eval.metrics import accuracy
-from muser.eval.retrieval import relevance_from_captions, text_to_audio
-from muser.eval.zeroshot import class_scores, encode_texts, prompts
+from muser.features import tracks as feat
+from muser.features.retrieval import relevance_from_captions, text_to_audio
+from muser.features.text import class_scores, encode_texts, prompts
 from muser.shards.manifest import ShardFolder
 from muser.shards.text import render
 
@@ -74,5 +73,5 @@ def evaluate(
         if rows:
             targets = np.array([index[values[i]] for i in rows])
             text = encode_texts(model, prompts(task, classes), batch_size)
-            out[f"zs_{task}"] = accuracy(targets, class_scores(ts.x[rows], text))
+            out[f"zs_{task}"] = float(np.mean(class_scores(ts.x[rows], text).argmax(axis=1) == targets))
     return out

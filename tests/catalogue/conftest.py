@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from muser.catalogue.config import EmbedConfig
+from muser.config import EmbedConfig
 from tests.pretraining import pretrain_briefly
 
 N_PER_STYLE = 6  # 6 styles: 36 tracks of 4 s, six to a shard

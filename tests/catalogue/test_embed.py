@@ -45,10 +45,10 @@ def test_two_runs_write_identical_bytes(catalogue_dir, shards, pretrained, tmp_p
 
 def test_rows_are_the_eval_features_normalised(catalogue_dir, shards, pretrained):
     """The catalogue vectors are muser eval's chunk-averaged features (same chunks, same pooling)."""
-    from muser.eval import features as feat
-    from muser.eval.runner import load_checkpoint
+    from muser.features import tracks as feat
+    from muser.models.load import load_model
 
-    model, _, _ = load_checkpoint(str(pretrained), "tiny", 0, torch.device("cpu"))
+    model, _, _ = load_model(str(pretrained), "tiny", 0, torch.device("cpu"))
     ts = feat.chunk_average(shards, ["test"], feat.model_chunk_fn(model, model.device), 3.0, 8)
     expected = ts.x / np.linalg.norm(ts.x, axis=1, keepdims=True)
     table = _table(catalogue_dir)

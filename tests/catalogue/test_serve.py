@@ -114,7 +114,7 @@ def test_bad_parameters_are_4xx_json(client, cat):
 def test_a_vanished_shard_is_410_and_other_hosts_are_refused(catalogue_dir, cat, tmp_path):
     import shutil
 
-    from muser.catalogue.parts import EMBEDDINGS
+    from muser.catalogue.folder import CatalogueFolder
 
     emb = tmp_path / "emb"
     shutil.copytree(catalogue_dir, emb)
@@ -127,7 +127,7 @@ def test_a_vanished_shard_is_410_and_other_hosts_are_refused(catalogue_dir, cat,
         _error(TestClient(create_app(moved)).get(f"/api/audio/{key}"), 410)
     finally:
         hidden.rename(shard)
-    assert (emb / EMBEDDINGS).is_file()
+    assert CatalogueFolder(emb).embeddings.is_file()
     local = TestClient(create_app(cat, allowed_hosts=["127.0.0.1", "localhost"]), base_url="http://127.0.0.1")
     assert local.get("/api/info").status_code == 200
     assert local.get("/api/info", headers={"host": "evil.example"}).status_code == 400  # DNS rebinding

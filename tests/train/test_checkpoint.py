@@ -33,8 +33,7 @@ def test_round_trip_loads_with_weights_only(tmp_path):
     assert loaded["step"] == 7 and loaded["config"] == state["config"]
     torch.testing.assert_close(loaded["model"]["weight"], state["model"]["weight"])
     assert (
-        ckpt.load_checkpoint(tmp_path)["optimizer"]["state"][0]["step"]
-        == state["optimizer"]["state"][0]["step"]
+        ckpt.read_state(tmp_path)["optimizer"]["state"][0]["step"] == state["optimizer"]["state"][0]["step"]
     )
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left behind
 
@@ -49,14 +48,14 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypa
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         ckpt.save_checkpoint({"step": 2}, tmp_path, 2)
-    assert ckpt.load_checkpoint(tmp_path)["step"] == 1
+    assert ckpt.read_state(tmp_path)["step"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checksums.json", "last.pt"]
 
 
 def test_rng_state_replays_torch_python_and_numpy(tmp_path):
     ckpt.save_checkpoint({"rng": [ckpt.rng_state()]}, tmp_path, 0)
     first = (torch.rand(3), random.random(), np.random.rand(2))
-    ckpt.set_rng_state(ckpt.load_checkpoint(tmp_path)["rng"][0])
+    ckpt.set_rng_state(ckpt.read_state(tmp_path)["rng"][0])
     again = (torch.rand(3), random.random(), np.random.rand(2))
     torch.testing.assert_close(first[0], again[0])
     assert first[1] == again[1] and np.array_equal(first[2], again[2])
@@ -64,7 +63,7 @@ def test_rng_state_replays_torch_python_and_numpy(tmp_path):
 
 def test_missing_or_corrupt_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="--resume"):
-        ckpt.load_checkpoint(tmp_path)
+        ckpt.read_state(tmp_path)
     (tmp_path / "last.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(RuntimeError, match="cannot read checkpoint"):
-        ckpt.load_checkpoint(tmp_path / "last.pt")
+        ckpt.read_state(tmp_path / "last.pt")

@@ -71,7 +71,7 @@ def test_a_checkpoint_of_another_architecture_is_one_sentence(shards, tmp_path):
     run = tmp_path / "run"
     data, train = small_run(shards, run, steps=2)
     pretrain(data, preset("tiny"), train)
-    state = ckpt.load_checkpoint(run)
+    state = ckpt.read_state(run)
     state["model"]["proj_audio.weight"] = torch.zeros(7, 3)
     ckpt.save_checkpoint(state, run, 2)  # a valid file of the wrong shape
     train.resume, train.steps = True, 4
@@ -101,7 +101,7 @@ def test_disk_full_while_checkpointing_is_one_sentence_and_keeps_the_last_checkp
     monkeypatch.setattr(torch, "save", full)
     with pytest.raises(RuntimeError, match="no space left on device; free some space and --resume"):
         ckpt.save_checkpoint({"step": 2}, tmp_path, 2)
-    assert ckpt.load_checkpoint(tmp_path)["step"] == 1
+    assert ckpt.read_state(tmp_path)["step"] == 1
 
 
 @pytest.mark.parametrize(

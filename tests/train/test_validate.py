@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from muser.eval import features
+from muser.features import tracks as features
 from muser.shards.manifest import ShardFolder
 from muser.train.validate import evaluate
 

@@ -8,7 +8,6 @@ checkpoint and of the shard data, so a second run on the same model and data rea
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -33,21 +32,6 @@ class TrackSet:
     x: np.ndarray  # (N, D) float32 track features
     splits: list[str]  # shard split of each track (train/valid/test/all)
     meta: list[dict]  # metadata JSON of each track (labels, captions...)
-
-
-def fingerprint_files(paths: list[Path]) -> str:
-    """sha256 over the names and bytes of files (model weights + config, or a manifest)."""
-    h = hashlib.sha256()
-    for path in sorted(paths):
-        h.update(path.name.encode())
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
-
-
-def fingerprint_text(*parts: str) -> str:
-    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
 def _progress() -> Progress:

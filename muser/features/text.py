@@ -1,5 +1,7 @@
-"""Zero-shot classification: each class label becomes a sentence through the caption templates, and a track
-is scored by the cosine similarity of its chunk-averaged audio embedding with every label sentence.
+"""Text features: sentences through the text tower in batches (the one batching helper every application
+uses), and zero-shot classification: each class label becomes a sentence through the caption templates,
+and a track is scored by the cosine similarity of its chunk-averaged audio embedding with every label
+sentence.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ def prompts(label_task: str, classes: list[str], template: str | None = None) ->
 def encode_texts(model: torch.nn.Module, texts: list[str], batch_size: int = 64) -> torch.Tensor:
     """texts -> (len(texts), D) L2-normalised text embeddings, on the CPU."""
     model.eval()
+    if not texts:
+        return torch.zeros((0, model.config.embed_dim))
     out = [
         model.encode_text(texts[i : i + batch_size]).float().cpu() for i in range(0, len(texts), batch_size)
     ]

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from muser.eval.baselines import MFCCStats, mfcc_finalize
-from muser.eval.features import TrackSet, cached, load_trackset, pool_chunks, save_trackset
+from muser.features.tracks import TrackSet, cached, load_trackset, pool_chunks, save_trackset
 
 
 def test_trackset_round_trip_without_pickle(tmp_path):

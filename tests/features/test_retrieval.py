@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from muser.eval.retrieval import relevance_from_captions, retrieval_metrics, text_to_audio
+from muser.features.retrieval import relevance_from_captions, retrieval_metrics, text_to_audio
 
 
 def test_relevance_groups_repeated_captions():
