@@ -139,11 +139,31 @@ def capacity(n: int = 3_000_000) -> float:
     return round(2 * alone / pair, 3)
 
 
+def busy_cores(seconds: float = 2.0) -> float:
+    """How many cores other jobs keep busy right now: the machine's non-idle CPU time over `seconds` while
+    this process sleeps (/proc/stat), in cores. Unlike the 1-minute load average it does not count the
+    benchmark that ran just before, nor the fixture that built our corpus. Elsewhere: the load average."""
+    stat = Path("/proc/stat")
+    if not stat.is_file():
+        return os.getloadavg()[0]
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in stat.read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    busy = 1 - (idle1 - idle0) / max(1, total1 - total0)
+    return round(busy * (os.cpu_count() or 1), 2)
+
+
 @dataclass(frozen=True)
 class Quiet:
-    """When a timing comparison is valid: `free_cores` cores free of other jobs, read as the 1-minute load
-    average before the run (taken before our own work raises it) below max(0.5, cores - free_cores), and
-    the 2-process capacity at least `min_capacity` before and after."""
+    """When a timing comparison is valid: `free_cores` cores free of other jobs, read as the cores other
+    jobs keep busy (`busy_cores`) below max(0.5, cores - free_cores), and the 2-process capacity at least
+    `min_capacity` before and after."""
 
     name: str
     free_cores: int
@@ -164,14 +184,19 @@ def quiet(row: Row, rule: Quiet = ONE_CORE) -> dict[str, Any]:
     """Check the machine before a timing comparison; on a loaded machine the row is recorded as skipped
     and the test SKIPS with the reason (in a smoke run the facts are recorded and nothing skips). Returns
     the facts; call `still_quiet` after the measurement."""
-    load = os.getloadavg()[0]
+    busy = busy_cores()
     cap = capacity()
-    facts = {"rule": rule.name, "load_1min_before": round(load, 2), "capacity_2proc_before": cap}
+    facts = {
+        "rule": rule.name,
+        "busy_cores_before": busy,
+        "load_average_before": load_average(),
+        "capacity_2proc_before": cap,
+    }
     row["quiet"] = facts
-    if not smoke() and (load >= rule.max_load or cap < rule.min_capacity):
+    if not smoke() and (busy >= rule.max_load or cap < rule.min_capacity):
         row.skip(
-            f"machine too loaded for a valid comparison ({rule.name}): 1-min load {load:.2f} "
-            f"(needs < {rule.max_load}), 2-process CPU capacity {cap} (needs >= {rule.min_capacity})"
+            f"machine too loaded for a valid comparison ({rule.name}): other jobs keep {busy:.2f} cores "
+            f"busy (needs < {rule.max_load}), 2-process CPU capacity {cap} (needs >= {rule.min_capacity})"
         )
     return facts
 
@@ -181,7 +206,7 @@ def still_quiet(row: Row, rule: Quiet = ONE_CORE) -> float:
     lower of the capacities before and after (what the run could count on)."""
     cap = capacity()
     row["quiet"]["capacity_2proc_after"] = cap
-    row["quiet"]["load_1min_after"] = round(os.getloadavg()[0], 2)
+    row["quiet"]["load_average_after"] = load_average()
     if not smoke() and cap < rule.min_capacity:
         row.skip(
             f"machine became loaded during the run ({rule.name}): 2-process CPU capacity {cap} after "

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,8 +69,8 @@ def test_a_broken_benchmark_leaves_an_error_row(results):
 
 def test_a_loaded_machine_skips_with_the_reason(results, monkeypatch):
     monkeypatch.setattr(common, "capacity", lambda: 1.1)
-    monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 2.0, 1.0))
-    with pytest.raises(pytest.skip.Exception, match="machine too loaded.*load 3.50.*capacity 1.1"):
+    monkeypatch.setattr(common, "busy_cores", lambda: 1.5)
+    with pytest.raises(pytest.skip.Exception, match="too loaded.*keep 1.50 cores busy.*capacity 1.1"):
         with common.entry("b", "r") as row:
             common.quiet(row, common.TWO_CORES)
             raise AssertionError("the comparison ran on a loaded machine")
@@ -81,7 +82,7 @@ def test_a_loaded_machine_skips_with_the_reason(results, monkeypatch):
 def test_load_rising_during_the_run_skips(results, monkeypatch):
     caps = iter([1.95, 1.2])
     monkeypatch.setattr(common, "capacity", lambda: next(caps))
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    monkeypatch.setattr(common, "busy_cores", lambda: 0.1)
     with pytest.raises(pytest.skip.Exception, match="became loaded during the run"):
         with common.entry("b", "r") as row:
             common.quiet(row, common.TWO_CORES)
@@ -106,6 +107,17 @@ def test_a_smoke_run_judges_nothing(results, monkeypatch):
     assert row["status"] == "smoke run (targets not judged)"
     assert row["targets"][0]["outcome"] == "not judged (smoke run)"
     assert common.sized(100, 3) == 3
+
+
+def test_busy_cores_sees_a_busy_core():
+    """A child process spinning for the whole sample shows as (at least most of) one busy core."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert common.busy_cores(1.0) >= 0.7
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def test_alternate_interleaves_the_sides_and_reports_min_median_spread():
