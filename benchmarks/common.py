@@ -17,6 +17,7 @@ says so. Imported as `benchmarks.common` (the root conftest.py puts the reposito
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import multiprocessing as mp
@@ -74,6 +75,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+@functools.cache  # one code version per process: a benchmark session does not edit its own code
 def code_version() -> str:
     """The commit the code was measured at, "+dirty.<hash of the diff>" when muser/ or benchmarks/ have
     uncommitted changes (two dirty trees of one commit are different code), or "unknown" outside git."""
@@ -321,9 +323,9 @@ class Row(dict):
         ok = bool(op(value, limit))
         outcome = "not judged (smoke run)" if smoke() else ("passed" if ok else "failed")
         self.targets.append(
-            {"target": what, "value": round(value, 4), "bound": f"{sign} {limit}", "outcome": outcome}
+            {"target": what, "value": round(value, 4), "bound": f"{sign} {limit:.4g}", "outcome": outcome}
         )
-        VERDICTS.append(Verdict(current_test(), what, outcome, f"{value:.4g} (target {sign} {limit})"))
+        VERDICTS.append(Verdict(current_test(), what, outcome, f"{value:.4g} (target {sign} {limit:.4g})"))
         return ok
 
     def skip(self, reason: str) -> None:
@@ -338,9 +340,8 @@ def _write(bench: str, row: Row, status: str) -> Path:
     path = folder / f"{bench}.json"
     version = code_version()
     data = json.loads(path.read_text()) if path.is_file() else {}
-    if data.get("code_version") != version:
-        data = {"benchmark": bench, "code_version": version, "rows": {}}
-    data["smoke"] = smoke()
+    if data.get("code_version") != version or data.get("smoke") != smoke():
+        data = {"benchmark": bench, "code_version": version, "smoke": smoke(), "rows": {}}
     data["rows"][row.name] = {
         "status": status,
         "measure_only": row.measure_only,
@@ -385,6 +386,9 @@ def entry(bench: str, name: str, measure_only: bool = False) -> Iterator[Row]:
             "target missed: "
             + "; ".join(f"{t['target']} = {t['value']} (needs {t['bound']})" for t in failed)
         )
+
+
+code_version()  # read as the benchmarks are imported: the code that runs, whatever is edited meanwhile
 
 
 # ---- the format before the harness (still used by benchmarks/test_catalogue.py until it moves over) ----
