@@ -138,14 +138,14 @@ def _step_case(name: str, batch: int, device: str, repeats: int) -> None:
 
 
 @pytest.mark.measure_only
-@pytest.mark.parametrize("batch", [16, 64])
+@pytest.mark.parametrize("batch", sized([16, 64], [2, 4]))
 def test_measure_step_tiny_cpu(batch):
     _step_case("tiny", batch, "cpu", repeats=sized(3, 1))
 
 
 @pytest.mark.measure_only
-def test_measure_step_base_cpu_b16():
-    _step_case("base", 16, "cpu", repeats=sized(3, 1))
+def test_measure_step_base_cpu():
+    _step_case("base", sized(16, 2), "cpu", repeats=sized(3, 1))
 
 
 @pytest.mark.measure_only
