@@ -30,7 +30,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP)
-	$(BIN)/python -m pytest -q benchmarks -s
+	$(BIN)/python -m pytest -q benchmarks
 
 # On a CUDA machine: the .venv's python when there is one, else $(PY) (a bare GPU machine: see
 # CONTRIBUTING.md, "GPU check"). Without CUDA it fails at once.

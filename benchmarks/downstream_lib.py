@@ -49,8 +49,9 @@ class Budget:
 
 
 def scale() -> float:
-    """$MUSER_DOWNSTREAM_SCALE multiplies the pretraining steps (a quick check of the benchmark itself)."""
-    value = float(os.environ.get("MUSER_DOWNSTREAM_SCALE", "1"))
+    """$MUSER_DOWNSTREAM_SCALE multiplies the pretraining steps (a quick check of the benchmark itself);
+    a smoke run (benchmarks.common.smoke) defaults it to 0.02."""
+    value = float(os.environ.get("MUSER_DOWNSTREAM_SCALE", "0.02" if common.smoke() else "1"))
     if not 0 < value <= 10:
         raise ValueError(f"MUSER_DOWNSTREAM_SCALE must be in (0, 10], got {value}")
     return value
@@ -146,27 +147,13 @@ def rows_of(result: dict[str, Any], name_of: dict[str, str]) -> list[dict[str, A
     return out
 
 
-def record(corpus: str, entry: dict[str, Any]) -> dict[str, Any]:
-    """Store one corpus' entry in downstream.json (other corpora's entries are kept) and rewrite the
-    markdown report from the whole file; returns the file's content."""
-    data = common.record("downstream", "corpora", corpus, entry)
-    (common.RESULTS / "downstream.md").write_text(markdown(data))
-    return data
-
-
-def record_total(wall_s: float, corpora: list[str]) -> None:
-    """Note the wall time of the whole module run (fixtures included) in downstream.json and the report."""
+def write_markdown() -> Path:
+    """Rewrite downstream.md beside downstream.json from its finished rows (the report never mixes code
+    versions: the JSON holds one)."""
     data = common.read_result("downstream")
-    if not data:
-        return
-    data["run"] = {
-        "command": "OMP_NUM_THREADS=1 pytest benchmarks/test_downstream.py",
-        "wall_s": wall_s,
-        "corpora_run": corpora,
-        "load_average_end": common.machine_info()["load_average"],
-    }
-    common.write_result("downstream", data)
-    (common.RESULTS / "downstream.md").write_text(markdown(data))
+    path = common.results_dir() / "downstream.md"
+    path.write_text(markdown(data))
+    return path
 
 
 PROTOCOLS = ("probe-logistic", "probe-mlp", "zeroshot")
@@ -181,12 +168,14 @@ def markdown(data: dict[str, Any]) -> str:
     lines = [
         "# Downstream ablation (paper Table 2, small replica)",
         "",
-        "Written by `pytest benchmarks/test_downstream.py`. Accuracy in %, mean ± std over probe folds x",
-        "seeds (one pretraining run per variant). `–`: not applicable (MFCC has no text tower for zero-shot",
-        "and is probed with the logistic head only; zero-shot needs the labels to appear in captions).",
+        "Written by `pytest benchmarks/test_downstream.py` from downstream.json. Accuracy in %, mean ± std",
+        "over probe folds x seeds (one pretraining run per variant). `–`: not applicable (MFCC has no text",
+        "tower for zero-shot and is probed with the logistic head only; zero-shot needs the labels to appear",
+        "in captions).",
         "",
     ]
-    for entry in data.get("corpora", {}).values():
+    entries = [r for r in data.get("rows", {}).values() if "rows" in r]
+    for entry in entries:
         rows = entry["rows"]
         lines += [f"## {entry['title']}", "", entry["setup"], ""]
         protocols = [p for p in PROTOCOLS if any(r["protocol"] == p for r in rows)]
@@ -198,6 +187,9 @@ def markdown(data: dict[str, Any]) -> str:
                     f"| {variant} | " + " | ".join(_cell(rows, variant, p) for p in protocols) + " |"
                 )
         walls = entry.get("wall_s", {})
+        lines += ["", f"Status: {entry['status']}."] + [
+            f"- {t['outcome']}: {t['target']} = {t['value']} (target {t['bound']})" for t in entry["targets"]
+        ]
         lines += [
             "",
             f"Chance ({entry.get('chance_note', 'uniform')}): {100 * entry['chance']:.1f} %. Wall time: "
@@ -207,16 +199,14 @@ def markdown(data: dict[str, Any]) -> str:
             "**Reading.** " + entry["reading"],
             "",
         ]
-    m = data.get("machine", {})
-    run = data.get("run")
-    if run:
-        lines.append(f"Whole benchmark: {run['wall_s'] / 60:.1f} min ({', '.join(run['corpora_run'])}).")
-        lines.append("")
-    lines.append(
-        f"Machine: {m.get('cpu_count')} x {m.get('cpu')}, torch {m.get('torch')}, device {m.get('device')}, "
-        f"1/5/15-min load average at the end {[round(x, 2) for x in m.get('load_average') or []]} "
-        "(above the core count means other jobs shared the CPU)."
-    )
+    for entry in entries[-1:]:
+        m = entry.get("machine", {})
+        lines.append(
+            f"Code version {data.get('code_version')}. Machine: {m.get('cpu_count')} x {m.get('cpu')}, torch "
+            f"{m.get('torch')}, device {m.get('device')}, 1/5/15-min load average at the end "
+            f"{m.get('load_average')} (above the core count means other jobs shared the CPU; accuracy does "
+            "not depend on it, wall time does)."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -240,6 +230,20 @@ def _versus(a: dict, b: dict) -> tuple[float, str]:
         f"{d.mean():+.1f} ± {d.std():.1f} points paired over {len(d)} fold x seed runs "
         f"(ahead in {ahead}, behind in {behind}{noise})"
     )
+
+
+def paired(rows: list[dict], a: str, b: str, protocol: str = "probe-logistic") -> dict[str, float]:
+    """Variant `a` against `b` over the fold x seed runs they share: mean difference in points, and the
+    share of runs where `a` is ahead."""
+    import numpy as np
+
+    x, y = np.asarray(_get(rows, a, protocol)["values"]), np.asarray(_get(rows, b, protocol)["values"])
+    d = 100 * (x - y)
+    return {
+        "mean_points": float(d.mean()),
+        "std_points": float(d.std()),
+        "ahead_share": float((d > 1e-9).mean()),
+    }
 
 
 def reading(rows: list[dict], caveat: str) -> str:

@@ -70,8 +70,8 @@ def loss_benchmark() -> dict[str, Any]:
         LIMITS["loss_benchmark"],
     )
     path = ROOT / "benchmarks" / "results" / "loss_kernel.json"
-    gpu = json.loads(path.read_text()).get("gpu", {}) if path.is_file() else {}
-    result["rows"] = {key: row for key, row in gpu.items() if isinstance(row, dict) and row.get("d") == 512}
+    rows = json.loads(path.read_text()).get("rows", {}) if path.is_file() else {}
+    result["rows"] = {key: row for key, row in rows.items() if key.startswith("gpu_") and row.get("d") == 512}
     return result
 
 
