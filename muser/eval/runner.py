@@ -55,8 +55,10 @@ def _device(name: str) -> torch.device:
 
 def load_checkpoint(spec: str, preset: str, seed: int, device: torch.device) -> tuple[Any, str, str]:
     """(model in eval mode, fingerprint, resolved path or 'random:<preset>') for --checkpoint."""
+    from muser.hub import resolve_model
     from muser.models.muser import MUSER
 
+    spec = resolve_model(spec)  # a hub id org/name[@rev] -> its cached snapshot folder
     if spec == "random":
         torch.manual_seed(seed)
         model = MUSER.from_preset(preset)
