@@ -14,6 +14,7 @@ import click
 from muser import __version__
 from muser.catalogue.config import INDEX_KINDS, TOWERS, EmbedConfig
 from muser.config import LOSS_TERMS, LOSSES, PRESETS, DataConfig, EvalConfig, ShardConfig, TrainConfig
+from muser.share.cli import register as register_share_commands
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -646,6 +647,8 @@ def demo(out: str, quick: bool, seed: int) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 
+
+register_share_commands(main)  # muser export / card / push (muser.share.cli)
 
 if __name__ == "__main__":
     main()
