@@ -57,7 +57,9 @@ class TextGraph(nn.Module):
         return self.model._embed_text(input_ids, attention_mask)
 
 
-def _export(module: nn.Module, args: tuple, path: Path, names: list[str], axes: dict, opset: int) -> None:
+def export_graph(
+    module: nn.Module, args: tuple, path: Path, names: list[str], axes: dict, opset: int
+) -> None:
     """Trace `module` on `args` into path (written beside it, then renamed: a reader never sees half)."""
     tmp = path.with_name(f".{path.name}.tmp")
     with warnings.catch_warnings(), torch.no_grad():
@@ -104,7 +106,7 @@ def export_onnx(
     rate = cfg.sample_rate
     samples = max(model.min_samples, int(round(chunk_seconds * rate)))
     wave = torch.rand(2, samples, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    _export(
+    export_graph(
         AudioGraph(model, which),
         (wave,),
         out / "audio.onnx",
@@ -114,7 +116,7 @@ def export_onnx(
     )
     enc = model.tokenize(["a song of jazz", "calm piano with strings and a slow tempo"])
     token_axes = {0: "batch", 1: "tokens"}
-    _export(
+    export_graph(
         TextGraph(model),
         (enc["input_ids"], enc["attention_mask"]),
         out / "text.onnx",
