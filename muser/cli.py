@@ -185,6 +185,7 @@ _PRETRAIN_FIELDS = {
     "save_every": ("train", "save_every"),
     "eval_every": ("train", "eval_every"),
     "log_every": ("train", "log_every"),
+    "report_to": ("train", "report_to"),
     "seed": ("train", "seed"),
 }
 
@@ -276,6 +277,7 @@ def _field(flag: str, cls: type, name: str, kind: type, what: str) -> Callable:
 @_field("--save-every", TrainConfig, "save_every", int, "Checkpoint period in steps")
 @click.option("--eval-every", type=int, default=None, help="Valid-split retrieval/zero-shot period.")
 @_field("--log-every", TrainConfig, "log_every", int, "metrics.jsonl period in steps")
+@click.option("--report-to", help="Trackers: tensorboard,wandb,trackio or none (default: tensorboard).")
 @_field("--seed", TrainConfig, "seed", int, "Seed of the init and the data stream")
 @click.option("--templates", type=click.Path(exists=True, dir_okay=False), help="Templates file.")
 @_field("--workers", DataConfig, "num_workers", int, "Data-loading processes per rank")
