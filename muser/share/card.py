@@ -151,7 +151,7 @@ def build_card(
     ):
         if key in model:
             out.append(f"| {label} | {model[key]} |")
-    out.append(f"| text tower | {text_source or 'built in (WordPiece + small BERT, trained from scratch)'} |")
+    out.append(f"| text tower | {text_source or 'built in (WordPiece tokenizer + small BERT)'} |")
     if meta.get("muser_version"):
         out.append(f"| muser version | {meta['muser_version']} |")
     weights = located.model_dir / "model.safetensors"
