@@ -147,3 +147,25 @@ def test_cached_id_loads_when_the_network_is_down(trained_run, tmp_path, monkeyp
     monkeypatch.setattr(socket.socket, "connect", refuse)
     folder = Path(hub.resolve_model("org/m"))
     assert (folder / "model.safetensors").is_file() and (folder / "README.md").is_file()
+
+
+def test_text_encoder_by_hub_id_then_offline(tmp_path, monkeypatch, cache):
+    """--text-encoder org/name: a transformers encoder on the (stand-in) hub, then from the cache offline."""
+    from muser.config import preset
+    from muser.models.text import TextEncoder
+
+    built = TextEncoder.build(hidden=32, layers=1, heads=2)
+    folder = tmp_path / "encoder"
+    built.backbone.save_pretrained(folder)
+    built.tokenizer.save_pretrained(folder)
+    install(monkeypatch, tmp_path / "hub")
+    hub.upload(
+        "org/enc", {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}, "enc"
+    )
+    model = MUSER.from_config(preset("tiny", text_encoder="org/enc"))
+    assert model.text.source == "org/enc" and model.text.out_dim == 32
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    again = TextEncoder.from_pretrained("org/enc").eval()
+    enc = again.tokenize(["a calm piano piece"])
+    with torch.no_grad():
+        assert torch.equal(again(**enc), model.text.eval()(**enc))
