@@ -22,19 +22,20 @@ def export_cmd(run: str, onnx_dir: str, opset: int | None, no_check: bool) -> No
       muser export org/muser-tiny --onnx muser-onnx
     """
     from muser.models.muser import MUSER
-    from muser.share.onnx import OPSET, export_onnx, parity
+    from muser.share.onnx import OPSET, PARITY_TOL, export_onnx, parity
     from muser.share.run import chunk_seconds, locate
 
     try:
         located = locate(run)
         model = MUSER.from_pretrained(located.model_dir)
-        seconds, _ = chunk_seconds(located)
+        seconds, source = chunk_seconds(located)
         info = export_onnx(model, onnx_dir, seconds, opset or OPSET)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(
         f"wrote {onnx_dir}: audio.onnx ({info['sample_rate']} Hz, {info['chunk_seconds']:g}-s chunks), "
-        f"text.onnx, tokenizer.json, onnx.json (opset {info['opset']}, dimension {info['embed_dim']})"
+        f"text.onnx, tokenizer.json, onnx.json (opset {info['opset']}, dimension {info['embed_dim']}); "
+        f"chunk length from {source}"
     )
     if no_check:
         return
@@ -51,6 +52,10 @@ def export_cmd(run: str, onnx_dir: str, opset: int | None, no_check: bool) -> No
         [["a calm piano piece"]],
     )
     click.echo(f"parity with PyTorch (max abs): audio {worst['audio']:.1e}, text {worst['text']:.1e}")
+    if max(worst.values()) > PARITY_TOL:
+        raise click.ClickException(
+            f"the ONNX graphs in {onnx_dir} differ from PyTorch by more than {PARITY_TOL:g}; do not use them"
+        )
 
 
 def _card_options(f):

@@ -17,9 +17,11 @@ from torch import nn
 
 from muser import __version__
 from muser.atomic import atomic_write_text, fsync_dir
+from muser.models.muser import AUDIO_EMBEDDINGS
 
 OPSET = 17  # onnxruntime >= 1.14 runs it; every op the towers use (STFT as conv1d, ceil-mode pools) is in it
 FORMAT_VERSION = 1
+PARITY_TOL = 1e-4  # max abs difference of unit embeddings PyTorch vs onnxruntime that `muser export` accepts
 # What stays in PyTorch, and why a user of the ONNX files never needs it.
 NOT_EXPORTED = {
     "training objective": "the contrastive/sigmoid losses and their Triton kernels are training-only",
@@ -94,7 +96,7 @@ def export_onnx(
     model: Any, out: str | Path, chunk_seconds: float, opset: int = OPSET, which: str | None = None
 ) -> dict[str, Any]:
     """Write audio.onnx, text.onnx, tokenizer.json (+ tokenizer/ for transformers) and onnx.json into
-    `out`; returns the onnx.json record. model: a MUSER (put in eval mode here).
+    `out`; returns the onnx.json record. model: a MUSER (put in eval mode on the CPU here).
 
     chunk_seconds: the clip length the model was trained on, recorded so users cut audio the same way.
     """
@@ -103,6 +105,8 @@ def export_onnx(
     model = model.eval().cpu()
     cfg = model.config
     which = which or cfg.audio_embedding
+    if which not in AUDIO_EMBEDDINGS:
+        raise ValueError(f"which must be one of {', '.join(AUDIO_EMBEDDINGS)}, not {which!r}")
     rate = cfg.sample_rate
     samples = max(model.min_samples, int(round(chunk_seconds * rate)))
     wave = torch.rand(2, samples, generator=torch.Generator().manual_seed(0)) * 2 - 1

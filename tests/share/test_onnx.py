@@ -15,9 +15,9 @@ pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip 
 
 from muser.cli import main  # noqa: E402
 from muser.models.muser import MUSER  # noqa: E402
-from muser.share.onnx import NOT_EXPORTED, export_onnx, parity  # noqa: E402
+from muser.share.onnx import NOT_EXPORTED, PARITY_TOL, export_onnx, parity  # noqa: E402
 
-TOL = 1e-4
+TOL = 1e-4  # max abs difference of unit embeddings, PyTorch vs onnxruntime
 TEXTS = [
     ["rock"],
     ["a song of hip-hop, belongs to fast-rhythm music, whose style is inspiring", "jazz", "calm piano"],
@@ -106,14 +106,23 @@ def test_export_cli_writes_and_checks(tmp_path):
     assert res.exit_code == 0, res.output
     assert "parity with PyTorch" in res.output
     info = json.loads((tmp_path / "onnx" / "onnx.json").read_text())
+    assert "chunk length from muser's default chunk length" in res.output
     # A bare model folder records no training crop: the default chunk length, said as such.
     assert info["chunk_seconds"] == 3.0 and info["opset"] == 17
     for name in ("audio.onnx", "text.onnx", "tokenizer.json", "tokenizer/tokenizer_config.json"):
         assert (tmp_path / "onnx" / name).is_file(), name
     audio = float(res.output.split("audio ")[1].split(",")[0])
-    assert audio < TOL
+    assert audio < TOL and PARITY_TOL == TOL  # the CLI refuses graphs past the same bar
 
 
 def test_export_cli_names_a_wrong_folder(tmp_path):
     res = CliRunner().invoke(main, ["export", str(tmp_path), "--onnx", str(tmp_path / "o")])
     assert res.exit_code == 1 and "is not a run folder or a model folder" in res.output
+
+
+def test_export_of_a_run_records_its_training_crop(trained_run, tmp_path):
+    res = CliRunner().invoke(main, ["export", str(trained_run), "--onnx", str(tmp_path / "o"), "--no-check"])
+    assert res.exit_code == 0, res.output
+    info = json.loads((tmp_path / "o" / "onnx.json").read_text())
+    crop = json.loads((trained_run / "config.json").read_text())["data"]["crop_seconds"]
+    assert info["chunk_seconds"] == crop == 2.0 and info["chunk_samples"] == 32000
