@@ -229,7 +229,7 @@ def _field(flag: str, cls: type, name: str, kind: type, what: str) -> Callable:
 @click.option(
     "--text-encoder",
     default=None,
-    help="A transformers model folder or hub id (offline: a folder); trained at a lower lr.",
+    help="A transformers model folder or hub id org/name[@rev] (cached: offline); trained at a lower lr.",
 )
 @click.option(
     "--batch-size",
@@ -365,7 +365,7 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
     EvalConfig,
     "--checkpoint",
     str,
-    "A model/ folder, a run folder (uses RUN/model), or `random` (random weights).",
+    "A run folder, its model/ folder, a hub id org/name[@rev], or `random` (random weights).",
 )
 @click.option(
     "--data",
@@ -453,7 +453,7 @@ def eval_cmd(task: str, no_random_baseline: bool, **options: Any) -> None:
 @main.command("embed")
 @click.argument("src", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option(
-    "--checkpoint", required=True, help="A run folder, its model/ folder, or `random` (random weights)."
+    "--checkpoint", required=True, help="A run folder, its model/ folder, hub id org/name[@rev] or `random`."
 )
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Catalogue folder EMB.")
 @_config_option(
@@ -546,7 +546,7 @@ def _years(ctx: click.Context, param: click.Parameter, value: str | None) -> obj
 @click.option("--tag", help="Only tracks with this tag.")
 @click.option("--artist", help="Only tracks whose artist contains this.")
 @click.option("--year", callback=_years, help="1998, 1990-2000, 1990- or -2000.")
-@click.option("--checkpoint", help="The model for text/audio queries (default: the catalogue's).")
+@click.option("--checkpoint", help="Model (folder, hub id) for text/audio queries (default: catalogue's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def search_cmd(
     emb: str,
@@ -588,7 +588,7 @@ def search_cmd(
 
 @main.command("serve")
 @click.argument("emb", type=click.Path(exists=True, file_okay=False))
-@click.option("--checkpoint", help="The model for text queries (default: the catalogue's).")
+@click.option("--checkpoint", help="Model (folder or hub id) for text queries (default: the catalogue's).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0: everyone).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
