@@ -24,6 +24,7 @@ from muser.config import (
     ShardConfig,
     TrainConfig,
 )
+from muser.share.cli import register as register_share_commands
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -194,6 +195,7 @@ _PRETRAIN_FIELDS = {
     "save_every": ("train", "save_every"),
     "eval_every": ("train", "eval_every"),
     "log_every": ("train", "log_every"),
+    "report_to": ("train", "report_to"),
     "seed": ("train", "seed"),
 }
 
@@ -237,7 +239,7 @@ def _field(flag: str, cls: type, name: str, kind: type, what: str) -> Callable:
 @click.option(
     "--text-encoder",
     default=None,
-    help="A transformers model folder or hub id (offline: a folder); trained at a lower lr.",
+    help="A transformers model folder or hub id org/name[@rev] (cached: offline); trained at a lower lr.",
 )
 @click.option(
     "--batch-size",
@@ -285,6 +287,7 @@ def _field(flag: str, cls: type, name: str, kind: type, what: str) -> Callable:
 @_field("--save-every", TrainConfig, "save_every", int, "Checkpoint period in steps")
 @click.option("--eval-every", type=int, default=None, help="Valid-split retrieval/zero-shot period.")
 @_field("--log-every", TrainConfig, "log_every", int, "metrics.jsonl period in steps")
+@click.option("--report-to", help="Trackers: tensorboard,wandb,trackio or none (default: tensorboard).")
 @_field("--seed", TrainConfig, "seed", int, "Seed of the init and the data stream")
 @click.option("--templates", type=click.Path(exists=True, dir_okay=False), help="Templates file.")
 @_field("--workers", DataConfig, "num_workers", int, "Data-loading processes per rank")
@@ -372,7 +375,7 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
     EvalConfig,
     "--checkpoint",
     str,
-    "A model/ folder, a run folder (uses RUN/model), or `random` (random weights).",
+    "A run folder, its model/ folder, a hub id org/name[@rev], or `random` (random weights).",
 )
 @click.option(
     "--data",
@@ -460,7 +463,7 @@ def eval_cmd(task: str, no_random_baseline: bool, **options: Any) -> None:
 @main.command("embed")
 @click.argument("src", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option(
-    "--checkpoint", required=True, help="A run folder, its model/ folder, or `random` (random weights)."
+    "--checkpoint", required=True, help="A run folder, its model/ folder, hub id org/name[@rev] or `random`."
 )
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Catalogue folder EMB.")
 @_config_option(
@@ -553,7 +556,7 @@ def _years(ctx: click.Context, param: click.Parameter, value: str | None) -> obj
 @click.option("--tag", help="Only tracks with this tag.")
 @click.option("--artist", help="Only tracks whose artist contains this.")
 @click.option("--year", callback=_years, help="1998, 1990-2000, 1990- or -2000.")
-@click.option("--checkpoint", help="The model for text/audio queries (default: the catalogue's).")
+@click.option("--checkpoint", help="Model (folder, hub id) for text/audio queries (default: catalogue's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def search_cmd(
     emb: str,
@@ -595,7 +598,7 @@ def search_cmd(
 
 @main.command("serve")
 @click.argument("emb", type=click.Path(exists=True, file_okay=False))
-@click.option("--checkpoint", help="The model for text queries (default: the catalogue's).")
+@click.option("--checkpoint", help="Model (folder or hub id) for text queries (default: the catalogue's).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0: everyone).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
@@ -656,6 +659,8 @@ def demo(out: str, quick: bool, seed: int) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 
+
+register_share_commands(main)  # muser export / card / push (muser.share.cli)
 
 if __name__ == "__main__":
     main()

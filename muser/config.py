@@ -121,6 +121,7 @@ class TrainConfig:
     resume: bool = False
     sync_bn: bool = True  # several GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)
     eval_tracks: int = 1000  # --eval-every reads at most this many valid tracks
+    report_to: str | None = None  # trackers: tensorboard,wandb,trackio; None: tensorboard when installed
 
 
 @dataclass

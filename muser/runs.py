@@ -1,7 +1,7 @@
 """RunFolder: the one object that knows a training run's folder on disk.
 
     RUN/config.json      what ran: version, world size, step count, the data/model/train configs
-    RUN/metrics.jsonl    one JSON record per logged step (RUN/tensorboard/ beside it when installed)
+    RUN/metrics.jsonl    one JSON record per logged step (RUN/tensorboard/ and trackers.json beside it)
     RUN/last.pt          the latest training state; step-KKKKKKK.pt the kept ones (checksums.json: sha256)
     RUN/init/            the untrained model (tokenizer, architecture) every rank and --resume rebuild from
     RUN/model/           the trained model's export (save_pretrained): `--checkpoint RUN` means RUN/model
@@ -26,6 +26,7 @@ class RunFolder:
     CONFIG = "config.json"
     METRICS = "metrics.jsonl"
     TENSORBOARD = "tensorboard"
+    TRACKERS = "trackers.json"  # the --report-to trackers' run ids, so --resume continues the same runs
     LAST = "last.pt"
     CHECKSUMS = "checksums.json"
     INIT = "init"
@@ -46,6 +47,10 @@ class RunFolder:
     @property
     def tensorboard(self) -> Path:
         return self.root / self.TENSORBOARD
+
+    @property
+    def trackers(self) -> Path:
+        return self.root / self.TRACKERS
 
     @property
     def last(self) -> Path:

@@ -58,10 +58,13 @@ def model_folder(spec: str | Path) -> Path:
 def load_model(spec: str, preset: str, seed: int, device: torch.device) -> tuple[Any, str, str]:
     """(model in eval mode on `device`, fingerprint, resolved path or 'random:<preset>') for --checkpoint.
 
-    spec: a run folder, a model folder, or `random` (preset `preset`, weights drawn with `seed`).
+    spec: a run folder, a model folder, a hub id `org/name[@rev]` (muser.hub), or `random` (preset `preset`,
+    weights drawn with `seed`).
     """
+    from muser.hub import resolve_model
     from muser.models.muser import MUSER
 
+    spec = resolve_model(spec)  # a hub id org/name[@rev] -> its cached snapshot folder; a local path wins
     if spec == "random":
         torch.manual_seed(seed)
         model = MUSER.from_preset(preset)

@@ -16,6 +16,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from muser.config import ModelConfig, from_dict, preset, to_dict
+from muser.hub import resolve_model
 from muser.models.spectrogram import SpectrogramEncoder
 from muser.models.text import TextEncoder
 from muser.models.tokenizer import Tokenize
@@ -277,8 +278,9 @@ class MUSER(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> MUSER:
-        """Load a folder written by save_pretrained (offline; safetensors only, nothing unpickled)."""
-        root = Path(directory)
+        """Load a folder written by save_pretrained, or a hub id `org/name[@rev]` (muser.hub: a local path
+        wins; cached ids load offline); safetensors only, nothing unpickled."""
+        root = Path(resolve_model(str(directory)))
         meta_path = root / "config.json"
         meta = None
         if meta_path.is_file():

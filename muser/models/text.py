@@ -11,7 +11,21 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedModel
 
+from muser.hub import resolve_model
 from muser.models.tokenizer import Tokenize, train_wordpiece
+
+# Files of a transformers repository that a PyTorch text tower never reads.
+OTHER_FORMATS = [
+    "*.h5",
+    "*.msgpack",
+    "*.ot",
+    "*.onnx",
+    "onnx/*",
+    "openvino/*",
+    "*.tflite",
+    "coreml/*",
+    "rust_model*",
+]
 
 
 def _layer_list(model: nn.Module) -> nn.ModuleList:
@@ -93,14 +107,17 @@ class TextEncoder(nn.Module):
     def from_pretrained(
         cls, name_or_dir: str, max_length: int = 64, pooling: str = "mean", freeze_layers: int = 0
     ) -> TextEncoder:
-        """Any transformers encoder; a directory is loaded strictly offline (local_files_only)."""
-        local = Path(name_or_dir).expanduser().is_dir()
+        """Any transformers encoder: a directory (loaded strictly offline), or a hub id resolved by muser.hub
+        (`org/name[@rev]`, cached ids offline); a bare name (bert-base-uncased) goes to transformers."""
+        # Only the files transformers reads from an encoder repository, not its other frameworks' weights.
+        resolved = resolve_model(name_or_dir, ignore_patterns=OTHER_FORMATS)
+        local = Path(resolved).expanduser().is_dir()
         try:
             # Never run code a model folder ships (trust_remote_code), and never prompt about it.
             tokenizer = AutoTokenizer.from_pretrained(
-                name_or_dir, local_files_only=local, trust_remote_code=False
+                resolved, local_files_only=local, trust_remote_code=False
             )
-            backbone = AutoModel.from_pretrained(name_or_dir, local_files_only=local, trust_remote_code=False)
+            backbone = AutoModel.from_pretrained(resolved, local_files_only=local, trust_remote_code=False)
         except (OSError, ValueError) as err:
             raise ValueError(
                 f"cannot load text encoder {name_or_dir!r} ({err.__class__.__name__}); give a local model "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from muser.config import LOSS_TERMS, LOSSES, DataConfig, ModelConfig, TrainConfig
+from muser.train.trackers import parse_report_to
 
 PRECISIONS = ("bf16", "fp16", "fp32")
 
@@ -31,6 +32,7 @@ def check_config(data: DataConfig, model: ModelConfig, train: TrainConfig, world
         )
     if train.loss not in LOSSES:
         raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, got {train.loss!r}")
+    parse_report_to(train.report_to)  # an unknown or uninstalled tracker, before any process starts
     if train.precision not in PRECISIONS:
         raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {train.precision!r}")
     if train.grad_accum < 1:

@@ -16,6 +16,7 @@ from muser.atomic import atomic_write_text
 from muser.config import DataConfig, ModelConfig, TrainConfig, from_dict, preset, to_dict
 from muser.runs import RunFolder
 from muser.train import checkpoint as ckpt
+from muser.train.trackers import Trackers, parse_report_to
 
 # Options a resumed run must share with the saved one: they fix the data stream and the step arithmetic.
 _RESUME_FIXED = (
@@ -142,19 +143,20 @@ class RateWindow:
 
 class MetricsLog:
     """RUN/metrics.jsonl: one JSON record per logged step, appended as the run goes; the numeric fields also
-    go to TensorBoard (RUN/tensorboard/) when the `tensorboard` package is installed."""
+    go to the trackers of --report-to (muser.train.trackers; default TensorBoard, RUN/tensorboard/, when
+    the `tensorboard` package is installed). report: whether this process reports to them (rank 0)."""
 
-    def __init__(self, out: Path, tensorboard: bool = True, start_step: int = 0) -> None:
+    def __init__(
+        self,
+        out: Path,
+        report: bool = True,
+        start_step: int = 0,
+        report_to: str | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
         self.path = RunFolder(out).metrics
-        self.board = None
-        if tensorboard:
-            try:  # optional: torch's SummaryWriter needs the tensorboard package, which we do not require
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                pass
-            else:
-                # purge_step drops events a resumed run logged past its checkpoint, as truncate() does
-                self.board = SummaryWriter(str(RunFolder(out).tensorboard), purge_step=start_step or None)
+        names = parse_report_to(report_to) if report else []
+        self.trackers = Trackers(names, out, config or {}, start_step)
 
     def read(self) -> list[dict[str, Any]]:
         if not self.path.is_file():
@@ -177,11 +179,11 @@ class MetricsLog:
     def append(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        if self.board is not None and "step" in record:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self.board.add_scalar(key, value, record["step"])
-            self.board.flush()  # a killed run keeps what it logged, as metrics.jsonl does
+        self.trackers.log(record)
+
+    def close(self) -> None:
+        """Flush and finish the tracker runs (the end of training)."""
+        self.trackers.close()
 
     def mean_rates(self) -> dict[str, float]:
         """Mean samples_per_s and data_wait_frac over the records ({} when none were logged).

@@ -151,7 +151,8 @@ class _Run:
         # Ranks draw different SpecAugment masks and dropout; the model init above was identical.
         _seed_all(train.seed + 1000 * self.rank + 1)
         step = self._restore(resume) if resume is not None else 0
-        self.metrics = MetricsLog(self.out, tensorboard=self.rank == 0, start_step=step)
+        config = {"data": to_dict(data), "model": to_dict(self.model.config), "train": to_dict(train)}
+        self.metrics = MetricsLog(self.out, self.rank == 0, step, train.report_to, config)
         if self.rank == 0:
             write_config(self.out, self.world, self.total, data, self.model.config, train)
             self.metrics.truncate(step)
@@ -286,6 +287,7 @@ class _Run:
         if self.rank == 0:
             result.update(self.metrics.mean_rates())
             write_result(self.out, result)
+        self.metrics.close()
         return result
 
     def _evaluate(self) -> dict[str, float]:

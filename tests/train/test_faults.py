@@ -154,7 +154,7 @@ def test_a_torn_metrics_line_is_skipped_and_dropped_on_resume(tmp_path):
 
     torn = '{"step": 1, "loss": 5.0}\n{"step": 2, "loss": 4.9}\n{"step": 3, "lo'
     (tmp_path / "metrics.jsonl").write_text(torn)
-    log = MetricsLog(tmp_path, tensorboard=False)
+    log = MetricsLog(tmp_path, report=False)
     assert [m["step"] for m in log.read()] == [1, 2]
     log.truncate(1)  # what a resume from step 1 does: the torn line goes with the steps past it
     assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1, "loss": 5.0}\n'

@@ -10,7 +10,7 @@ from muser.train.run_folder import MetricsLog
 
 
 def test_metrics_jsonl_append_truncate_and_rates(tmp_path):
-    log = MetricsLog(tmp_path, tensorboard=False)
+    log = MetricsLog(tmp_path, report=False)
     for step in (10, 20, 30):
         log.append(
             {"step": step, "loss": 5.0 - step / 10, "samples_per_s": float(step), "data_wait_frac": 0.1}
