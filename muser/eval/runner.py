@@ -16,6 +16,7 @@ import torch
 from rich.console import Console
 
 from muser.config import EvalConfig, to_dict
+from muser.console import make_console
 from muser.eval import features as feat
 from muser.eval.baselines import MFCCStats, mfcc_finalize, random_model
 from muser.eval.protocols import PROTOCOLS, Candidate, Prepared, Rows, confusion, margins, run_protocols
@@ -190,7 +191,7 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> dict[str, Any]:
 
     Returns the result dict that results.json holds.
     """
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     spec, protocols = _check(cfg)
     data_dir = Path(cfg.data) if cfg.data else default_data_dir(cfg.task)
     if not data_dir.is_dir():

@@ -50,10 +50,11 @@ def _first_sample(folder: ShardFolder) -> dict[str, Any] | None:
 
 def print_report(report: dict[str, Any], console: Any = None) -> None:
     """Render an inspect_shards report as rich tables."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    from muser.console import make_console
+
+    console = console or make_console()
     state = "complete" if report["complete"] else "INCOMPLETE (re-run `muser shard` to finish)"
     console.print(
         f"[bold]{report['dst']}[/]: {', '.join(report['sources'])}, {report['sample_rate']} Hz, "

@@ -110,9 +110,9 @@ def write_shards(cfg: ShardConfig, progress: bool = True, listing: Any = None) -
     summary = _summary(run, listing.source, len(tracks), len(tracks) - len(todo), workers, elapsed)
     summary["worker_restarts"] = pool.restarts if pool is not None else 0
     if progress:
-        from rich.console import Console
+        from muser.console import make_console
 
-        Console().print(summary_table(summary))
+        make_console().print(summary_table(summary))
     if summary["error_fraction"] > cfg.max_errors:
         raise TooManyErrors(
             f"{summary['errors']} of {summary['tracks']} tracks failed ({summary['error_fraction']:.1%} > "
