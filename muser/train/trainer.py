@@ -26,7 +26,15 @@ import numpy as np
 import torch
 
 from muser.config import DataConfig, ModelConfig, TrainConfig, to_dict
-from muser.distributed import barrier, dist_cleanup, dist_init, get_world_size, in_torchrun, print0
+from muser.distributed import (
+    barrier,
+    check_gpus,
+    dist_cleanup,
+    dist_init,
+    get_world_size,
+    in_torchrun,
+    print0,
+)
 from muser.train import checkpoint as ckpt
 from muser.train.data import MIN_EPOCH_BATCHES, MicroBatches, TrainSources, tokenizer_texts
 from muser.train.display import TrainDisplay
@@ -50,6 +58,8 @@ def pretrain(data: DataConfig, model: ModelConfig, train: TrainConfig) -> dict[s
     """
     world = world_of(train)
     check_config(data, model, train, world)
+    if not in_torchrun():  # a worker's launcher has checked its node's devices already
+        check_gpus(train.gpus)
     sources = TrainSources.open(data.shards, data.split)
     if sources.samples is None and train.epochs is not None:
         raise ValueError(sources.epochs_message())

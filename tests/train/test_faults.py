@@ -158,3 +158,23 @@ def test_a_torn_metrics_line_is_skipped_and_dropped_on_resume(tmp_path):
     assert [m["step"] for m in log.read()] == [1, 2]
     log.truncate(1)  # what a resume from step 1 does: the torn line goes with the steps past it
     assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1, "loss": 5.0}\n'
+
+
+@pytest.mark.parametrize(
+    ("visible", "says"), [(0, "no CUDA device is visible"), (2, "shows 2; use --gpus 2")]
+)
+def test_more_gpus_than_the_machine_has_is_one_sentence_before_torchrun(
+    shards, tmp_path, monkeypatch, visible, says
+):
+    import muser.train.trainer as trainer
+
+    started = []
+    monkeypatch.setattr(trainer, "launch", lambda *args: started.append(args) or {})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: visible > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    args = ["pretrain", "--shards", str(shards), "--output", str(tmp_path / "run"), "--gpus", "8"]
+    done = CliRunner().invoke(main, [*args, "--batch-size", "8"])
+    assert done.exit_code == 2 and "--gpus 8 asks for" in done.output and says in done.output, done.output
+    assert "Traceback" not in done.output and started == []
+    assert not (tmp_path / "run").exists()
