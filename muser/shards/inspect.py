@@ -10,7 +10,7 @@ from typing import Any
 
 from muser.shards import manifest as mf
 from muser.shards.manifest import ShardFolder
-from muser.shards.text import load_meta
+from muser.shards.text import check_meta_size, load_meta
 
 
 def inspect_shards(dst: str | Path, verify: bool = False, max_errors_shown: int = 5) -> dict[str, Any]:
@@ -40,10 +40,15 @@ def _first_sample(folder: ShardFolder) -> dict[str, Any] | None:
         try:
             with tarfile.open(path) as tar:
                 for member in tar:
-                    if member.name.endswith(".json"):
+                    if not member.name.endswith(".json"):
+                        continue
+                    try:
+                        check_meta_size(member.size)  # from the header, before reading it
                         meta = load_meta(tar.extractfile(member).read())
-                        return {"shard": Path(path).name, "key": member.name[: -len(".json")], "meta": meta}
-        except (OSError, tarfile.TarError, ValueError):
+                    except ValueError:
+                        continue  # malformed or oversized metadata: show the next sample
+                    return {"shard": Path(path).name, "key": member.name[: -len(".json")], "meta": meta}
+        except (OSError, tarfile.TarError):
             continue  # a missing or damaged shard: --verify says which; show the next one's sample
     return None
 
