@@ -10,6 +10,7 @@ from typing import Any
 
 from muser.shards import manifest as mf
 from muser.shards.manifest import ShardFolder
+from muser.shards.report import silent_note
 from muser.shards.text import check_meta_size, load_meta
 
 
@@ -18,6 +19,7 @@ def inspect_shards(dst: str | Path, verify: bool = False, max_errors_shown: int 
     folder = ShardFolder.open(dst)
     splits = mf.split_summary(folder.manifest)
     errors = [{k: str(rec.get(k, "")) for k in ("id", "path", "reason")} for rec in folder.errors()]
+    silent = [str(key) for key in folder.manifest.get("silent", [])]  # sharded, peak below -60 dBFS
     return {
         "dst": str(dst),
         "complete": folder.complete,
@@ -29,6 +31,7 @@ def inspect_shards(dst: str | Path, verify: bool = False, max_errors_shown: int 
         "hours": round((folder.seconds() or 0.0) / 3600, 4),
         "labels": folder.labels,
         "errors": {"count": folder.manifest.get("errors", 0), "first": errors[:max_errors_shown]},
+        "silent": {"count": len(silent), "first": silent[:max_errors_shown]},
         "sample": _first_sample(folder),
         "verify": mf.verify(dst) if verify else None,
     }
@@ -81,6 +84,9 @@ def print_report(report: dict[str, Any], console: Any = None) -> None:
         console.print(lt)
     errors = report["errors"]
     console.print(f"errors: {errors['count']}")
+    silent = report["silent"]
+    if silent["count"]:
+        console.print(f"silent tracks: {silent['count']} ({silent_note(silent['first'], silent['count'])})")
     for e in errors["first"]:
         console.print(f"  {e['id']}: {e['reason']}  [dim]{e['path']}[/]", markup=True, highlight=False)
     if report["sample"]:
