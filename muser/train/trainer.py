@@ -40,7 +40,7 @@ from muser.train.data import MIN_EPOCH_BATCHES, MicroBatches, TrainSources, toke
 from muser.train.display import TrainDisplay
 from muser.train.launch import launch
 from muser.train.optim import build_optimizer, build_scheduler
-from muser.train.options import check_config, world_of
+from muser.train.options import check_config, memory_advice, out_of_memory, world_of
 from muser.train.run_folder import MetricsLog, RateWindow, load_resume, write_config, write_result
 from muser.train.signals import StopSignal
 from muser.train.step import DataBrokenOff, StepResult, Trainee, build_objective, train_step
@@ -213,6 +213,14 @@ class _Run:
                 except DataBrokenOff:
                     broken_off = mark
                     break
+                except (RuntimeError, MemoryError) as err:
+                    if not out_of_memory(err):
+                        raise
+                    # The allocator's own words name bytes and caching settings, not what to change.
+                    advice = memory_advice(self.data, train, self.world, self.device.type, step + 1)
+                    raise RuntimeError(
+                        f"{advice}; {self.out / ckpt.LAST} holds the last saved state"
+                    ) from None
                 if not result.updated:
                     raise NonFiniteLossError(
                         f"the loss became non-finite at step {step + 1} (loss {result.loss}, grad norm "
