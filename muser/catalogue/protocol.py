@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 
 MALFORMED = "malformed HTTP request: its request line or a header could not be parsed"
 
 
-def error_bytes(status: int, reason: str, message: str, extra: list[tuple[bytes, bytes]] = ()) -> bytes:
+def error_bytes(status: int, reason: str, message: str, extra: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
     """A whole HTTP/1.1 response carrying the JSON error body {"error", "status"}; the connection closes."""
     body = json.dumps({"error": message, "status": status}).encode()
     head = [f"HTTP/1.1 {status} {reason}".encode()]
