@@ -317,9 +317,8 @@ def pretrain(
     """
     import json
 
-    from rich.console import Console
-
     from muser.config import preset
+    from muser.console import make_console
     from muser.train import pretrain as run_pretrain
     from muser.train.display import summary_table
     from muser.train.run_folder import run_configs
@@ -350,7 +349,7 @@ def pretrain(
     except (RuntimeError, OSError) as err:
         raise click.ClickException(str(err)) from None
     if result.get("steps") is not None:
-        Console(stderr=True).print(summary_table(result))
+        make_console(stderr=True).print(summary_table(result))
     click.echo(json.dumps(result))
     if result.get("stopped") == "SIGINT":
         raise SystemExit(130)
@@ -518,10 +517,9 @@ def embed_cmd(src: tuple[str, ...], quiet: bool, **options: object) -> None:
     """
     import json
 
-    from rich.console import Console
-
     from muser.catalogue.display import print_embed_summary
     from muser.catalogue.embed import embed
+    from muser.console import make_console
 
     cfg = EmbedConfig(sources=list(src), progress=not quiet, **options)  # type: ignore[arg-type]
     try:
@@ -531,7 +529,7 @@ def embed_cmd(src: tuple[str, ...], quiet: bool, **options: object) -> None:
     except (RuntimeError, OSError) as err:
         raise click.ClickException(str(err)) from None
     if not quiet:
-        print_embed_summary(summary, Console(stderr=True))
+        print_embed_summary(summary, make_console(stderr=True))
     click.echo(json.dumps({k: v for k, v in summary.items() if k != "catalogue"}))
 
 
@@ -578,10 +576,9 @@ def search_cmd(
     """
     import json
 
-    from rich.console import Console
-
     from muser.catalogue.display import hits_table
     from muser.catalogue.search import run_search
+    from muser.console import make_console
 
     try:
         out = run_search(emb, query, audio, similar_key, top, checkpoint, **filters)
@@ -593,7 +590,7 @@ def search_cmd(
     seed = out.get("track") or {}
     named = " by ".join(x for x in (seed.get("title"), seed.get("artist")) if x) or out["query"]
     title = {"text": f"text: {out['query']}", "audio": f"sounds like {out['query']}"}.get(out["kind"])
-    Console().print(hits_table(out["results"], title or f"tracks like {named}"))
+    make_console().print(hits_table(out["results"], title or f"tracks like {named}"))
 
 
 @main.command("serve")

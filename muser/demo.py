@@ -19,6 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from muser.config import DataConfig, EvalConfig, ShardConfig, TrainConfig, preset
+from muser.console import make_console
 from muser.runs import RunFolder
 
 
@@ -70,7 +71,7 @@ def run_demo(
     from muser.synth import make_corpus
     from muser.train import pretrain
 
-    console = console or Console()
+    console = console or make_console()
     size = size or (QUICK if quick else FULL)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

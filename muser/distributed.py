@@ -45,6 +45,28 @@ def choose_device(name: str = "auto", option: str = "--device", cpu: str = "--de
         raise ValueError(f"{option} {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
 
 
+def check_gpus(gpus: int) -> None:
+    """Refuse `--gpus N` (N > 0) in one sentence when this machine has fewer than N visible CUDA devices.
+
+    Called before torchrun starts: otherwise N workers each fail with the same sentence and torchrun adds
+    its own traceback."""
+    if gpus <= 0:
+        return
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if found >= gpus:
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    where = f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
+    if found == 0:
+        raise ValueError(
+            f"--gpus {gpus} asks for CUDA but no CUDA device is visible{where}; use --gpus 0 for CPU"
+        )
+    raise ValueError(
+        f"--gpus {gpus} asks for {gpus} CUDA devices but this machine shows {found}{where}; "
+        f"use --gpus {found}"
+    )
+
+
 def dist_init(device: str = "auto") -> tuple[int, int, int, torch.device]:
     """Read the torchrun environment and join the process group; a no-op for a single process.
 

@@ -19,8 +19,9 @@ class TrackProgress:
     def __enter__(self) -> TrackProgress:
         if self.enabled:
             # rich is imported here, not at module level: `muser --help` must not pay for it.
-            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            from muser.console import make_console
 
             self.progress = Progress(
                 TextColumn(self.label),
@@ -28,7 +29,7 @@ class TrackProgress:
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[rates]}"),
                 TimeRemainingColumn(),
-                console=Console(stderr=True),
+                console=make_console(stderr=True),
             )
             self.progress.start()
             self.progress.add_task(self.label, total=self.total, rates="")

@@ -90,7 +90,19 @@ def locate(shard: str | Path, member: str, sample_rate: int) -> Member:
     return Member(path, offset, size, header, MEDIA_TYPES.get(codec, "application/octet-stream"))
 
 
-_RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+_RANGE = re.compile(r"^\s*([0-9]*)\s*-\s*([0-9]*)\s*$")  # ASCII digits only, as RFC 9110 says
+
+
+# More digits than any file's byte count has: read as "past the end" instead of converted (a Range with
+# thousands of digits would otherwise cost a big-integer conversion, or fail it beyond Python's limit).
+_MAX_DIGITS = 20
+
+
+def _offset(digits: str) -> int | None:
+    if not digits:
+        return None
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS
 
 
 def parse_range(value: str | None, total: int) -> tuple[int, int] | None:
@@ -101,20 +113,21 @@ def parse_range(value: str | None, total: int) -> tuple[int, int] | None:
     """
     if not value or not value.strip().lower().startswith("bytes="):
         return None
+    shown = value if len(value) <= 80 else value[:77] + "..."  # an error repeats at most this much of it
     spec = value.split("=", 1)[1]
     if "," in spec:
         return None
     match = _RANGE.match(spec)
     if not match or match.group(1) == match.group(2) == "":
-        raise RangeNotSatisfiable(f"malformed range {value!r}")
-    first, last = match.group(1), match.group(2)
-    if first == "":  # bytes=-N: the last N bytes
-        n = int(last)
+        raise RangeNotSatisfiable(f"malformed range {shown!r}")
+    first, last = (_offset(g) for g in match.groups())
+    if first is None:  # bytes=-N: the last N bytes
+        n = last
         if n == 0 or total == 0:
-            raise RangeNotSatisfiable(f"range {value!r} selects no byte")
+            raise RangeNotSatisfiable(f"range {shown!r} selects no byte")
         return max(0, total - n), total - 1
-    start = int(first)
-    end = total - 1 if last == "" else min(int(last), total - 1)
+    start = first
+    end = total - 1 if last is None else min(last, total - 1)
     if start >= total or end < start:
-        raise RangeNotSatisfiable(f"range {value!r} is outside the {total} bytes")
+        raise RangeNotSatisfiable(f"range {shown!r} is outside the {total} bytes")
     return start, end

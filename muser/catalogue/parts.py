@@ -78,12 +78,22 @@ def _year(value: Any) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _file_title(meta: dict[str, Any]) -> str | None:
+    """The file's name for a track whose source has no title (GTZAN's blues.00012.wav -> "blues.00012"),
+    as music players and the folder source show an untagged file; never shown as a blank row."""
+    extra = meta.get("extra")
+    path = extra.get("path") if isinstance(extra, dict) else None
+    if not isinstance(path, str) or not path:
+        return None
+    return _text(Path(path).stem.replace("_", " "))
+
+
 def metadata_columns(meta: dict[str, Any]) -> dict[str, Any]:
     """The metadata columns of one track from its shard JSON (the genre/tag label tasks fill in for
     sources that carry them only as labels, as captions do)."""
     labels = meta.get("labels") or {}
     return {
-        "title": _text(meta.get("title")),
+        "title": _text(meta.get("title")) or _file_title(meta),
         "artist": _text(meta.get("artist")),
         "album": _text(meta.get("album")),
         "year": _year(meta.get("year")),

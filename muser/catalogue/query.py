@@ -57,8 +57,14 @@ def audio_batches(
     chunk_seconds: float,
     sample_rate: int | None = None,
 ) -> Iterator[tuple[str, dict]]:
-    """("query", batch) pairs of the eval reader's form: audio (B, T) float32, length (B,), key, meta."""
-    pcm = load_query(audio, rate, sample_rate)
+    """("query", batch) pairs of the eval reader's form: audio (B, T) float32, length (B,), key, meta.
+
+    The audio is read now, not when the batches are first asked for: a file that is not audio is refused
+    before the caller loads its model (seconds), not after."""
+    return _batches(load_query(audio, rate, sample_rate), rate, chunk_seconds)
+
+
+def _batches(pcm: np.ndarray, rate: int, chunk_seconds: float) -> Iterator[tuple[str, dict]]:
     n = max(1, round(chunk_seconds * rate))
     pieces = decode.chunks(decode.Track(pcm.astype("<i2").tobytes(), "pcm", rate, rate), n)
     for i in range(0, len(pieces), BATCH):

@@ -178,7 +178,7 @@ class Catalogue:
         from muser.features import tracks as feat
 
         rate = self.info["sample_rate"]
-        batches = audio_batches(audio, rate, self.info["chunk_seconds"], sample_rate)
+        batches = audio_batches(audio, rate, self.info["chunk_seconds"], sample_rate)  # reads it: first
         chunk_fn = feat.model_chunk_fn(self.model, self.device, self.info["tower"])
         return parts.normalise_rows(feat.pool_chunks(batches, chunk_fn).x)[0]
 

@@ -26,7 +26,6 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from muser.catalogue.members import RangeNotSatisfiable, locate, parse_range
 from muser.catalogue.search import Catalogue
@@ -36,6 +35,8 @@ log = logging.getLogger(__name__)
 MAX_K = 100  # results per request
 MAX_QUERY = 300  # characters of a text query
 MAX_FIELD = 100  # characters of a filter value
+# bytes of a whole query string: a full query, every filter and k, percent-encoded, fit with room to spare
+MAX_QUERY_STRING = 8192
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 HIDDEN = ("shard", "member")  # file system paths stay on the server
 
@@ -60,6 +61,13 @@ def _page() -> tuple[str, str]:
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message, "status": status}, status_code=status)
+
+
+def _hostname(host: str) -> str:
+    """The name part of a Host header: "127.0.0.1:8000" -> "127.0.0.1", "[::1]:8000" -> "[::1]"."""
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def _track_key(key: str, catalogue: Catalogue) -> int:
@@ -100,8 +108,18 @@ def create_app(catalogue: Catalogue, allowed_hosts: list[str] | None = None) -> 
     """
     app = FastAPI(title="muser catalogue", docs_url=None, redoc_url=None, openapi_url=None)
     html, csp = _page()
-    if allowed_hosts is not None:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+    hosts = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
+
+    # Checked before routing, and answered in JSON like every other error (starlette's own host check
+    # answers in plain text).
+    @app.middleware("http")
+    async def edge_checks(request: Request, call_next: Any) -> Response:
+        if hosts is not None and _hostname(request.headers.get("host", "")).lower() not in hosts:
+            return _error(400, "invalid Host header: this server answers only its own address")
+        size = len(request.scope.get("query_string", b""))
+        if size > MAX_QUERY_STRING:
+            return _error(414, f"the query string is {size} bytes; at most {MAX_QUERY_STRING}")
+        return await call_next(request)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:
@@ -224,4 +242,17 @@ def serve(
     app = create_app(catalogue, allowed_hosts=[*LOOPBACK, host] if loopback else None)
     if announce is not None:
         announce(f"http://{host}:{port}")
-    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
+    uvicorn.Server(server_config(app, host, port)).run()
+
+
+def server_config(app: FastAPI, host: str, port: int, http: type | None = None) -> Any:
+    """The uvicorn.Config `serve` runs: its HTTP protocol answers even unparseable requests in JSON.
+
+    http: the uvicorn protocol class to build on (tests pass each); default uvicorn's own choice."""
+    import uvicorn
+
+    from muser.catalogue.protocol import json_errors
+
+    return uvicorn.Config(
+        app, host=host, port=port, log_level="warning", server_header=False, http=json_errors(http)
+    )

@@ -20,6 +20,8 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from muser.console import make_console  # noqa: E402
+
 
 def write_json(result: dict[str, Any], path: str | Path) -> Path:
     """Write atomically so a crashed run never leaves a half-written results.json."""
@@ -68,7 +70,7 @@ def _signed(value: float | None) -> str:
 
 
 def print_table(result: dict[str, Any], console: Console | None = None) -> None:
-    (console or Console()).print(table(result))
+    (console or make_console()).print(table(result))
 
 
 def plot_confusion(

@@ -15,6 +15,7 @@ import torch
 from rich.console import Console
 
 from muser.config import EvalConfig, to_dict
+from muser.console import make_console
 from muser.distributed import choose_device
 from muser.eval.baselines import MFCCStats, mfcc_finalize, random_model
 from muser.eval.protocols import PROTOCOLS, Candidate, Prepared, Rows, confusion, margins, run_protocols
@@ -108,36 +109,53 @@ def _prepare(
         {"key": ts.keys[i], "reason": f"no {label_task} label among the task's classes"}
         for i in np.flatnonzero(~labels.keep)
     ]
-    data_dir, split_dir = lists
-    if split_dir is not None:
-        excluded += [
-            {"key": rel, "reason": "in no fault-filtered split list"}
-            for rel in left_out_by_lists(data_dir, split_dir)
-        ]
-    excluded += [
-        {"key": str(err.get("id", err.get("path", "?"))), "reason": str(err.get("reason", "unreadable"))}
-        for err in folder.errors()
-    ]
-    # Tracks in the shards that the reader could not decode now (the rest of `excluded` never got in).
-    read = set(ts.keys)
-    excluded += [
-        {"key": key, "reason": "in the shards but unreadable (the reader's warnings say why)"}
-        for split in folder.splits
-        for key in folder.keys(split) or []
-        if key not in read
-    ]
+    excluded += _unusable(folder, set(ts.keys), lists)
+    try:
+        folds = make_folds([ts.splits[i] for i in kept], labels.y[kept], cfg.folds, cfg.seed, folder.splits)
+    except ValueError as err:
+        raise _with_excluded(err, excluded, Path(cfg.output)) from None
     return Prepared(
         folder=folder,
         splits=folder.splits,
         keys=[ts.keys[i] for i in kept],
         y=labels.y[kept],
-        folds=make_folds([ts.splits[i] for i in kept], labels.y[kept], cfg.folds, cfg.seed, folder.splits),
+        folds=folds,
         label_task=label_task,
         classes=classes,
         multilabel=multilabel,
         captions=[render(ts.meta[i]) for i in kept],
         excluded=excluded,
     )
+
+
+def _unusable(folder: ShardFolder, read: set[str], lists: tuple) -> list[dict[str, str]]:
+    """The tracks that never reached the features: left out by the split lists, failed at sharding
+    (errors.jsonl), or in the shards but not decodable now (not in `read`)."""
+    data_dir, split_dir = lists
+    out = []
+    if split_dir is not None:
+        out += [
+            {"key": rel, "reason": "in no fault-filtered split list"}
+            for rel in left_out_by_lists(data_dir, split_dir)
+        ]
+    out += [
+        {"key": str(err.get("id", err.get("path", "?"))), "reason": str(err.get("reason", "unreadable"))}
+        for err in folder.errors()
+    ]
+    out += [
+        {"key": key, "reason": "in the shards but unreadable (the reader's warnings say why)"}
+        for split in folder.splits
+        for key in folder.keys(split) or []
+        if key not in read
+    ]
+    return out
+
+
+def _with_excluded(err: Exception, excluded: list[dict[str, str]], out: Path) -> Exception:
+    """`err` (same type) for a run left without usable tracks, naming OUT/excluded.json, written here:
+    every track that was left out and why (results.json, which holds them otherwise, is never written)."""
+    path = write_json({"excluded": excluded}, out / "excluded.json").resolve()
+    return type(err)(f"{err}; the {len(excluded)} excluded tracks and why: {path}")
 
 
 def _baselines(
@@ -163,7 +181,7 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> dict[str, Any]:
 
     Returns the result dict that results.json holds.
     """
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     spec, protocols = _check(cfg)
     data_dir = Path(cfg.data) if cfg.data else default_data_dir(cfg.task)
     if not data_dir.is_dir():
@@ -184,7 +202,12 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> dict[str, Any]:
     folder = resolve_shards(spec, data_dir, cache, model.config.sample_rate, split_dir=split_dir)
     check_sample_rate(folder.name, folder.sample_rate, model.config.sample_rate)
     main = "random" if cfg.checkpoint == "random" else "muser"
-    ts = _model_features(cfg, folder, folder.splits, model, ckpt_fp)
+    try:
+        ts = _model_features(cfg, folder, folder.splits, model, ckpt_fp)
+    except RuntimeError as err:
+        if "no readable tracks" not in str(err):  # features.py's words when not one track could be read
+            raise
+        raise _with_excluded(err, _unusable(folder, set(), (data_dir, split_dir)), out) from None
     data = _prepare(cfg, spec, folder, ts, (data_dir, split_dir))
 
     # Run: the same protocols, folds and seeds over the evaluated model and its baselines.

@@ -78,7 +78,7 @@ def make_folds(
     if "train" in names and ("test" in names or "valid" in names) and empty_parts:
         raise ValueError(
             f"the dataset's standard split has no usable track in {', '.join(empty_parts)} (all unreadable "
-            "or unlabelled, see `excluded`); fix those tracks rather than evaluate on another split"
+            "or unlabelled); fix those tracks rather than evaluate on another split"
         )
     idx = np.arange(len(splits))
     empty = np.zeros(0, dtype=np.int64)

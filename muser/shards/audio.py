@@ -41,6 +41,13 @@ def load(path: str | Path) -> tuple[np.ndarray, int]:
         raise AudioError(f"{path}: not a regular file (a folder, FIFO or device)")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file (0 bytes)")
+    try:  # opened by us first: libsndfile words a refused open as "System error."
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise AudioError(f"{path}: permission denied (no read permission on the file)") from None
+    except OSError as err:
+        raise AudioError(f"{path}: cannot be read ({err.strerror or err})") from None
     try:
         with sf.SoundFile(path) as f:
             declared, rate, info = f.frames, f.samplerate, f.extra_info

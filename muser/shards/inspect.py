@@ -10,7 +10,8 @@ from typing import Any
 
 from muser.shards import manifest as mf
 from muser.shards.manifest import ShardFolder
-from muser.shards.text import load_meta
+from muser.shards.report import silent_note
+from muser.shards.text import check_meta_size, load_meta
 
 
 def inspect_shards(dst: str | Path, verify: bool = False, max_errors_shown: int = 5) -> dict[str, Any]:
@@ -18,6 +19,7 @@ def inspect_shards(dst: str | Path, verify: bool = False, max_errors_shown: int 
     folder = ShardFolder.open(dst)
     splits = mf.split_summary(folder.manifest)
     errors = [{k: str(rec.get(k, "")) for k in ("id", "path", "reason")} for rec in folder.errors()]
+    silent = [str(key) for key in folder.manifest.get("silent", [])]  # sharded, peak below -60 dBFS
     return {
         "dst": str(dst),
         "complete": folder.complete,
@@ -29,6 +31,7 @@ def inspect_shards(dst: str | Path, verify: bool = False, max_errors_shown: int 
         "hours": round((folder.seconds() or 0.0) / 3600, 4),
         "labels": folder.labels,
         "errors": {"count": folder.manifest.get("errors", 0), "first": errors[:max_errors_shown]},
+        "silent": {"count": len(silent), "first": silent[:max_errors_shown]},
         "sample": _first_sample(folder),
         "verify": mf.verify(dst) if verify else None,
     }
@@ -40,20 +43,26 @@ def _first_sample(folder: ShardFolder) -> dict[str, Any] | None:
         try:
             with tarfile.open(path) as tar:
                 for member in tar:
-                    if member.name.endswith(".json"):
+                    if not member.name.endswith(".json"):
+                        continue
+                    try:
+                        check_meta_size(member.size)  # from the header, before reading it
                         meta = load_meta(tar.extractfile(member).read())
-                        return {"shard": Path(path).name, "key": member.name[: -len(".json")], "meta": meta}
-        except (OSError, tarfile.TarError, ValueError):
+                    except ValueError:
+                        continue  # malformed or oversized metadata: show the next sample
+                    return {"shard": Path(path).name, "key": member.name[: -len(".json")], "meta": meta}
+        except (OSError, tarfile.TarError):
             continue  # a missing or damaged shard: --verify says which; show the next one's sample
     return None
 
 
 def print_report(report: dict[str, Any], console: Any = None) -> None:
     """Render an inspect_shards report as rich tables."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    from muser.console import make_console
+
+    console = console or make_console()
     state = "complete" if report["complete"] else "INCOMPLETE (re-run `muser shard` to finish)"
     console.print(
         f"[bold]{report['dst']}[/]: {', '.join(report['sources'])}, {report['sample_rate']} Hz, "
@@ -75,6 +84,9 @@ def print_report(report: dict[str, Any], console: Any = None) -> None:
         console.print(lt)
     errors = report["errors"]
     console.print(f"errors: {errors['count']}")
+    silent = report["silent"]
+    if silent["count"]:
+        console.print(f"silent tracks: {silent['count']} ({silent_note(silent['first'], silent['count'])})")
     for e in errors["first"]:
         console.print(f"  {e['id']}: {e['reason']}  [dim]{e['path']}[/]", markup=True, highlight=False)
     if report["sample"]:

@@ -39,6 +39,12 @@ def parse_size(text: str | int) -> int:
     return size
 
 
+def silent_note(shown: list[str], count: int) -> str:
+    """What the shard and inspect reports say of (near-)silent tracks: the rule and the first ids."""
+    more = f" and {count - len(shown)} more" if count > len(shown) else ""
+    return f"warning: peak below -60 dBFS, sharded anyway: {', '.join(shown)}{more} (manifest.json: silent)"
+
+
 def summary_table(summary: dict[str, Any]) -> Any:
     """A rich table of a write_shards summary: per split shards/samples/hours, then errors."""
     from rich.table import Table
@@ -51,6 +57,13 @@ def summary_table(summary: dict[str, Any]) -> Any:
     table.add_row("errors", "", str(summary["errors"]), f"{summary['error_fraction']:.1%} of tracks")
     if summary.get("clipped_tracks"):  # float audio beyond [-1, 1]: stored clipped, counted per track
         table.add_row("clipped", "", str(summary["clipped_tracks"]), f"{summary['clipped_samples']} samples")
+    if summary.get("silent_tracks"):  # sharded, but silence teaches nothing: the user should know
+        table.add_row(
+            "silent",
+            "",
+            str(summary["silent_tracks"]),
+            silent_note(summary["silent"], summary["silent_tracks"]),
+        )
     table.caption = (
         f"{summary['written']} written, {summary['resumed']} already done, "
         f"{summary['tracks_per_s']:.1f} tracks/s, {summary['realtime_factor']:.0f}x real time"

@@ -30,12 +30,13 @@ class Sample:
     seconds: float
     clipped: int  # samples outside [-1, 1] that int16 encoding clipped (0 for in-range audio)
     labels: dict[str, Any] = field(default_factory=dict)  # the metadata's labels (for the vocabularies)
+    silent: bool = False  # digital silence or near it (peak below SILENCE_DBFS): sharded, but warned about
 
     def __reduce_ex__(self, protocol: int) -> tuple:
         # Protocol 5 lets the worker pool send the tar bytes out of band, without copying them into the
         # pickle (and lets the receiver read them into their final buffer).
         blob = pickle.PickleBuffer(self.blob) if protocol >= 5 else self.blob
-        return Sample, (blob, self.num_samples, self.seconds, self.clipped, self.labels)
+        return Sample, (blob, self.num_samples, self.seconds, self.clipped, self.labels, self.silent)
 
 
 def encode_track(track: Any, sample_rate: int, codec: str) -> Sample | str:
@@ -56,7 +57,7 @@ def encode_track(track: Any, sample_rate: int, codec: str) -> Sample | str:
     except (UnicodeEncodeError, TypeError, ValueError) as err:
         return f"its metadata cannot be written as UTF-8 JSON ({type(err).__name__}: {err})"
     blob = member(f"{track.id}.{codec}", audio) + member(f"{track.id}.json", text)
-    return Sample(blob, len(y), len(y) / sample_rate, clipped, meta.get("labels") or {})
+    return Sample(blob, len(y), len(y) / sample_rate, clipped, meta.get("labels") or {}, is_silent(y))
 
 
 def sample_meta(track: Any, num_samples: int, sample_rate: int, clipped: int = 0) -> dict[str, Any]:
@@ -73,6 +74,20 @@ def sample_meta(track: Any, num_samples: int, sample_rate: int, clipped: int = 0
     if clipped:  # only then: in-range audio keeps exactly the bytes it always had
         meta["extra"] = {**meta.get("extra", {}), "clipped_samples": clipped}
     return meta
+
+
+# A whole track whose loudest sample stays below -60 dBFS (about 33 int16 steps) holds nothing a model can
+# learn from: digital silence, a dropped channel, a mis-exported file. It is still sharded (the user may
+# mean it), but listed, because its caption would teach the model that silence sounds like that genre.
+SILENCE_DBFS = -60.0
+
+
+def is_silent(y: np.ndarray) -> bool:
+    """(T,) float audio in [-1, 1]: True when its peak is below SILENCE_DBFS."""
+    if y.size == 0:
+        return True
+    peak = max(float(y.max()), -float(y.min()))
+    return peak < 10 ** (SILENCE_DBFS / 20)
 
 
 def _clipped(y: np.ndarray) -> int:

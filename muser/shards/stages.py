@@ -162,7 +162,8 @@ class ExpandTars:
 
 def read_tar(url: str, max_member_bytes: int = MAX_MEMBER_BYTES) -> Iterator[tuple[dict | None, str | None]]:
     """(sample, None) for each sample of one shard, (None, reason) for what could not be read: a broken
-    tar (what came before the break is kept) or a sample with a member over max_member_bytes (not read)."""
+    tar (what came before the break is kept) or a sample with a member over max_member_bytes, or a .json
+    member over the metadata limit (neither is read)."""
     current: dict | None = None
     too_big: str | None = None
     try:
@@ -184,6 +185,12 @@ def read_tar(url: str, max_member_bytes: int = MAX_MEMBER_BYTES) -> Iterator[tup
                 if member.size > max_member_bytes:
                     too_big = f"{member.name} is {member.size} bytes, over the reader's {max_member_bytes}"
                     continue  # the stream skips the member's bytes without holding them
+                if ext == "json":
+                    try:  # metadata has a far smaller limit than audio: refuse it from the header, unread
+                        text.check_meta_size(member.size)
+                    except ValueError as exc:
+                        too_big = f"{member.name}: {exc}"
+                        continue
                 current[ext] = tar.extractfile(member).read()
     except Exception as exc:  # truncated or garbage tar: keep what came before, report the rest
         yield None, f"broken tar ({type(exc).__name__}: {exc})"

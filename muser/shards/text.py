@@ -130,11 +130,17 @@ def _depth(value: Any) -> int:
     return depth
 
 
+def check_meta_size(size: int) -> None:
+    """ValueError when a .json member of `size` bytes is over the metadata limit. Readers call it with the
+    tar header's size before reading the member: a huge member is refused without being held in memory."""
+    if size > MAX_META_BYTES:
+        raise ValueError(f"metadata member of {size} bytes is over the {MAX_META_BYTES}-byte limit")
+
+
 def load_meta(raw: bytes) -> dict[str, Any]:
     """Parse a sample's .json member and check it against the metadata contract; ValueError naming the
     first problem (not an object, a field of the wrong type, too large, too deeply nested)."""
-    if len(raw) > MAX_META_BYTES:
-        raise ValueError(f"metadata member of {len(raw)} bytes is over the {MAX_META_BYTES}-byte limit")
+    check_meta_size(len(raw))
     try:
         meta = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:

@@ -53,6 +53,7 @@ OUTPUT_OPTIONS = (
 # Options added after folders were first written, with the value an older run had in effect: resuming
 # such a folder with that value is no change.
 _ADDED_OPTIONS = {"valid_fraction": 0.0, "test_fraction": 0.0}
+SHOWN = 10  # silent-track ids a summary lists; manifest.json lists them all
 _TMP_RE = re.compile(r"^\.[A-Za-z0-9_]+-\d{6}\.tar\.tmp$")
 
 
@@ -110,9 +111,9 @@ def write_shards(cfg: ShardConfig, progress: bool = True, listing: Any = None) -
     summary = _summary(run, listing.source, len(tracks), len(tracks) - len(todo), workers, elapsed)
     summary["worker_restarts"] = pool.restarts if pool is not None else 0
     if progress:
-        from rich.console import Console
+        from muser.console import make_console
 
-        Console().print(summary_table(summary))
+        make_console().print(summary_table(summary))
     if summary["error_fraction"] > cfg.max_errors:
         raise TooManyErrors(
             f"{summary['errors']} of {summary['tracks']} tracks failed ({summary['error_fraction']:.1%} > "
@@ -267,6 +268,7 @@ class _Shard:
     seconds: float = 0.0
     labels: dict[str, Counter] = field(default_factory=dict)
     clipped: Counter = field(default_factory=Counter)  # tracks, samples
+    silent: list[str] = field(default_factory=list)  # ids of the (near-)silent tracks in this shard
 
     def write(self, data: bytes) -> None:
         self.file.write(data)
@@ -308,6 +310,8 @@ class _Run:
             self.types.setdefault(task, "multi" if isinstance(value, list) else "single")
         if sample.clipped:
             s.clipped.update(tracks=1, samples=sample.clipped)
+        if sample.silent:
+            s.silent.append(track.id)
         self.audio_seconds += sample.seconds
         self.written += 1
 
@@ -329,6 +333,8 @@ class _Run:
         if s.clipped:  # counted per committed shard, so a resumed run reports the whole folder's total
             total = Counter(self.manifest.get("clipped", {})) + s.clipped
             self.manifest["clipped"] = {"tracks": total["tracks"], "samples": total["samples"]}
+        if s.silent:  # the same rule: listed per committed shard, whole-folder total on resume
+            self.manifest["silent"] = [*self.manifest.get("silent", []), *s.silent]
         mf.add_shard(
             self.manifest,
             s.split,
@@ -380,4 +386,6 @@ def _summary(run: _Run, source: str, tracks: int, resumed: int, workers: int, el
         "realtime_factor": round(run.audio_seconds / max(elapsed, 1e-9), 3),
         "clipped_tracks": m.get("clipped", {}).get("tracks", 0),
         "clipped_samples": m.get("clipped", {}).get("samples", 0),
+        "silent_tracks": len(m.get("silent", [])),
+        "silent": m.get("silent", [])[:SHOWN],
     }

@@ -118,6 +118,7 @@ def _metadata(paths: list[str], limit: int) -> tuple[list[dict[str, Any]], int]:
                     if not (member.isfile() and member.name.endswith(".json")):
                         continue
                     try:
+                        text_mod.check_meta_size(member.size)  # from the header, before reading it
                         metas.append(text_mod.load_meta(tar.extractfile(member).read()))
                     except ValueError:
                         skipped += 1  # the reader skips and counts the same members in training

@@ -16,6 +16,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from muser.console import make_console
+
 
 class TrainDisplay:
     """Context manager; `update(step, record)` after each step. Disabled (silent) on ranks other than 0."""
@@ -24,7 +26,7 @@ class TrainDisplay:
         self, total: int, start: int = 0, enabled: bool = True, console: Console | None = None
     ) -> None:
         self.enabled = enabled
-        self.console = console or Console(stderr=True)
+        self.console = console or make_console(stderr=True)
         self.progress = Progress(
             TextColumn("[bold]pretrain"),
             BarColumn(),

@@ -1,5 +1,6 @@
 """What a pretraining run is asked to do, checked before any process starts: every option mistake (a
-zero batch, an infinite epoch count, a NaN learning rate...) is one ValueError naming the option."""
+zero batch, an infinite epoch count, a NaN learning rate...) is one ValueError naming the option; and which
+options lower the memory a step needs, when it ran out."""
 
 from __future__ import annotations
 
@@ -63,3 +64,35 @@ def check_config(data: DataConfig, model: ModelConfig, train: TrainConfig, world
         raise ValueError("--save-every and the log period must be >= 1, --eval-every >= 0")
     if not (_finite(data.crop_seconds) and data.crop_seconds > 0):
         raise ValueError(f"--crop-seconds must be a finite number > 0, got {data.crop_seconds}")
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether err is the allocator running out: CUDA (torch.OutOfMemoryError), the CPU allocator's
+    RuntimeError ("not enough memory"), or Python's MemoryError."""
+    if isinstance(err, MemoryError):
+        return True
+    # torch.OutOfMemoryError is a RuntimeError saying "CUDA out of memory"; matched by its words, so this
+    # module stays free of torch (the CLI imports it for --help).
+    return isinstance(err, RuntimeError) and any(
+        words in str(err) for words in ("not enough memory", "out of memory", "Cannot allocate memory")
+    )
+
+
+def memory_advice(data: DataConfig, train: TrainConfig, world: int, device: str, step: int) -> str:
+    """A step that ran out of memory, in one sentence: what ran out, at which sizes, which options help."""
+    micro = data.batch_size // (world * train.grad_accum)
+    where = "GPU" if device == "cuda" else "CPU (host)"
+    ways = [
+        f"--batch-size (now {data.batch_size})",
+        f"--crop-seconds (now {data.crop_seconds:g})",
+        f"raise --grad-accum (now {train.grad_accum}; same batch, smaller micro-batches)",
+    ]
+    if not train.grad_checkpointing:
+        ways.append("add --grad-checkpointing")
+    if device == "cuda" and train.precision == "fp32":
+        ways.append("use --precision bf16")
+    return (
+        f"out of {where} memory in training step {step}: {micro} clips of {data.crop_seconds:g} s per "
+        f"micro-batch on each of {world} process(es) did not fit; lower {ways[0]} or {ways[1]}, "
+        f"{', '.join(ways[2:])}, then --resume"
+    )

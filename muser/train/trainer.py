@@ -26,7 +26,15 @@ import numpy as np
 import torch
 
 from muser.config import DataConfig, ModelConfig, TrainConfig, to_dict
-from muser.distributed import barrier, dist_cleanup, dist_init, get_world_size, in_torchrun, print0
+from muser.distributed import (
+    barrier,
+    check_gpus,
+    dist_cleanup,
+    dist_init,
+    get_world_size,
+    in_torchrun,
+    print0,
+)
 from muser.runs import RunFolder
 from muser.shards.cache import check_sample_rate
 from muser.train import checkpoint as ckpt
@@ -34,7 +42,7 @@ from muser.train.data import MIN_EPOCH_BATCHES, MicroBatches, TrainSources, toke
 from muser.train.display import TrainDisplay
 from muser.train.launch import launch
 from muser.train.optim import build_optimizer, build_scheduler
-from muser.train.options import check_config, world_of
+from muser.train.options import check_config, memory_advice, out_of_memory, world_of
 from muser.train.run_folder import MetricsLog, RateWindow, load_resume, write_config, write_result
 from muser.train.signals import StopSignal
 from muser.train.step import DataBrokenOff, StepResult, Trainee, build_objective, train_step
@@ -52,6 +60,8 @@ def pretrain(data: DataConfig, model: ModelConfig, train: TrainConfig) -> dict[s
     """
     world = world_of(train)
     check_config(data, model, train, world)
+    if not in_torchrun():  # a worker's launcher has checked its node's devices already
+        check_gpus(train.gpus)
     sources = TrainSources.open(data.shards, data.split)
     if sources.samples is None and train.epochs is not None:
         raise ValueError(sources.epochs_message())
@@ -202,6 +212,14 @@ class _Run:
                 except DataBrokenOff:
                     broken_off = mark
                     break
+                except (RuntimeError, MemoryError) as err:
+                    if not out_of_memory(err):
+                        raise
+                    # The allocator's own words name bytes and caching settings, not what to change.
+                    advice = memory_advice(self.data, train, self.world, self.device.type, step + 1)
+                    raise RuntimeError(
+                        f"{advice}; {self.out / ckpt.LAST} holds the last saved state"
+                    ) from None
                 if not result.updated:
                     raise NonFiniteLossError(
                         f"the loss became non-finite at step {step + 1} (loss {result.loss}, grad norm "

@@ -113,3 +113,30 @@ def test_search_page_in_chromium(server, browser, tmp_path):
     wait.until(lambda d: d.find_element(By.ID, "status").text.startswith("Tracks like"))
     keys = [r.get_attribute("data-key") for r in browser.find_elements(By.CSS_SELECTOR, "li.hit")]
     assert keys and first not in keys
+
+
+def test_a_search_lives_in_the_address(server, browser):
+    """?q= (and the filters) in the URL runs that search, and a search typed in the page updates the URL:
+    a search can be shared, bookmarked and gone back to."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _ = server
+    wait = WebDriverWait(browser, 60)
+    browser.get(url + "/?q=a+song+of+waltz&year_min=1900")
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "li.hit")) >= 1)
+    assert browser.find_element(By.ID, "q").get_attribute("value") == "a song of waltz"
+    assert browser.find_element(By.ID, "year_min").get_attribute("value") == "1900"
+    assert "a song of waltz" in browser.find_element(By.ID, "status").text
+
+    box = browser.find_element(By.ID, "q")
+    box.clear()
+    box.send_keys("calm piano")
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait.until(lambda d: "calm piano" in d.find_element(By.ID, "status").text)
+    assert parse_qs(urlsplit(browser.current_url).query) == {"q": ["calm piano"], "year_min": ["1900"]}
+    browser.back()  # the address before: its search again
+    wait.until(lambda d: "a song of waltz" in d.find_element(By.ID, "status").text)
+    assert browser.find_element(By.ID, "q").get_attribute("value") == "a song of waltz"

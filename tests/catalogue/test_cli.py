@@ -81,3 +81,17 @@ def test_serve_binds_loopback_and_refuses_other_hosts(catalogue_dir, monkeypatch
     assert client.get("/api/info", headers={"host": "attacker.example"}).status_code == 400
     missing = _run("serve", str(tmp_path))
     assert missing.exit_code == 2 and "not a catalogue" in missing.output
+
+
+def test_search_audio_refuses_a_bad_file_before_loading_the_model(catalogue_dir, tmp_path, monkeypatch):
+    from muser import Catalogue
+
+    def loaded(self):
+        raise AssertionError("the model was loaded before the audio file was checked")
+
+    monkeypatch.setattr(Catalogue, "_load_model", loaded)
+    bad = tmp_path / "notes.mp3"
+    bad.write_text("not audio at all")
+    done = _run("search", str(catalogue_dir), "--audio", str(bad))
+    assert done.exit_code == 2 and "cannot read the audio query" in done.output, done.output
+    assert "Traceback" not in done.output

@@ -153,6 +153,9 @@ def test_a_second_source_is_appended_and_a_raw_folder_is_sharded(catalogue_dir, 
     assert summary["embedded_shards"] == 1 and (tmp_path / "cache" / "shards").is_dir()
     keys = _table(emb).column("key").to_pylist()
     assert keys[:36] == _table(catalogue_dir).column("key").to_pylist()  # old rows first, unchanged order
+    # GTZAN has no titles: a row shows its file's name (genres/blues/blues.00000.wav -> blues.00000)
+    titles = _table(emb).column("title").to_pylist()[36:]
+    assert sorted(titles) == sorted(p.stem for p in (raw / "genres").glob("*/*.*")), titles
     # the same command again embeds nothing and writes the same bytes
     before = (emb / "embeddings.parquet").read_bytes()
     again = embed(embed_config(raw, emb, pretrained, cache_dir=str(tmp_path / "cache")))

@@ -25,6 +25,9 @@ from muser.catalogue.members import RangeNotSatisfiable, locate, parse_range, wa
         ("BYTES=5-5", (5, 5)),
         ("items=0-5", None),  # another unit: the whole file
         ("bytes=0-1,5-6", None),  # several ranges: the whole file
+        ("bytes=0-" + "9" * 5000, (0, 999)),  # a last byte past the end stops at the end (RFC 9110)
+        ("bytes=-" + "9" * 5000, (0, 999)),  # a suffix longer than the file is the whole file
+        ("bytes=" + "0" * 5000 + "7-8", (7, 8)),  # leading zeros are still the number
     ],
 )
 def test_ranges(header, expected):
@@ -32,11 +35,23 @@ def test_ranges(header, expected):
 
 
 @pytest.mark.parametrize(
-    "header", ["bytes=1000-", "bytes=5-2", "bytes=-0", "bytes=-", "bytes=a-b", "bytes=1-2-3"]
+    "header",
+    [
+        "bytes=1000-",
+        "bytes=5-2",
+        "bytes=-0",
+        "bytes=-",
+        "bytes=a-b",
+        "bytes=1-2-3",
+        "bytes=\u0663-",  # a digit, but not an ASCII one
+        "bytes=" + "9" * 5000 + "-",  # thousands of digits: past the end, not an integer conversion error
+        "bytes=" + "9" * 5000 + "-" + "9" * 5000,
+    ],
 )
 def test_unsatisfiable_ranges(header):
-    with pytest.raises(RangeNotSatisfiable):
+    with pytest.raises(RangeNotSatisfiable) as err:
         parse_range(header, 1000)
+    assert len(str(err.value)) < 200  # the message quotes a bounded part of the header
 
 
 def _tar(tmp_path, members: dict[str, bytes]):

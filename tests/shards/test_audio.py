@@ -89,6 +89,32 @@ def test_unknown_resampler_is_a_clear_error():
     assert resampler_name() == "soxr-HQ"
 
 
+def test_a_file_without_read_permission_says_permission_denied(tmp_path, monkeypatch):
+    """Root (CI) reads a chmod-000 file anyway, so the refused open is simulated at the open call; the real
+    chmod case is in tests/shards/test_writer.py (skipped as root)."""
+    import builtins
+    import errno
+
+    from muser.shards import audio
+    from muser.shards.sample import encode_track
+    from muser.shards.sources.base import Track
+
+    path = tmp_path / "locked.wav"
+    sf.write(path, _tone(16000), 16000)
+    real_open = builtins.open
+
+    def refusing(file, *args, **kwargs):
+        if str(file) == str(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(audio, "open", refusing, raising=False)
+    with pytest.raises(AudioError, match="permission denied"):
+        decode(path, 16000)
+    reason = encode_track(Track("locked", path, "test", "all", {}), 16000, "flac")
+    assert isinstance(reason, str) and reason.startswith("permission denied") and "System error" not in reason
+
+
 def test_unicode_path(tmp_path):
     path = tmp_path / "Ünïcødé — 音楽.wav"
     sf.write(path, _tone(16000), 16000)

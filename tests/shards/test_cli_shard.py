@@ -251,3 +251,26 @@ def test_a_bad_sidecar_row_is_one_line_naming_file_and_line(tmp_path, name, cont
     result = _shard(str(src), str(tmp_path / "out"), "--metadata", str(tmp_path / name))
     assert result.exit_code == 1 and "Traceback" not in result.output and result.output.count("\n") == 1
     assert re.search(match, result.output), result.output
+
+
+def test_silent_tracks_are_sharded_and_warned_about_by_shard_and_inspect(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    sf.write(src / "music.wav", rng.uniform(-0.5, 0.5, 8000).astype(np.float32), 8000)
+    sf.write(src / "zeros.wav", np.zeros(8000, np.float32), 8000)  # digital silence
+    sf.write(src / "hiss.wav", rng.uniform(-3e-4, 3e-4, 8000).astype(np.float32), 8000)  # -70 dBFS
+    dst = tmp_path / "out"
+    done = CliRunner().invoke(main, ["shard", str(src), str(dst), "--workers", "1", "--sample-rate", "8000"])
+    assert done.exit_code == 0, done.output
+    assert "silent" in done.output and "hiss" in done.output and "zeros" in done.output
+    manifest = mf.read_manifest(dst)
+    assert len(_keys(dst)) == 3 and manifest["errors"] == 0  # still sharded, not an error
+    assert sorted(manifest["silent"]) == sorted(k for k in _keys(dst) if "music" not in k)
+    report = json.loads(CliRunner().invoke(main, ["inspect", str(dst), "--json"]).output)
+    assert report["silent"]["count"] == 2 and sorted(report["silent"]["first"]) == sorted(manifest["silent"])
+    text = CliRunner().invoke(main, ["inspect", str(dst)]).output
+    assert "silent tracks: 2" in text and "-60 dBFS" in text

@@ -103,6 +103,38 @@ def test_oversized_members_are_skipped_without_being_read(tmp_path):
     assert all("over the reader's 1000" in reason for _, reason in results)
 
 
+def test_an_oversized_metadata_member_is_refused_from_its_header_unread(tmp_path, monkeypatch):
+    """A .json member far over the metadata limit (yet under the audio cap) is skipped from the tar header's
+    size, in the reader, the tokenizer pass and inspect, without its bytes being read into memory."""
+    import tarfile
+
+    from muser.shards.inspect import inspect_shards
+    from muser.shards.stages import read_tar
+    from muser.shards.text import MAX_META_BYTES
+    from muser.train.data import _metadata
+
+    tracks = shardkit.make_tracks(3, 1.0, RATE)
+    huge = tracks[0]["key"]
+    tracks[0]["raw_json"] = b'{"id": "x", "description": "' + b"a" * (MAX_META_BYTES + 10) + b'"}'
+    folder = shardkit.write_folder(tmp_path / "s", tracks, sample_rate=RATE)
+    shard = str(folder / "train-000000.tar")
+    read: list[str] = []
+    extract = tarfile.TarFile.extractfile
+
+    def recording(self, member):  # every member anyone reads goes through extractfile
+        read.append(getattr(member, "name", member))
+        return extract(self, member)
+
+    monkeypatch.setattr(tarfile.TarFile, "extractfile", recording)
+    results = list(read_tar(shard))
+    assert results[0][0] is None and "over the 1048576-byte limit" in results[0][1]
+    assert [s["__key__"] for s, _ in results[1:]] == [t["key"] for t in tracks[1:]]
+    metas, skipped = _metadata([shard], limit=10)
+    assert len(metas) == 2 and skipped == 1
+    assert inspect_shards(folder)["sample"]["key"] == tracks[1]["key"]
+    assert f"{huge}.json" not in read and f"{tracks[1]['key']}.json" in read
+
+
 def _run_script(code: str, tmp_path: Path, stdin: bool) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if stdin:

@@ -168,6 +168,20 @@ def test_bad_tracks_are_reported_and_the_run_continues(tmp_path):
     assert summary["errors"] == 3 and summary["error_fraction"] == pytest.approx(1 / 3)
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a chmod-000 file (test_audio.py simulates it)")
+def test_an_unreadable_file_is_listed_as_permission_denied(tmp_path):
+    listing = _listing(tmp_path / "src", n=3)
+    locked = listing.tracks[0].path
+    locked.chmod(0)
+    try:
+        summary = write_shards(_cfg(tmp_path / "src", tmp_path / "out", max_errors=0.5), False, listing)
+    finally:
+        locked.chmod(0o644)
+    assert summary["errors"] == 1
+    (error,) = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert error["id"] == "t00" and error["reason"].startswith("permission denied"), error
+
+
 class _Killed(BaseException):
     """Stands for kill -9 at a chosen point: BaseException, so no `except Exception` in the writer sees it."""
 

@@ -158,3 +158,50 @@ def test_a_torn_metrics_line_is_skipped_and_dropped_on_resume(tmp_path):
     assert [m["step"] for m in log.read()] == [1, 2]
     log.truncate(1)  # what a resume from step 1 does: the torn line goes with the steps past it
     assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1, "loss": 5.0}\n'
+
+
+@pytest.mark.parametrize(
+    ("visible", "says"), [(0, "no CUDA device is visible"), (2, "shows 2; use --gpus 2")]
+)
+def test_more_gpus_than_the_machine_has_is_one_sentence_before_torchrun(
+    shards, tmp_path, monkeypatch, visible, says
+):
+    import muser.train.trainer as trainer
+
+    started = []
+    monkeypatch.setattr(trainer, "launch", lambda *args: started.append(args) or {})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: visible > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    args = ["pretrain", "--shards", str(shards), "--output", str(tmp_path / "run"), "--gpus", "8"]
+    done = CliRunner().invoke(main, [*args, "--batch-size", "8"])
+    assert done.exit_code == 2 and "--gpus 8 asks for" in done.output and says in done.output, done.output
+    assert "Traceback" not in done.output and started == []
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.11 GiB total)"),
+        RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 92160000000 bytes."),
+        MemoryError(),
+    ],
+    ids=["cuda", "cpu-allocator", "python"],
+)
+def test_out_of_memory_in_a_step_says_what_ran_out_and_which_options_lower_it(
+    shards, tmp_path, monkeypatch, error
+):
+    import muser.train.trainer as trainer
+
+    def step(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(trainer, "train_step", step)
+    args = ["pretrain", "--shards", str(shards), "--output", str(tmp_path / "run"), "--batch-size", "8"]
+    done = CliRunner().invoke(main, [*args, "--crop-seconds", "900", "--steps", "2"])
+    assert done.exit_code == 1, done.output
+    said = " ".join(done.output.split())
+    assert "out of CPU (host) memory in training step 1" in said and "8 clips of 900 s" in said, said
+    assert "--batch-size (now 8)" in said and "--crop-seconds (now 900)" in said and "--grad-accum" in said
+    assert "allocate" not in said and "Traceback" not in said
