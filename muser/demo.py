@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from muser.atomic import atomic_write_json
 from muser.config import DataConfig, EvalConfig, ShardConfig, TrainConfig, preset
 
 
@@ -180,7 +181,7 @@ def run_demo(
             **result.get("outputs", {}),
         },
     }
-    (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out / "demo.json", summary)
     _print_summary(console, summary)
     _print_search(console, catalogue, hits)
     return summary
