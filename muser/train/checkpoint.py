@@ -103,9 +103,11 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int, keep_
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / LAST
     try:
-        with atomic_write(final) as tmp:
-            torch.save(state, tmp)
-            digest = _sha256(tmp)
+        out = atomic_write(final, "wb")
+        with out as f:
+            torch.save(state, f)
+            f.flush()
+            digest = _sha256(out.tmp)
             sums = _sums(run_dir)
             # before the rename: from here on both the old and the new last.pt are accepted
             _write_sums(run_dir, {**sums, LAST: [digest, *sums.get(LAST, [])[:1]]})
