@@ -33,6 +33,7 @@ from muser.atomic import atomic_dir, atomic_write, atomic_write_json, atomic_wri
 
 KINDS = ("json", "torch", "tar", "parquet", "folder")
 NAMES = {
+    "in-place": "plain.tar",
     "json": "result.json",
     "torch": "last.pt",
     "tar": "train-000000.tar",
@@ -50,12 +51,11 @@ def _write(kind: str, folder: Path, v: int) -> None:
         with atomic_write(path, "wb") as f:  # as save_checkpoint
             torch.save({"version": v, "w": torch.full((N,), float(v))}, f)
     elif kind == "tar":
-        with atomic_write(path, "wb") as f, tarfile.open(fileobj=f, mode="w|") as tar:  # streamed
-            for i in range(40):
-                data = np.full(N // 40, v, dtype=np.float32).tobytes()
-                info = tarfile.TarInfo(f"{i:04d}.bin")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
+        with atomic_write(path, "wb") as f:  # streamed, as the shard writer
+            _tar(f, v)
+    elif kind == "in-place":  # the control: what the helper exists to prevent
+        with open(path, "wb") as f:
+            _tar(f, v)
     elif kind == "parquet":
         schema = pa.schema([("version", pa.int64()), ("x", pa.float32())])
         with atomic_write(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:  # as write_embeddings
@@ -69,6 +69,16 @@ def _write(kind: str, folder: Path, v: int) -> None:
                 (tmp / name).write_bytes(np.full(N // 3, v, dtype=np.int32).tobytes())
 
 
+def _tar(f: io.BufferedIOBase, v: int) -> None:
+    with tarfile.open(fileobj=f, mode="w|") as tar:
+        for i in range(40):
+            data = np.full(N // 40, v, dtype=np.float32).tobytes()
+            info = tarfile.TarInfo(f"{i:04d}.bin")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+            f.flush()  # in the file, not in Python's buffer, when the kill comes
+
+
 def _read(kind: str, folder: Path) -> int:
     """The one version the file holds; fails (raises or asserts) on a torn or mixed file."""
     path = folder / NAMES.get(kind, "model")
@@ -80,7 +90,7 @@ def _read(kind: str, folder: Path) -> int:
         obj = torch.load(path, weights_only=True)
         assert torch.equal(obj["w"], torch.full((N,), float(obj["version"])))
         return obj["version"]
-    if kind == "tar":
+    if kind in ("tar", "in-place"):
         with tarfile.open(path) as tar:
             values = np.concatenate([np.frombuffer(tar.extractfile(m).read(), np.float32) for m in tar])
         assert values.size == N // 40 * 40 and (values == values[0]).all()
@@ -101,6 +111,9 @@ def _read(kind: str, folder: Path) -> int:
 def _zygote() -> None:
     """The child process: imports torch and pyarrow once, then forks one writer per request line on stdin
     and reports on stdout: `pid N`, the writer's `done V` after each completed write, `exit CODE`."""
+    # One thread: a forked child inherits no OpenMP pool (which would hang it) from the warm-up below.
+    torch.set_num_threads(1)
+    pa.set_cpu_count(1)
     with tempfile.TemporaryDirectory() as warm:  # first calls initialise lazily (pyarrow: seconds): once here
         for kind in KINDS:
             _write(kind, Path(warm), 0)
@@ -149,18 +162,24 @@ class _Writers:
         self.proc.stdin.write(f"{kind} {folder} {first}\n".encode())
         self.proc.stdin.flush()
         pid = int(self.line().split()[1])
-        start = time.perf_counter()
-        assert self.line().startswith("done")  # one write completed: measure how long one takes
-        # then kill at a random point of the next write (or of the short gap after it)
-        time.sleep(rng.uniform(0.0, 1.2 * (time.perf_counter() - start)))
-        os.kill(pid, signal.SIGKILL)
+        try:
+            start = time.perf_counter()
+            assert self.line().startswith("done")  # one write completed: measure how long one takes
+            # then kill at a random point of the next write (or of the short gap after it)
+            time.sleep(rng.uniform(0.0, 1.2 * (time.perf_counter() - start)))
+        finally:
+            os.kill(pid, signal.SIGKILL)  # also when the writer hangs: never leave it behind
         while not (line := self.line()).startswith("exit"):
             assert line.startswith("done")
         assert line == f"exit {-signal.SIGKILL}"
 
     def close(self) -> None:
         self.proc.stdin.close()
-        self.proc.wait(60)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +210,19 @@ def test_a_kill_at_a_random_point_leaves_the_old_or_the_new_file(writers, tmp_pa
     found, mid_write = _kill_many(writers, kind, tmp_path, kills=12, seed=KINDS.index(kind))
     assert len(found) > 1
     assert mid_write > 0, "no kill landed inside a write: the test would prove nothing"
+
+
+def test_the_kills_do_tear_a_file_written_in_place(writers, tmp_path):
+    """The control: without the helper the same kills leave torn files, so the test above can fail."""
+    rng, torn = random.Random(7), 0
+    _write("in-place", tmp_path, 0)
+    for i in range(1, 13):
+        writers.kill_during_a_write("in-place", tmp_path, i * 10_000, rng)
+        try:
+            _read("in-place", tmp_path)
+        except (tarfile.TarError, AssertionError, ValueError):
+            torn += 1
+    assert torn > 0
 
 
 @pytest.mark.slow
