@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import glob
 import json
 import os
 import re
@@ -35,6 +36,18 @@ def temp_target(name: str) -> str | None:
     not one of ours. Owners of a folder use it to remove such leftovers when they resume."""
     m = _TEMP_RE.match(name)
     return m.group("target") if m else None
+
+
+def remove_leftovers(path: str | Path) -> None:
+    """Remove the temporary files or folders a killed writer of `path` left beside it. Only for the single
+    owner of `path` (e.g. rank 0 saving last.pt): a concurrent writer's temporary file would go too."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        if temp_target(stale.name) == path.name:
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
 
 
 class atomic_write:  # noqa: N801 -- used like a function: `with atomic_write(path, "wb") as f`
@@ -116,9 +129,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     (never half-written). On an exception the temporary folder is removed and `path` stays.
     """
     path = Path(path)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-write
-        if temp_target(stale.name) == path.name and stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
+    remove_leftovers(path)  # of a process killed mid-write: a folder is a lot of disk to leak
     tmp = temp_name(path)
     tmp.mkdir()
     try:

@@ -29,7 +29,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from muser.atomic import atomic_dir, atomic_write, atomic_write_json, atomic_write_text, temp_target
+from muser.atomic import (
+    atomic_dir,
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    remove_leftovers,
+    temp_target,
+)
 
 KINDS = ("json", "torch", "tar", "parquet", "folder")
 NAMES = {
@@ -273,3 +280,14 @@ def test_a_folder_is_swapped_whole(tmp_path):
         (tmp / "new-only").write_text("2")
     assert [p.name for p in (tmp_path / "model").iterdir()] == ["new-only"]
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_leftovers_of_a_killed_writer_are_removed_for_that_file_only(tmp_path):
+    atomic_write(tmp_path / "last.pt", "wb").file.write(b"killed here")  # never committed
+    atomic_write(tmp_path / "last.pt.bak", "wb").file.write(b"another file's")
+    (tmp_path / ".last.pt.tmp").write_text("not ours")
+    (tmp_path / ".model.ab12cd34.tmp").mkdir()  # a folder of atomic_dir
+    remove_leftovers(tmp_path / "last.pt")
+    remove_leftovers(tmp_path / "model")
+    bak, other = sorted(p.name for p in tmp_path.iterdir())
+    assert temp_target(bak) == "last.pt.bak" and other == ".last.pt.tmp"

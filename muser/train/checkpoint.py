@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from muser.atomic import atomic_dir, atomic_write, atomic_write_json
+from muser.atomic import atomic_dir, atomic_write, atomic_write_json, remove_leftovers
 
 LAST = "last.pt"
 CHECKSUMS = "checksums.json"  # sha256 of every checkpoint file, checked before loading
@@ -102,6 +102,7 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int, keep_
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / LAST
+    remove_leftovers(final)  # a checkpoint killed mid-write leaves its (large) temporary file
     try:
         out = atomic_write(final, "wb")
         with out as f:
