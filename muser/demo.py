@@ -8,7 +8,6 @@ and end with the corpus as a searchable catalogue (`muser embed`) and one text s
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from muser.atomic import atomic_write_json
 from muser.config import DataConfig, EvalConfig, ShardConfig, TrainConfig, preset
 from muser.console import make_console
 from muser.runs import RunFolder
@@ -182,7 +182,7 @@ def run_demo(
             **result.get("outputs", {}),
         },
     }
-    (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out / "demo.json", summary)
     _print_summary(console, summary)
     _print_search(console, catalogue, hits)
     return summary

@@ -8,13 +8,12 @@ to a small subset can miss most of it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from muser.atomic import fsync_dir
+from muser.atomic import atomic_write
 from muser.config import INDEX_KINDS
 
 HNSW_M = 32  # graph degree: recall vs memory (M * 8 bytes of links per vector per layer)
@@ -41,12 +40,8 @@ def kind_of(index: faiss.Index) -> str:
 
 def write_index(index: faiss.Index, path: Path) -> None:
     """Write through a temporary file and a rename, so a reader never sees half an index."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    faiss.write_index(index, str(tmp))
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    with atomic_write(path) as tmp:
+        faiss.write_index(index, str(tmp))
 
 
 def read_index(path: Path) -> faiss.Index:

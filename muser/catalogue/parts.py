@@ -10,7 +10,6 @@ never leaks stale rows into a catalogue.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from muser.atomic import fsync_dir
+from muser.atomic import atomic_write
 
 PART_META = b"muser.part"  # Parquet key-value metadata of a part file: {"shard_sha256", "settings", ...}
 # Columns that hold vectors; everything else is metadata (what the search side keeps in memory).
@@ -136,12 +135,8 @@ def write_part(path: Path, table: pa.Table, info: dict[str, Any]) -> None:
     either no part (the shard is embedded again) or a whole one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     table = table.replace_schema_metadata({PART_META: json.dumps(info, sort_keys=True).encode()})
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    with atomic_write(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def part_info(path: Path) -> dict[str, Any] | None:
@@ -163,17 +158,12 @@ def read_parts(paths: Iterable[Path]) -> Iterator[pa.Table]:
 def write_embeddings(path: Path, parts: Iterable[pa.Table], dim: int, on_part: Any = None) -> int:
     """Concatenate part tables into one Parquet file atomically (streamed: one part in memory at a time);
     on_part(table) sees each part (the index is built from the same pass). Returns the row count."""
-    tmp = path.with_name(f".{path.name}.tmp")
     rows = 0
-    with pq.ParquetWriter(tmp, schema(dim)) as writer:
+    with atomic_write(path) as tmp, pq.ParquetWriter(tmp, schema(dim)) as writer:
         for table in parts:
             if table.num_rows:
                 writer.write_table(table)
                 rows += table.num_rows
             if on_part is not None:
                 on_part(table)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
     return rows

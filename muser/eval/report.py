@@ -7,8 +7,6 @@ against training fraction, one line per model and protocol, error bars = std ove
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +18,20 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from muser.atomic import atomic_write, atomic_write_json  # noqa: E402
 from muser.console import make_console  # noqa: E402
 
 
 def write_json(result: dict[str, Any], path: str | Path) -> Path:
     """Write atomically so a crashed run never leaves a half-written results.json."""
-    path = Path(path)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    atomic_write_json(path, result)
+    return Path(path)
+
+
+def _savefig(fig: Any, path: str | Path) -> None:
+    # the format from the final name: the temporary name ends in .tmp, which matplotlib cannot read
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png", dpi=110)
 
 
 def _fmt(value: float | None, pct: bool = True) -> str:
@@ -99,7 +101,7 @@ def plot_confusion(
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _savefig(fig, path)
     plt.close(fig)
     return Path(path)
 
@@ -127,6 +129,6 @@ def plot_fewshot(result: dict[str, Any], path: str | Path, metric: str) -> Path:
     if lines:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _savefig(fig, path)
     plt.close(fig)
     return Path(path)

@@ -9,7 +9,6 @@ checkpoint and of the shard data, so a second run on the same model and data rea
 from __future__ import annotations
 
 import json
-import os
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from muser.atomic import atomic_write
 from muser.shards.manifest import ShardFolder
 from muser.shards.reader import Loader, make_loader
 
@@ -201,15 +201,14 @@ def save_trackset(ts: TrackSet, path: str | Path) -> Path:
     """Atomic .npz write; strings are stored as unicode arrays and metadata as JSON text (no pickle)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(
-        tmp,
-        x=ts.x,
-        keys=np.array(ts.keys, dtype=str),
-        splits=np.array(ts.splits, dtype=str),
-        meta=np.array([json.dumps(m) for m in ts.meta], dtype=str),
-    )
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as f:  # a file, not a name: np.savez would append .npz to the name
+        np.savez(
+            f,
+            x=ts.x,
+            keys=np.array(ts.keys, dtype=str),
+            splits=np.array(ts.splits, dtype=str),
+            meta=np.array([json.dumps(m) for m in ts.meta], dtype=str),
+        )
     return path
 
 

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 import triton
 
+from muser.atomic import atomic_write_text
 from muser.kernels import triton_compat
 from muser.kernels.tiling import (
     SHAPES,
@@ -182,9 +183,7 @@ def compile_job(job: Job) -> dict:
         "compile_seconds": round(time.perf_counter() - start, 2),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(result))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(result))  # workers may race on one key: each temp name is unique
     return result
 
 
@@ -374,9 +373,10 @@ def main(argv: list[str] | None = None) -> int:
     # One line per (kernel, arch, D, dtype) row: readable diffs when a config or the compiler changes.
     head = json.dumps({k: v for k, v in report.items() if k != "rows"}, indent=1)[:-2]
     body = ",\n".join(json.dumps(row) for row in rows)
-    args.out.write_text(f'{head},\n "rows": [\n{body}\n ]\n}}\n')
-    args.out.with_suffix(".md").write_text(
-        f"# Kernel compile check (Triton {triton.__version__})\n\n" + markdown(rows)
+    atomic_write_text(args.out, f'{head},\n "rows": [\n{body}\n ]\n}}\n')
+    atomic_write_text(
+        args.out.with_suffix(".md"),
+        f"# Kernel compile check (Triton {triton.__version__})\n\n" + markdown(rows),
     )
     print(f"{len(rows)} (kernel, arch, D, dtype) rows, {len(found)} problems -> {args.out} (and .md)")
     for line in found:

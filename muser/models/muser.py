@@ -15,6 +15,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+from muser.atomic import atomic_dir, atomic_write, atomic_write_json
 from muser.config import ModelConfig, from_dict, preset, to_dict
 from muser.hub import resolve_model
 from muser.models.spectrogram import SpectrogramEncoder
@@ -269,11 +270,17 @@ class MUSER(nn.Module):
             "model": to_dict(self.config),
             "text": {"pretrained": self.text_is_pretrained, "source": self.text.source},
         }
-        # save_model (not save_file) drops tensors shared between modules (tied embeddings) safely.
-        save_model(self, str(out / "model.safetensors"), metadata={"format": "pt"})
-        self.text.backbone.config.save_pretrained(out / "text")
-        self.tokenizer.save_pretrained(out / "tokenizer")
-        (out / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+        # Each part is replaced atomically (muser.atomic), config.json last: it is what makes the folder a
+        # model folder, so a save killed half-way into a new folder leaves none. A whole existing folder is
+        # swapped at once by writing into muser.atomic.atomic_dir, as the trainer's export does.
+        with atomic_write(out / "model.safetensors") as tmp:
+            # save_model (not save_file) drops tensors shared between modules (tied embeddings) safely.
+            save_model(self, str(tmp), metadata={"format": "pt"})
+        with atomic_dir(out / "text") as tmp:
+            self.text.backbone.config.save_pretrained(tmp)
+        with atomic_dir(out / "tokenizer") as tmp:
+            self.tokenizer.save_pretrained(tmp)
+        atomic_write_json(out / "config.json", meta)
         return out
 
     @classmethod

@@ -47,7 +47,11 @@ def printable(text: str) -> str:
 
 
 def append(folder: str | Path, records: list[dict[str, Any]]) -> None:
-    """Append records to folder/errors.jsonl, one line each, and fsync (they must outlive a crash)."""
+    """Append records to folder/errors.jsonl, one line each, and fsync (they must outlive a crash).
+
+    Appended in place, not through muser.atomic: a kill or a full disk can only tear the last line, which
+    _read skips and keep_committed drops when the run resumes.
+    """
     if not records:
         return
     path = errors_path(folder)

@@ -4,7 +4,7 @@ Worker processes (muser.shards.pool) decode, resample, encode and frame each tra
 (muser.shards.sample); the parent takes them in track order and alone appends them to the tars, so the
 bytes depend only on the input and the options (including the resampler, recorded in the manifest),
 never on the worker count.
-Commit protocol per shard: write `.NAME.tmp` (hashing it as it is written), fsync, rename to NAME, append
+Commit protocol per shard: write NAME through muser.atomic (hashed as it is written), fsync, rename, append
 the errors seen so far to errors.jsonl, then atomically replace manifest.json (which lists the shard with
 its keys). A killed run leaves at most uncommitted leftovers, which the next run removes before it
 continues after the last listed shard; tracks are processed one split at a time in a fixed order, so the
@@ -17,13 +17,13 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
+from muser.atomic import atomic_write, atomic_write_text, temp_target
 from muser.config import ShardConfig, to_dict
 from muser.progress import TrackProgress
 from muser.shards import errorlog
@@ -54,7 +54,6 @@ OUTPUT_OPTIONS = (
 # such a folder with that value is no change.
 _ADDED_OPTIONS = {"valid_fraction": 0.0, "test_fraction": 0.0}
 SHOWN = 10  # silent-track ids a summary lists; manifest.json lists them all
-_TMP_RE = re.compile(r"^\.[A-Za-z0-9_]+-\d{6}\.tar\.tmp$")
 
 
 class TooManyErrors(RuntimeError):
@@ -155,15 +154,20 @@ def _write_error(dst: Path, err: OSError) -> str:
 def remove_outputs(dst: Path) -> None:
     """Delete what `muser shard` writes in dst (manifest, errors, shards, temp files) and nothing else."""
     for path in dst.iterdir():
-        ours = path.name in (mf.MANIFEST, ERRORS, f".{mf.MANIFEST}.tmp", f".{ERRORS}.tmp")
-        ours = ours or mf.SHARD_RE.match(path.name)
-        if (ours or _TMP_RE.match(path.name)) and path.is_file():
+        ours = path.name in (mf.MANIFEST, ERRORS) or mf.SHARD_RE.match(path.name) or _our_temp(path.name)
+        if ours and path.is_file():
             path.unlink()
+
+
+def _our_temp(name: str) -> bool:
+    """A temporary file of muser.atomic left by a killed run, for a shard, the manifest or errors.jsonl."""
+    target = temp_target(name)
+    return target is not None and (target in (mf.MANIFEST, ERRORS) or bool(mf.SHARD_RE.match(target)))
 
 
 def _resume_or_start(dst: Path, cfg: ShardConfig, options: dict, source: str) -> dict[str, Any]:
     for path in dst.iterdir():  # temp files are never committed: always safe to drop
-        if _TMP_RE.match(path.name) or path.name in (f".{mf.MANIFEST}.tmp", f".{ERRORS}.tmp"):
+        if _our_temp(path.name) and path.is_file():
             path.unlink()
     if not (dst / mf.MANIFEST).exists():
         strays = sorted(p.name for p in dst.iterdir() if mf.SHARD_RE.match(p.name) or p.name == ERRORS)
@@ -174,7 +178,7 @@ def _resume_or_start(dst: Path, cfg: ShardConfig, options: dict, source: str) ->
             )
         manifest = mf.new_manifest(cfg.sample_rate, cfg.codec, [source], options)
         # An empty manifest before the first shard: shard files without a manifest are never ours.
-        (dst / ERRORS).write_text("")
+        atomic_write_text(dst / ERRORS, "")
         mf.write_manifest(dst, manifest)
         return manifest
     manifest = mf.read_manifest(dst)
@@ -260,8 +264,7 @@ def _ordered(tracks: list) -> list:
 class _Shard:
     split: str
     name: str
-    tmp: Path
-    file: BinaryIO
+    out: atomic_write  # the open temporary file, renamed to name by commit()
     sha: Any  # hashlib sha256 of the bytes written so far: no second read of the shard to checksum it
     size: int = 0
     keys: list[str] = field(default_factory=list)
@@ -271,7 +274,7 @@ class _Shard:
     silent: list[str] = field(default_factory=list)  # ids of the (near-)silent tracks in this shard
 
     def write(self, data: bytes) -> None:
-        self.file.write(data)
+        self.out.file.write(data)
         self.sha.update(data)
         self.size += len(data)
 
@@ -318,16 +321,12 @@ class _Run:
     def open(self, split: str) -> _Shard:
         index = len(self.manifest["splits"].get(split, {}).get("shards", []))
         name = mf.shard_name(split, index)
-        tmp = self.dst / f".{name}.tmp"
-        return _Shard(split, name, tmp, open(tmp, "wb"), hashlib.sha256())
+        return _Shard(split, name, atomic_write(self.dst / name, "wb"), hashlib.sha256())
 
     def commit(self) -> None:
         s, self.shard = self.shard, None
         s.write(tar_end(s.size))
-        s.file.flush()
-        os.fsync(s.file.fileno())
-        s.file.close()
-        os.replace(s.tmp, self.dst / s.name)
+        s.out.commit()
         for task, counter in s.labels.items():
             self.counts.setdefault(task, Counter()).update(counter)
         if s.clipped:  # counted per committed shard, so a resumed run reports the whole folder's total

@@ -5,7 +5,6 @@ user needs to feed them). Only inference is exported; see NOT_EXPORTED."""
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from muser import __version__
-from muser.atomic import atomic_write_text, fsync_dir
+from muser.atomic import atomic_dir, atomic_write, atomic_write_text
 from muser.models.muser import AUDIO_EMBEDDINGS
 
 OPSET = 17  # onnxruntime >= 1.14 runs it; every op the towers use (STFT as conv1d, ceil-mode pools) is in it
@@ -63,8 +62,7 @@ def export_graph(
     module: nn.Module, args: tuple, path: Path, names: list[str], axes: dict, opset: int
 ) -> None:
     """Trace `module` on `args` into path (written beside it, then renamed: a reader never sees half)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with warnings.catch_warnings(), torch.no_grad():
+    with atomic_write(path) as tmp, warnings.catch_warnings(), torch.no_grad():
         # The TorchScript exporter: it keeps batch and length dynamic through nnAudio's conv1d STFT and the
         # ceil-mode pools, in seconds; the dynamo exporter specialised the length (torch 2.14) and takes 10x.
         warnings.simplefilter("ignore")
@@ -78,8 +76,6 @@ def export_graph(
             opset_version=opset,
             dynamo=False,
         )
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def _tokenizer_json(model: Any, max_length: int) -> str:
@@ -128,7 +124,8 @@ def export_onnx(
         {"input_ids": token_axes, "attention_mask": token_axes},
         opset,
     )
-    model.tokenizer.save_pretrained(out / "tokenizer")
+    with atomic_dir(out / "tokenizer") as tok_dir:
+        model.tokenizer.save_pretrained(tok_dir)
     atomic_write_text(out / "tokenizer.json", _tokenizer_json(model, model.text.max_length))
     info = {
         "format": "muser-onnx",

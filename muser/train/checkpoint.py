@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from muser.atomic import atomic_dir, atomic_write, atomic_write_json, remove_leftovers
 from muser.runs import RunFolder
 
 # The run folder's names are RunFolder's (muser.runs); these are the ones this module writes.
@@ -75,9 +76,7 @@ def _sums(run_dir: Path) -> dict[str, list[str]]:
 
 
 def _write_sums(run_dir: Path, sums: dict[str, list[str]]) -> None:
-    tmp = run_dir / f".{CHECKSUMS}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(sums, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, run_dir / CHECKSUMS)
+    atomic_write_json(run_dir / CHECKSUMS, sums, indent=1, sort_keys=True)
 
 
 def _sha256(path: Path) -> str:
@@ -89,7 +88,7 @@ def _sha256(path: Path) -> str:
 
 
 def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int, keep_step: bool = False) -> Path:
-    """Write run_dir/last.pt atomically (temp file + fsync + os.replace); with keep_step also step-K.pt.
+    """Write run_dir/last.pt through muser.atomic (temp file, fsync, rename); with keep_step also step-K.pt.
 
     A crash during the write leaves the previous last.pt untouched. The step file is a hard link to the
     same bytes when the filesystem allows it (no second write), a copy otherwise. Each file's sha256 goes
@@ -99,16 +98,16 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int, keep_
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / LAST
-    tmp = run_dir / f".{LAST}.tmp-{os.getpid()}"
+    remove_leftovers(final)  # a checkpoint killed mid-write leaves its (large) temporary file
     try:
-        with open(tmp, "wb") as f:
+        out = atomic_write(final, "wb")
+        with out as f:
             torch.save(state, f)
             f.flush()
-            os.fsync(f.fileno())
-        digest = _sha256(tmp)
-        sums = _sums(run_dir)
-        _write_sums(run_dir, {**sums, LAST: [digest, *sums.get(LAST, [])[:1]]})
-        os.replace(tmp, final)
+            digest = _sha256(out.tmp)
+            sums = _sums(run_dir)
+            # before the rename: from here on both the old and the new last.pt are accepted
+            _write_sums(run_dir, {**sums, LAST: [digest, *sums.get(LAST, [])[:1]]})
     except OSError as err:
         if err.errno == errno.ENOSPC:
             raise RuntimeError(
@@ -116,57 +115,28 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int, keep_
                 "(the previous checkpoint is intact)"
             ) from None
         raise
-    finally:
-        tmp.unlink(missing_ok=True)
     sums = {**_sums(run_dir), LAST: [digest]}
     if keep_step:
         kept = run_dir / step_name(step)
-        tmp_kept = run_dir / f".{kept.name}.tmp-{os.getpid()}"
-        tmp_kept.unlink(missing_ok=True)
-        try:
-            os.link(final, tmp_kept)
-        except OSError:
-            shutil.copyfile(final, tmp_kept)
-        os.replace(tmp_kept, kept)
+        with atomic_write(kept) as tmp:
+            try:
+                os.link(final, tmp)
+            except OSError:
+                shutil.copyfile(final, tmp)
         sums[kept.name] = [digest]
     _write_sums(run_dir, sums)
     return final
 
 
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-
-
 def export_model(model: Any, run_dir: str | Path) -> Path:
     """Write run_dir/model/ (model.save_pretrained) and return it, replacing the previous export.
 
-    The export is written to a temp folder beside it, synced, then renamed over: a reader finds either the
-    old complete export or the new one, never a half-written folder (for the instant between moving the
-    old one aside and renaming the new one in, model/ is absent; last.pt holds the same weights).
+    The export is written to a temp folder beside it, synced, then swapped in (muser.atomic.atomic_dir): a
+    reader finds either the old complete export or the new one, never a half-written folder.
     """
-    run_dir = Path(run_dir)
-    final = run_dir / MODEL
-    for stale in [*run_dir.glob(f".{MODEL}.tmp-*"), *run_dir.glob(f".{MODEL}.old-*")]:
-        shutil.rmtree(stale, ignore_errors=True)  # left by a process killed mid-export
-    tmp = run_dir / f".{MODEL}.tmp-{os.getpid()}"
-    old = run_dir / f".{MODEL}.old-{os.getpid()}"
-    try:
+    final = Path(run_dir) / MODEL
+    with atomic_dir(final) as tmp:
         model.save_pretrained(tmp)
-        _fsync_tree(tmp)
-        if final.exists():
-            os.replace(final, old)  # a directory cannot be renamed over a non-empty one
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if old.exists():
-                os.replace(old, final)  # keep the previous export rather than none
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     return final
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from muser import __version__
-from muser.atomic import atomic_write_text
+from muser.atomic import atomic_write_json, atomic_write_text
 from muser.config import DataConfig, ModelConfig, TrainConfig, from_dict, preset, to_dict
 from muser.runs import RunFolder
 from muser.train import checkpoint as ckpt
@@ -115,8 +115,8 @@ def write_config(
 
 
 def write_result(out: Path, result: dict[str, Any]) -> None:
-    """RUN/result.json: the summary pretrain() returns."""
-    RunFolder(out).result.write_text(json.dumps(result, indent=2) + "\n")
+    """RUN/result.json: the summary pretrain() returns (atomic: the demo and eval read it back)."""
+    atomic_write_json(RunFolder(out).result, result)
 
 
 class RateWindow:
@@ -177,6 +177,8 @@ class MetricsLog:
         atomic_write_text(self.path, "".join(json.dumps(m) + "\n" for m in keep))
 
     def append(self, record: dict[str, Any]) -> None:
+        # Appended in place, not through muser.atomic: rewriting the whole log each step would cost O(steps),
+        # and a kill can only tear the last line, which read() skips and truncate() drops on resume.
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         self.trackers.log(record)
