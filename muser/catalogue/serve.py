@@ -242,17 +242,19 @@ def serve(
     app = create_app(catalogue, allowed_hosts=[*LOOPBACK, host] if loopback else None)
     if announce is not None:
         announce(f"http://{host}:{port}")
-    uvicorn.Server(server_config(app, host, port)).run()
+    uvicorn.run(app, **server_options(host, port))
 
 
-def server_config(app: FastAPI, host: str, port: int, http: type | None = None) -> Any:
-    """The uvicorn.Config `serve` runs: its HTTP protocol answers even unparseable requests in JSON.
+def server_options(host: str, port: int, http: type | None = None) -> dict[str, Any]:
+    """The uvicorn settings `serve` runs with: its HTTP protocol answers even unparseable requests in JSON.
 
     http: the uvicorn protocol class to build on (tests pass each); default uvicorn's own choice."""
-    import uvicorn
-
     from muser.catalogue.protocol import json_errors
 
-    return uvicorn.Config(
-        app, host=host, port=port, log_level="warning", server_header=False, http=json_errors(http)
-    )
+    return {
+        "host": host,
+        "port": port,
+        "log_level": "warning",
+        "server_header": False,
+        "http": json_errors(http),
+    }

@@ -74,6 +74,7 @@ def test_serve_binds_loopback_and_refuses_other_hosts(catalogue_dir, monkeypatch
     assert _run("serve", str(catalogue_dir)).exit_code == 0
     app, kw = calls[-1]
     assert kw["host"] == "127.0.0.1" and kw["port"] == 8000
+    assert kw["http"].send_400_response.__module__ == "muser.catalogue.protocol"  # JSON parse errors
     from fastapi.testclient import TestClient
 
     client = TestClient(app, base_url="http://127.0.0.1:8000")

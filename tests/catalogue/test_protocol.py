@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from muser import Catalogue
-from muser.catalogue.serve import LOOPBACK, MAX_QUERY_STRING, create_app, server_config
+from muser.catalogue.serve import LOOPBACK, MAX_QUERY_STRING, create_app, server_options
 
 
 def _protocols() -> list[object]:
@@ -43,7 +43,9 @@ def port(request: pytest.FixtureRequest, cat: Catalogue) -> Iterator[int]:
     app = create_app(cat, allowed_hosts=[*LOOPBACK, "127.0.0.1"])
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    srv = uvicorn.Server(server_config(app, "127.0.0.1", sock.getsockname()[1], http=request.param))
+    srv = uvicorn.Server(
+        uvicorn.Config(app, **server_options("127.0.0.1", sock.getsockname()[1], request.param))
+    )
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
