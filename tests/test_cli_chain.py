@@ -98,7 +98,8 @@ def test_embed_holds_every_track_once(chain):
     table = pd.read_parquet(chain["catalogue"] / "embeddings.parquet")
     assert len(table) == 8 and table["key"].is_unique
     meta = json.loads((chain["catalogue"] / "catalogue.json").read_text())
-    print("CATALOGUE", meta)
+    assert meta["complete"] and meta["checkpoint"]["path"] == str(chain["run"] / "model")  # RUN resolved
+    assert meta["dimension"] == len(table["audio_embedding"].iloc[0])
     assert (chain["catalogue"] / "index.faiss").stat().st_size > 0
 
 
