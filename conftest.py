@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.shared_data import need_shared
+
 # Keep CPU tests predictable on small CI machines (2 cores): one intra-op thread per process.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-
-SHARED = Path(__file__).resolve().parent.parent / "shared"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -25,26 +25,18 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    """../shared beside the repository; tests that need it skip cleanly when it is absent."""
-    if not SHARED.is_dir():
-        pytest.skip("../shared is not present")
-    return SHARED
+    """../shared beside the repository (see tests/shared_data.py: a skip on a checkout, a failure in CI)."""
+    return need_shared()
 
 
 @pytest.fixture(scope="session")
-def real_audio_dir(shared_dir: Path) -> Path:
-    path = shared_dir / "data" / "real"
-    if not path.is_dir():
-        pytest.skip("../shared/data/real is not present")
-    return path
+def real_audio_dir() -> Path:
+    return need_shared("data", "real")
 
 
 @pytest.fixture(scope="session")
-def minilm_dir(shared_dir: Path) -> Path:
-    path = shared_dir / "models" / "all-MiniLM-L6-v2"
-    if not (path / "config.json").is_file():
-        pytest.skip("../shared/models/all-MiniLM-L6-v2 is not present")
-    return path
+def minilm_dir() -> Path:
+    return need_shared("models", "all-MiniLM-L6-v2", marker="config.json")
 
 
 @pytest.fixture

@@ -1,6 +1,9 @@
-"""`make gpu-check`: everything in MUSER that only a CUDA GPU can show, in one prepared run (< 8 minutes).
+"""`make gpu-check`: everything in MUSER that only a CUDA GPU can show, in one prepared run (< 10 minutes).
 
-1. `pytest tests/kernels` natively: the fused kernels compiled for this GPU against the float64 formulas.
+1. `pytest tests/kernels` natively: the fused kernels compiled for this GPU against the float64 formulas,
+   every tile configuration of both losses among them (tests/kernels/test_gpu.py), then every other test
+   marked `gpu`: bf16 and fp16 training steps with the loss recorded as Triton's, nnAudio on the GPU
+   against the CPU.
 2. The loss benchmark (benchmarks/test_loss_kernel.py) at D = 512, bf16, N = 1k .. 64k, softmax and
    sigmoid: forward + backward time and peak memory of the fused kernels, the naive loss, a chunked loss
    and the floor of 4 plain matmuls.
@@ -25,8 +28,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "gpu_check.json"
-# Seconds each stage may take (each runs in its own process); together under the 8-minute budget.
-LIMITS = {"kernel_tests": 120, "loss_benchmark": 180, "pretrain": 150}
+# Seconds each stage may take (each runs in its own process); together under the 10-minute budget.
+LIMITS = {"kernel_tests": 180, "gpu_tests": 90, "loss_benchmark": 180, "pretrain": 150}
 NO_CUDA = (
     "gpu-check needs a CUDA GPU and this machine has none (torch.cuda.is_available() is False); run it on "
     "a GPU machine as CONTRIBUTING.md describes"
@@ -62,6 +65,11 @@ def kernel_tests() -> dict[str, Any]:
     # One tile config per kernel (MUSER_AUTOTUNE=0): correctness needs no timing of every config, and
     # compiling each for each test shape would not fit the budget. The benchmark below autotunes.
     return _pytest(["tests/kernels", "-m", "not slow"], LIMITS["kernel_tests"], {"MUSER_AUTOTUNE": "0"})
+
+
+def gpu_tests() -> dict[str, Any]:
+    # The `gpu` tests outside tests/kernels (which the stage above ran): training steps, the front end.
+    return _pytest(["tests", "-m", "gpu", "--ignore=tests/kernels"], LIMITS["gpu_tests"])
 
 
 def loss_benchmark() -> dict[str, Any]:
@@ -148,6 +156,7 @@ def main(argv: list[str]) -> int:
         "machine": machine_info(),
     }
     report["kernel_tests"] = kernel_tests()
+    report["gpu_tests"] = gpu_tests()
     report["loss_benchmark"] = loss_benchmark()
     report["pretrain"] = pretrain_stage()
     report["seconds"] = round(time.perf_counter() - start, 1)

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from muser.config import LOSS_TERMS, LOSSES
-from muser.kernels import contrastive_loss, sigmoid_loss
+from muser.kernels import contrastive_loss, resolved_impl, sigmoid_loss
 
 # term -> (row modality, column modality) in the model's output dict.
 PAIRS = LOSS_TERMS  # the one loss-term table lives in muser.config (the CLI reads it without torch)
@@ -149,6 +149,10 @@ class TriModalLoss(nn.Module):
     def biases(self) -> dict[str, float]:
         """The sigmoid loss's bias per term, for logging ({} for the softmax loss)."""
         return {t: float(p.detach()) for t, p in self.logit_biases.items()}
+
+    def implementation(self, device: torch.device | str) -> str:
+        """Which loss implementation ("triton" or "reference") this objective runs on tensors of `device`."""
+        return resolved_impl(device, "sigmoid" if self.kind == "sigmoid" else "contrastive", self.impl)
 
     def forward(
         self, emb: dict[str, Tensor], caption_ids: Tensor | None = None

@@ -45,6 +45,37 @@ def test_demo_runs_the_whole_loop(finished):
     assert "muser serve" in output
 
 
+def test_demo_does_what_it_says(finished):
+    """What the demo prints: pretraining on the train split lowers the loss; the report is on held-out
+    test tracks; every track of the corpus is in the catalogue; the search lists its best matches first."""
+    from muser.shards.manifest import ShardFolder
+
+    out, output = finished
+    summary = json.loads((out / "demo.json").read_text())
+    shards = ShardFolder.open(out / "shards")
+    pre = summary["pretrain"]
+    assert pre["last_loss"] < pre["first_loss"], pre  # "pretraining loss a -> b over N steps"
+    assert f"{pre['first_loss']:.3f} -> {pre['last_loss']:.3f}" in output
+    # trained on the train split only (a corpus with a train split never falls back to `all`)
+    assert "training on its 'all' split" not in output and shards.samples("train") > 0
+    # "held-out test tracks": the one fold is the shards' own split, scored on every test track
+    report = json.loads((out / "eval" / "results.json").read_text())
+    (fold,) = report["counts"]["folds"]
+    assert fold["test"] == shards.samples("test") > 0 and fold["train"] == shards.samples("train")
+    assert not set(shards.keys("test")) & set(shards.keys("train"))
+    # "what text supervision bought": each number of the table is the report's, for all three models
+    rows = {f"{r['model']} {r['protocol']} {r['metric']}": r["mean"] for r in report["results"]}
+    assert summary["eval"] == {k: v for k, v in rows.items() if k in summary["eval"]} and summary["eval"]
+    # "the corpus as a searchable catalogue": every track once, and the hits best first
+    import pandas as pd
+
+    table = pd.read_parquet(out / "catalogue" / "embeddings.parquet")
+    assert len(table) == shards.samples() and table["key"].is_unique
+    scores = [h["score"] for h in summary["search"]["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert {h["key"] for h in summary["search"]["results"]} <= set(table["key"])
+
+
 def test_second_run_reuses_the_finished_run(finished):
     out, _ = finished
     before = (out / "run" / "model" / "model.safetensors").stat().st_mtime_ns

@@ -144,6 +144,26 @@ def test_bad_configuration_and_inputs_raise():
         TriModalLoss()(emb, None)
 
 
+def test_implementation_names_what_runs(monkeypatch):
+    # On the CPU "auto" is the reference; "triton" is Triton (interpreted) wherever it is installed.
+    assert TriModalLoss().implementation("cpu") == "reference"
+    assert TriModalLoss(loss="sigmoid").implementation("cpu") == "reference"
+    if kernels._triton_mode()[0] is not None:
+        assert TriModalLoss(impl="triton").implementation("cpu") == "triton"
+    # On CUDA "auto" follows the self-check of the loss it runs (decided here without a GPU).
+    monkeypatch.setattr(kernels, "_triton_mode", lambda: ("native", "test"))
+    checked = []
+
+    def self_check(device: str, loss: str = "contrastive") -> bool:
+        checked.append((device, loss))
+        return loss == "contrastive"
+
+    monkeypatch.setattr(kernels, "_self_check", self_check)
+    assert TriModalLoss().implementation("cuda:0") == "triton"
+    assert TriModalLoss(loss="sigmoid").implementation("cuda:0") == "reference"  # its self-check failed
+    assert checked == [("cuda:0", "contrastive"), ("cuda:0", "sigmoid")]
+
+
 def test_gather_is_identity_in_one_process():
     x = torch.randn(3, 4)
     assert gather_with_grad(x) is x

@@ -21,7 +21,7 @@ from torch import Tensor
 from muser.kernels.contrastive_ref import contrastive_loss_ref
 from muser.kernels.sigmoid_ref import sigmoid_loss_ref
 
-__all__ = ["contrastive_loss", "sigmoid_loss"]
+__all__ = ["contrastive_loss", "resolved_impl", "sigmoid_loss"]
 
 _IMPLS = ("auto", "triton", "reference")
 
@@ -123,6 +123,13 @@ def _resolve(impl: str, device: torch.device, loss: str = "contrastive") -> str:
     if mode is None:
         raise RuntimeError(f"{loss}_loss: impl='triton' cannot run here ({reason}); use impl='reference'")
     return "triton"
+
+
+def resolved_impl(device: torch.device | str, loss: str = "contrastive", impl: str = "auto") -> str:
+    """Which implementation ("triton" or "reference") a `loss` call ("contrastive" or "sigmoid") with this
+    `impl` runs on tensors of `device` in this process. For "auto" on CUDA this is the outcome of the
+    once-per-process self-check (run now if no loss has run yet), so a run can record what trained it."""
+    return _resolve(impl, torch.device(device), loss)
 
 
 def contrastive_loss(

@@ -8,6 +8,14 @@ configuration "is chosen" for a (kernel, arch, D, dtype) when it survives the sa
 applies before launching. Results are cached by a hash of everything that goes into the compiler.
 
     python -m muser.kernels.aot --out benchmarks/results/kernel_compile.json   # the full grid (minutes)
+    python -m muser.kernels.aot --stamp   # re-verify the committed report on a subset, record the sources
+
+The report records a hash of the kernel sources (KERNEL_SOURCES); tests/kernels/test_compile.py fails when
+the sources no longer match it. `--stamp` is the cheap way to bring an unchanged report up to date (after
+an edit that cannot change the compiled code, or for a report written before the hash existed): it
+recomputes everything the rows imply, recompiles the default test tier and requires every result to equal
+the committed row before it writes the current hash. After a change to a kernel or a tile shape, run the
+full grid instead.
 """
 
 from __future__ import annotations
@@ -51,6 +59,39 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 # M and N of the compiled launch: like every width above, divisible by 16, which the JIT specialises on.
 ROWS = 4096
 MIN_SPILL_FREE = 2  # chosen configs per (kernel, arch, D, dtype) that must compile without spilling
+# The files whose text decides what is compiled and which configs are kept: the kernels and the tiling.
+KERNEL_SOURCES = ("contrastive_triton.py", "sigmoid_triton.py", "tiling.py")
+# The default test tier (and what --stamp recompiles): the heaviest variant of each kernel, sm_90, bf16 and
+# fp32, at the widths where the clamped configs differ.
+DEFAULT_TIER = {
+    "only": (
+        ("muser.kernels.contrastive_triton._forward_kernel", (("SYMMETRIC", True),)),
+        ("muser.kernels.contrastive_triton._backward_kernel", (("A_TERM", True), ("B_TERM", True))),
+        ("muser.kernels.sigmoid_triton._forward_kernel", ()),
+        ("muser.kernels.sigmoid_triton._backward_kernel", ()),
+    ),
+    "archs": (90,),
+    "widths": (128, 512, 1024),
+    "dtypes": ("bfloat16", "float32"),
+}
+# What a compiled config reports that must not change between runs of the same sources and compiler.
+COMPILED_FIELDS = (
+    "registers",
+    "spill_stores",
+    "spill_loads",
+    "shared_bytes",
+    "tmem_columns",
+    "trap",
+    "error",
+)
+
+
+def source_hash() -> str:
+    """sha256 over the names and bytes of KERNEL_SOURCES: what the committed report was compiled from."""
+    digest = hashlib.sha256()
+    for name in KERNEL_SOURCES:
+        digest.update(name.encode() + b"\0" + (Path(__file__).parent / name).read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def toolchain_missing() -> str | None:
@@ -294,6 +335,74 @@ def problems(rows: list[dict]) -> list[str]:
     return found
 
 
+def grid_mismatches(rows: list[dict]) -> list[str]:
+    """What no longer matches between a report's rows and the current tile configurations, without
+    compiling: the row count of the full grid, each row's candidate shapes and which of them are chosen."""
+    found = []
+    expected = len(ARCH_SHARED) * len(WIDTHS) * len(DTYPES)
+    if len(rows) != 7 * expected:
+        found.append(f"{len(rows)} rows, the full grid has {7 * expected} (7 kernel variants x {expected})")
+    for row in rows:
+        where = f"{row['kernel']} {row['arch']} D={row['d']} {row['dtype']}"
+        kind = "backward" if "backward" in row["kernel"] else "forward"
+        itemsize = 4 if row["dtype"] == "float32" else 2
+        shapes = [tuple(c["shape"]) for c in row["configs"]]
+        if shapes != candidates(kind, itemsize, row["d"]):
+            found.append(f"{where}: configs {shapes} are not the current candidates")
+            continue
+        arch = int(row["arch"][3:])
+        kept = fit_configs([config(s) for s in shapes], row["d"], itemsize, ARCH_SHARED[arch], arch)
+        chosen = {_shape(c) for c in kept}
+        if [c["chosen"] for c in row["configs"]] != [s in chosen for s in shapes]:
+            found.append(f"{where}: the chosen configs differ from the current pruning")
+    return found
+
+
+def subset_mismatches(report_rows: list[dict], fresh: list[dict]) -> list[str]:
+    """Rows of `fresh` (just compiled) whose compiled results differ from the same rows of the report."""
+    committed = {(r["kernel"], r["arch"], r["d"], r["dtype"]): r for r in report_rows}
+    found = []
+    for row in fresh:
+        key = (row["kernel"], row["arch"], row["d"], row["dtype"])
+        old = committed.get(key)
+        if old is None:
+            found.append(f"{' '.join(map(str, key))}: not in the report")
+            continue
+        for new_cfg, old_cfg in zip(row["configs"], old["configs"], strict=False):
+            new = {f: new_cfg.get(f) for f in COMPILED_FIELDS}
+            was = {f: old_cfg.get(f) for f in COMPILED_FIELDS}
+            if new != was or new_cfg["shape"] != old_cfg["shape"]:
+                where = f"{' '.join(map(str, key))} {new_cfg['shape']}"
+                found.append(f"{where}: compiled {new}, the report says {was}")
+    return found
+
+
+def stamp(path: Path, workers: int | None = None) -> list[str]:
+    """Re-verify the report at `path` without the full grid and, when nothing is wrong, record the current
+    source_hash() in it. Returns what is wrong (empty when stamped)."""
+    report = json.loads(path.read_text())
+    rows = report["rows"]
+    found = [f"problems recomputed from the rows: {p}" for p in problems(rows)]
+    if report["problems"] != problems(rows):
+        found.append("the report's problems are not the ones its rows imply")
+    if report.get("triton") != triton.__version__:
+        found.append(f"the report is from Triton {report.get('triton')}, this is {triton.__version__}")
+    found += grid_mismatches(rows)
+    if not found:
+        found += subset_mismatches(rows, run(workers=workers, **DEFAULT_TIER))
+    if not found:
+        report["kernel_sources_sha256"] = source_hash()
+        _write(path, report)
+    return found
+
+
+def _write(path: Path, report: dict) -> None:
+    # One line per (kernel, arch, D, dtype) row: readable diffs when a config or the compiler changes.
+    head = json.dumps({k: v for k, v in report.items() if k != "rows"}, indent=1)[:-2]
+    body = ",\n".join(json.dumps(row) for row in report["rows"])
+    atomic_write_text(path, f'{head},\n "rows": [\n{body}\n ]\n}}\n')
+
+
 def markdown(rows: list[dict], arch: str = "sm_90", dtype: str = "bfloat16") -> str:
     """The report as tables: every chosen config at one (arch, dtype) per kernel and D, then one line per
     (kernel, arch, dtype) over all widths for the rest."""
@@ -354,13 +463,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/kernel_compile.json"))
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument(
+        "--stamp",
+        action="store_true",
+        help="re-verify the report at --out on the default tier and record the current kernel source hash",
+    )
     args = parser.parse_args(argv)
+    if args.stamp:
+        found = stamp(args.out, args.workers)
+        for line in found:
+            print(" ", line)
+        verdict = f"not stamped, {len(found)} problems" if found else f"stamped {source_hash()}"
+        print(f"{args.out}: {verdict}")
+        return 1 if found else 0
     start = time.perf_counter()
     rows = run(workers=args.workers)
     found = problems(rows)
     report = {
         "generated_by": "python -m muser.kernels.aot",
         "triton": triton.__version__,
+        "kernel_sources_sha256": source_hash(),
         "config_fields": ["BLOCK_M", "BLOCK_N", "BLOCK_K", "(BLOCK_DV)", "num_warps", "num_stages"],
         "shared_limit_bytes": {f"sm_{a}": v for a, v in ARCH_SHARED.items()},
         "tmem_limit_columns": TMEM_COLUMNS,
@@ -370,10 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    # One line per (kernel, arch, D, dtype) row: readable diffs when a config or the compiler changes.
-    head = json.dumps({k: v for k, v in report.items() if k != "rows"}, indent=1)[:-2]
-    body = ",\n".join(json.dumps(row) for row in rows)
-    atomic_write_text(args.out, f'{head},\n "rows": [\n{body}\n ]\n}}\n')
+    _write(args.out, report)
     atomic_write_text(
         args.out.with_suffix(".md"),
         f"# Kernel compile check (Triton {triton.__version__})\n\n" + markdown(rows),

@@ -296,6 +296,8 @@ class _Run:
             "last_loss": last_loss,
             "wall_s": wall,
             "world_size": self.world,
+            # what computed the loss: "auto" falls back to the reference when the Triton self-check fails
+            "loss_impl": self.trainee.loss.implementation(self.device),
             "stopped": stopped,
             "skipped": self.stream.skipped,
             "checkpoint": str(RunFolder(self.out).last),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -32,9 +33,19 @@ def shards(corpus, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pretrained(shards, tmp_path_factory) -> Path:
-    """A run folder whose model/ was contrastively trained for a few dozen steps (seconds on CPU)."""
-    run = tmp_path_factory.mktemp("run")
+def pretrained(tmp_path_factory) -> Path:
+    """A run folder whose model/ was contrastively trained for a few dozen steps (seconds on CPU) on a
+    corpus of its own: the same six styles rendered from another seed, so every track the evaluation
+    below scores was held out from pretraining."""
+    from muser.config import ShardConfig
+    from muser.shards.writer import write_shards
+    from muser.synth import make_corpus
+
+    root = tmp_path_factory.mktemp("pretraining")
+    src = make_corpus(root / "gtzan", layout="gtzan", n_per_class=6, seconds=4.0, seed=1)
+    shards = root / "shards"
+    write_shards(ShardConfig(src=str(src), dst=str(shards), source="gtzan", workers=1), progress=False)
+    run = root / "run"
     pretrain_briefly(shards, run / "model", split="all")
     return run
 
@@ -43,6 +54,17 @@ def _row(result: dict, model: str, protocol: str, metric: str = "accuracy") -> d
     return next(
         r for r in result["results"] if (r["model"], r["protocol"], r["metric"]) == (model, protocol, metric)
     )
+
+
+def test_pretraining_tracks_are_not_the_evaluated_ones(pretrained, corpus):
+    # Same layout and file names, other recordings: no evaluated waveform was seen in pretraining.
+    import soundfile as sf
+
+    held_out = sorted((corpus / "genres").rglob("*.wav"))[:6]
+    seen = pretrained.parent / "gtzan" / "genres"
+    for path in held_out:
+        other = seen / path.relative_to(corpus / "genres")
+        assert not np.allclose(sf.read(path)[0][:4000], sf.read(other)[0][:4000], atol=1e-3), path
 
 
 def test_pretrained_model_beats_random_weights(pretrained, shards, tmp_path):
@@ -57,14 +79,14 @@ def test_pretrained_model_beats_random_weights(pretrained, shards, tmp_path):
     )
     result = run_eval(cfg)
     chance = 1 / 6
-    # A probe on random conv features already scores far above chance on the synthetic styles, so the
-    # probe only shows the wiring works; what pretraining must add is the audio-text alignment that
-    # zero-shot and retrieval measure, where random weights sit at chance.
-    probe = _row(result, "muser", "probe-logistic")
-    assert probe["mean"] > 2.5 * chance, probe
-    assert len(probe["values"]) == 3  # folds x seeds
-    assert set(probe["margins"]) == {"random"}
-    assert _row(result, "random", "probe-logistic")["values"]  # random-weights baseline, same folds
+    # Every scored track was held out from pretraining (see the `pretrained` fixture). A probe on random conv
+    # features already scores near 100% on the synthetic styles, so no probe bound can tell the models
+    # apart: pretraining must only not cost the probe anything. What it must add is the audio-text
+    # alignment that zero-shot and retrieval measure, where random weights sit at chance (measured on
+    # these held-out tracks: zero-shot 61% vs 17%, mAP 0.92 vs 0.33, probe 100% vs 97%).
+    probe, probe_random = _row(result, "muser", "probe-logistic"), _row(result, "random", "probe-logistic")
+    assert len(probe["values"]) == len(probe_random["values"]) == 3  # folds x seeds, the same folds
+    assert probe["margins"]["random"] >= 0.0, (probe, probe_random)
     zeroshot, zeroshot_random = _row(result, "muser", "zeroshot"), _row(result, "random", "zeroshot")
     assert zeroshot_random["mean"] < 2 * chance, zeroshot_random
     assert zeroshot["mean"] > 3 * chance and zeroshot["margins"]["random"] > 0.3, (zeroshot, zeroshot_random)

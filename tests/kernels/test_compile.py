@@ -20,17 +20,11 @@ aot = pytest.importorskip("muser.kernels.aot", reason="Triton is not installed",
 pytestmark = pytest.mark.skipif(aot.toolchain_missing() is not None, reason=str(aot.toolchain_missing()))
 
 REPORT = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "kernel_compile.json"
-HEAVIEST = (
-    ("muser.kernels.contrastive_triton._forward_kernel", (("SYMMETRIC", True),)),
-    ("muser.kernels.contrastive_triton._backward_kernel", (("A_TERM", True), ("B_TERM", True))),
-    ("muser.kernels.sigmoid_triton._forward_kernel", ()),
-    ("muser.kernels.sigmoid_triton._backward_kernel", ()),
-)
 
 
 def test_default_tier_compiles_spill_free_within_limits():
-    rows = aot.run(archs=(90,), widths=(128, 512, 1024), dtypes=("bfloat16", "float32"), only=HEAVIEST)
-    assert len(rows) == len(HEAVIEST) * 3 * 2
+    rows = aot.run(**aot.DEFAULT_TIER)
+    assert len(rows) == len(aot.DEFAULT_TIER["only"]) * 3 * 2
     assert aot.problems(rows) == []
 
 
@@ -124,14 +118,54 @@ def test_problems_names_each_failure():
     assert any("sm_90 D=128 float16" in p and "does not compile" in p for p in found)
 
 
-def test_committed_report_matches_the_current_configs():
-    # benchmarks/results/kernel_compile.json must be regenerated (python -m muser.kernels.aot) whenever the
-    # tile configurations change, and it must show no problems.
+def test_committed_report_matches_the_current_kernels():
+    # benchmarks/results/kernel_compile.json is the compile check of the kernel sources it names by hash:
+    # regenerate it (python -m muser.kernels.aot) whenever a kernel or a tile shape changes, or re-verify
+    # it with --stamp after an edit that cannot change the compiled code.
     report = json.loads(REPORT.read_text())
-    assert report["problems"] == []
-    assert len(report["rows"]) == 7 * len(aot.ARCH_SHARED) * len(aot.WIDTHS) * len(aot.DTYPES)
-    for row in report["rows"]:
-        kind = "backward" if "backward" in row["kernel"] else "forward"
-        itemsize = 4 if row["dtype"] == "float32" else 2
-        shapes = [c["shape"] for c in row["configs"]]
-        assert shapes == [list(s) for s in aot.candidates(kind, itemsize, row["d"])], row["kernel"]
+    assert report.get("kernel_sources_sha256") == aot.source_hash(), (
+        "the kernel sources changed since benchmarks/results/kernel_compile.json was written: run "
+        "`python -m muser.kernels.aot` (or `python -m muser.kernels.aot --stamp` for an edit that cannot "
+        "change the compiled code)"
+    )
+    # The verdict is recomputed from the rows, not read from the report's own `problems` field.
+    assert aot.problems(report["rows"]) == report["problems"] == []
+    assert aot.grid_mismatches(report["rows"]) == []
+
+
+def _report_rows() -> list[dict]:
+    return json.loads(REPORT.read_text())["rows"]
+
+
+def test_an_edited_report_is_caught():
+    rows = _report_rows()
+    spilled = [dict(r, configs=[dict(c, spill_stores=64) for c in r["configs"]]) for r in rows[:1]]
+    assert aot.problems(spilled + rows[1:]) != []  # an edited row is recomputed into a problem
+    flipped = dict(rows[0], configs=[dict(c, chosen=not c["chosen"]) for c in rows[0]["configs"]])
+    assert any("chosen configs differ" in p for p in aot.grid_mismatches([flipped, *rows[1:]]))
+    reshaped = dict(rows[0], configs=rows[0]["configs"][1:])
+    assert any("not the current candidates" in p for p in aot.grid_mismatches([reshaped, *rows[1:]]))
+    assert any("rows, the full grid has" in p for p in aot.grid_mismatches(rows[1:]))
+
+
+def test_stamp_refuses_a_report_with_problems_and_leaves_it_alone(tmp_path):
+    report = json.loads(REPORT.read_text())
+    report.pop("kernel_sources_sha256", None)
+    report["rows"][0]["configs"] = [dict(c, error="PTXASError: x") for c in report["rows"][0]["configs"]]
+    path = tmp_path / "kernel_compile.json"
+    path.write_text(json.dumps(report))
+    before = path.read_bytes()
+    found = aot.stamp(path)  # fails before compiling anything: the rows already show a problem
+    assert any("does not compile" in p for p in found) and path.read_bytes() == before
+
+
+def test_source_hash_follows_the_kernel_files(tmp_path, monkeypatch):
+    first = aot.source_hash()
+    assert first == aot.source_hash() and len(first) == 64
+    copy = tmp_path / "aot.py"
+    for name in aot.KERNEL_SOURCES:
+        (tmp_path / name).write_bytes((Path(aot.__file__).parent / name).read_bytes())
+    monkeypatch.setattr(aot, "__file__", str(copy))
+    assert aot.source_hash() == first
+    (tmp_path / "tiling.py").write_text((tmp_path / "tiling.py").read_text() + "\n# edited\n")
+    assert aot.source_hash() != first

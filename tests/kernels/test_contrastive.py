@@ -111,7 +111,9 @@ def test_triton_recovers_underflowed_columns():
     close(tri[0], want[0], 2e-5, "loss")
     close(tri[1], want[1], 1e-3, "dq")
     close(tri[2], want[2], 1e-3, "dk")
-    assert abs(tri[3].item() - want[3].item()) < 1e-5
+    # dscale itself is only ~1.3e-5 here, so an absolute 1e-5 bound would pass a halved or zero dscale. The
+    # cancellation costs up to ~6% (the reference itself is up to ~8% off over 20 random draws): 20% of it.
+    assert abs(tri[3].item() - want[3].item()) <= 0.2 * abs(want[3].item()), (tri[3], want[3])
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -85,8 +85,12 @@ def test_tiny_negative_terms_are_not_lost():
     want = _float64_truth(q, k, scale, bias, None, None, 0, 1.0)
     assert 0 < want[0].item() < 1e-10
     assert abs(got[0].item() - want[0].item()) <= 1e-5 * want[0].item()  # relative to the loss itself
-    for what, a, b in zip(("dq", "dk", "dscale", "dbias"), got[1:], want[1:], strict=True):
-        close(a, b, 1e-5, what)
+    close(got[1], want[1], 1e-5, "dq")  # relative to the largest entry of each tensor
+    close(got[2], want[2], 1e-5, "dk")
+    # dscale (~4e-31) and dbias (~2e-12) are scalars, which close() bounds by 1e-5 absolute: that would pass
+    # zero. Each must match relative to itself.
+    for what, a, b in (("dscale", got[3], want[3]), ("dbias", got[4], want[4])):
+        assert b.item() != 0 and abs(a.item() - b.item()) <= 1e-5 * abs(b.item()), (what, a, b)
 
 
 @pytest.mark.parametrize("impl", IMPLS)

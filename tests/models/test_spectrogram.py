@@ -159,3 +159,21 @@ def test_mixed_lengths_in_a_batch_and_a_single_sample():
     assert out.shape == (3, enc.out_dim) and torch.isfinite(out).all()
     assert torch.allclose(out[1], enc(x[1:2, :3000])[0], atol=PAD_ATOL)
     assert torch.allclose(out[2], enc(x[2:3, :1])[0], atol=PAD_ATOL)  # one sample: one centred frame
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["mel", "cqt"])
+def test_frontend_on_the_gpu_equals_the_cpu(kind):
+    # The spectrogram is computed on the GPU inside the model during training and on the CPU in tests:
+    # both must give the same log spectrogram (cuFFT vs pocketfft, fp32) and the same tower output.
+    torch.manual_seed(0)
+    enc = SpectrogramEncoder(sample_rate=SR, kind=kind, n_mels=48 if kind == "mel" else 84, hop_length=512)
+    enc = enc.eval()
+    wave = torch.cat([_signal(2.0, seed=1), _signal(2.0, seed=2)])
+    cpu = enc.log_spectrogram(wave)
+    gpu = enc.cuda().log_spectrogram(wave.cuda()).cpu()
+    assert gpu.shape == cpu.shape and torch.isfinite(gpu).all()
+    # log magnitudes: an absolute bound (in log units) over the whole band
+    torch.testing.assert_close(gpu, cpu, rtol=0, atol=1e-3 * cpu.abs().max().item())
+    with torch.no_grad():
+        torch.testing.assert_close(enc(wave.cuda()).cpu(), enc.cpu()(wave), rtol=1e-3, atol=1e-4)

@@ -16,8 +16,11 @@ def test_tokenizer_trained_on_given_texts():
     tok = train_wordpiece(texts, vocab_size=200)
     assert isinstance(tok, PreTrainedTokenizerFast)
     assert tok.tokenize("Zydeco accordion") == ["zydeco", "accordion"]  # whole words, lower-cased
-    for special in SPECIAL_TOKENS:
-        assert tok.convert_tokens_to_ids(special) is not None
+    # convert_tokens_to_ids never returns None (an unknown token maps to [UNK]'s id), so check that each
+    # special token has its own id which maps back to it.
+    ids = [tok.convert_tokens_to_ids(special) for special in SPECIAL_TOKENS]
+    assert len(set(ids)) == len(SPECIAL_TOKENS)
+    assert tok.convert_ids_to_tokens(ids) == list(SPECIAL_TOKENS)
     assert tok.pad_token_id == 0
     enc = tok(["zydeco", "cajun accordion song"], padding="longest", return_tensors="pt")
     ids = enc["input_ids"]

@@ -186,6 +186,9 @@ def test_killing_the_main_process_leaves_no_worker_running(tmp_path):
                 break  # the forkserver and both workers are up and the run has started
             time.sleep(0.01)
         assert proc.poll() is None, "the run must still be going when it is killed"
+        # Without the family the check below would pass on an empty list: the forkserver and both decode
+        # workers must have been seen before the kill.
+        assert len(family) >= 3, f"only {len(family)} sharding processes found under {proc.pid}"
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()

@@ -49,6 +49,9 @@ def test_loss_falls_and_the_run_folder_is_complete(shards, tmp_path):
     assert 0.0 <= record["data_wait_frac"] <= 1.0 and record["scale_at"] <= 100.0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert {"data", "model", "train", "muser_version"} <= config.keys()
+    # which loss implementation trained the run is recorded: on the CPU "auto" runs the reference
+    assert result["loss_impl"] == "reference"
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["loss_impl"] == "reference"
     assert (tmp_path / "run" / "step-0000010.pt").is_file() and (
         tmp_path / "run" / "step-0000020.pt"
     ).is_file()
@@ -322,6 +325,7 @@ def test_sigmoid_loss_trains_from_the_cli_with_falling_loss(shards, tmp_path):
     assert sum(losses[-2:]) / 2 < losses[0] * 0.8, losses  # logged every 10 steps: 1, 10, 20, 24
     assert "bias_at" in records[-1] and "bias_st" in records[-1]
     assert json.loads((run / "config.json").read_text())["train"]["loss"] == "sigmoid"
+    assert json.loads((run / "result.json").read_text())["loss_impl"] == "reference"
 
 
 def test_grad_checkpointing_trains_the_same_run(shards, tmp_path):

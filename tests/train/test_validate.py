@@ -3,18 +3,29 @@ muser.eval's (retrieval over distinct captions, zero-shot over label prompts).""
 
 from __future__ import annotations
 
+import zlib
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from muser.eval.metrics import accuracy
 from muser.features import tracks as features
+from muser.features.retrieval import text_to_audio
+from muser.features.text import class_scores, encode_texts, prompts
 from muser.shards.manifest import ShardFolder
+from muser.shards.text import render
 from muser.train.validate import evaluate
 
 
 class _FirstTwoSamples:
-    """A stand-in model: a chunk's embedding is its first two samples (L2-normalised); random text."""
+    """A stand-in model: a chunk's embedding is its first `dim` samples (L2-normalised); a text's is fixed
+    random noise seeded by the text, so the same sentence always embeds the same way."""
 
     device = torch.device("cpu")
+
+    def __init__(self, dim: int = 2) -> None:
+        self.dim = dim
 
     def eval(self) -> None:
         pass
@@ -22,10 +33,14 @@ class _FirstTwoSamples:
     def encode_audio(
         self, audio: torch.Tensor, which: str | None = None, length: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return F.normalize(audio[:, :2] + 1e-3, dim=-1)
+        return F.normalize(audio[:, : self.dim] + 1e-3, dim=-1)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
-        return F.normalize(torch.randn(len(texts), 2), dim=-1)
+        rows = [
+            torch.randn(self.dim, generator=torch.Generator().manual_seed(zlib.crc32(t.encode())))
+            for t in texts
+        ]
+        return F.normalize(torch.stack(rows), dim=-1)
 
 
 def test_evaluate_reads_no_more_of_the_valid_split_than_max_tracks_needs(shards, monkeypatch):
@@ -47,3 +62,26 @@ def test_evaluate_reads_no_more_of_the_valid_split_than_max_tracks_needs(shards,
 
 def test_evaluate_without_the_split_is_empty(shards):
     assert evaluate(_FirstTwoSamples(), [ShardFolder.open(shards)], "nosuchsplit") == {}
+
+
+def test_evaluate_gives_muser_evals_numbers_on_the_same_tracks(shards):
+    folder = ShardFolder.open(shards)
+    model = _FirstTwoSamples(dim=3)
+    got = evaluate(model, [folder], "valid", crop_seconds=3.0, batch_size=4)
+    # The same valid tracks through muser.eval: its chunk-averaged features, its retrieval over the distinct
+    # captions, its zero-shot over the genre prompts.
+    ts = features.chunk_average(folder, ["valid"], features.model_chunk_fn(model, model.device), 3.0, 4)
+    captions = [render(meta) for meta in ts.meta]
+    queries = list(dict.fromkeys(captions))
+    want = text_to_audio(encode_texts(model, queries), torch.from_numpy(ts.x), captions)
+    classes = folder.labels["genre"]["classes"]
+    targets = np.array([classes.index(meta["labels"]["genre"]) for meta in ts.meta])
+    zero_shot = accuracy(targets, class_scores(ts.x, encode_texts(model, prompts("genre", classes))))
+    assert got["tracks"] == len(ts.keys) == folder.samples("valid") == 10
+    assert (got["r1"], got["r5"], got["zs_genre"]) == (want["R@1"], want["R@5"], zero_shot)
+    # ... and by hand, so a metric that is wrong in both places would still show: R@1 is the fraction of
+    # distinct captions whose best-scoring track carries that caption.
+    text = F.normalize(torch.stack([model.encode_text([q])[0] for q in queries]), dim=-1)
+    best = (text @ F.normalize(torch.from_numpy(ts.x), dim=-1).T).argmax(dim=1)
+    assert got["r1"] == np.mean([captions[int(b)] == q for b, q in zip(best, queries, strict=True)])
+    assert 0.0 < got["r5"] and got["r1"] <= got["r5"]  # not a degenerate case where every value is 0
