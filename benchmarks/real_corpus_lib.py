@@ -119,6 +119,19 @@ def seeds() -> int:
     return value
 
 
+def seed_list() -> list[int]:
+    """$MUSER_REAL_SEED_LIST (e.g. "2"): the pretraining seeds this process runs, default 0..seeds-1. With
+    $MUSER_REAL_NAME each process writes its own results file, and `merge` joins them (seeds in parallel
+    processes get more of a shared CPU)."""
+    env = os.environ.get("MUSER_REAL_SEED_LIST")
+    return [int(v) for v in env.split(",") if v.strip()] if env else list(range(seeds()))
+
+
+def result_name() -> str:
+    """$MUSER_REAL_NAME: the results file's name (default real_corpus)."""
+    return os.environ.get("MUSER_REAL_NAME", NAME)
+
+
 def variants() -> list[Variant]:
     """$MUSER_REAL_ROWS (comma list of pt, nospec, ae, minilm; default pt,nospec,ae, plus minilm when
     ../shared/models/all-MiniLM-L6-v2 exists), in the order given."""
@@ -275,13 +288,50 @@ def figure(rows: dict[str, dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def write(data: dict[str, Any]) -> None:
-    """real_corpus.json, .md and .png under benchmarks/results/ from the whole result so far."""
+def write(data: dict[str, Any], name: str = NAME) -> None:
+    """<name>.json, .md and .png under benchmarks/results/ from the whole result so far."""
     data["machine"] = common.machine_info()
-    common.write_result(NAME, data)
+    common.write_result(name, data)
     rows = data.get("rows", {})
-    figure(rows, common.RESULTS / f"{NAME}.png")
-    (common.RESULTS / f"{NAME}.md").write_text(markdown(data))
+    figure(rows, common.RESULTS / f"{name}.png")
+    (common.RESULTS / f"{name}.md").write_text(markdown(data))
+
+
+def merge(names: list[str], into: str = NAME) -> dict[str, Any]:
+    """Join results files of processes that ran different pretraining seeds: per-seed values, wall times
+    and runs are concatenated and the cells recomputed; MFCC (deterministic) comes from the first file
+    that has it. The setup's seeds become the number of seeds joined; wall_s is the longest process."""
+    parts = [common.read_result(n) for n in names]
+    out = {k: v for k, v in parts[0].items() if k not in ("rows", "runs")}
+    out["rows"], out["runs"], out["merged_from"] = {}, [], names
+    for part in parts:
+        out["runs"] += part.get("runs", [])
+        for key, row in part.get("rows", {}).items():
+            if key == "mfcc":
+                out["rows"].setdefault("mfcc", row)
+                continue
+            into_row = out["rows"].setdefault(key, {"per_seed": []})
+            into_row["per_seed"] += row["per_seed"]
+            for wall in ("pretrain_s",):
+                if wall in row:
+                    into_row.setdefault(wall, []).extend(row[wall])
+    for key, row in out["rows"].items():
+        if key != "mfcc":
+            row["cells"], row["n"] = summarise(row["per_seed"]), len(row["per_seed"])
+    out["setup"]["seeds"] = max(r.get("n", 0) for k, r in out["rows"].items() if k != "mfcc")
+    out["setup"]["seed_list"] = sorted({r["seed"] for r in out["runs"]})
+    out["wall_s"] = max(p.get("wall_s", 0.0) for p in parts)
+    out["load_average_start"] = parts[0].get("load_average_start")
+    write(out, into)
+    return out
+
+
+if __name__ == "__main__":  # python -m benchmarks.real_corpus_lib merge NAME... (joined into real_corpus)
+    import sys
+
+    if sys.argv[1:2] != ["merge"] or len(sys.argv) < 4:
+        raise SystemExit("usage: python -m benchmarks.real_corpus_lib merge NAME NAME...")
+    merge(sys.argv[2:])
 
 
 def markdown(data: dict[str, Any]) -> str:
@@ -295,7 +345,10 @@ def markdown(data: dict[str, Any]) -> str:
         "pretraining seeds (each seed's value is the mean over its probe seeds); n = pretraining seeds. "
         "MFCC has no pretraining: its n counts probe seeds.",
         "",
-        setup.get("text", ""),
+        # The n column, not the planned seed count, says how many pretraining seeds each row finished.
+        setup.get("text", "").replace(
+            f"{setup.get('seeds')} pretraining seeds per row", "pretraining seeds per row: the n column"
+        ),
         "",
         *table(rows),
         "",
@@ -304,8 +357,9 @@ def markdown(data: dict[str, Any]) -> str:
         "**Reading (computed from the numbers).** " + reading(rows),
         "",
         f"Budget: {setup.get('steps')} steps x batch {setup.get('batch_size')} per pretraining run, "
-        f"{setup.get('crop_seconds')}-s crops, lr {setup.get('lr')}; {setup.get('seeds')} pretraining seeds "
-        f"per row. Whole run so far: {data.get('wall_s', 0) / 60:.1f} min.",
+        f"{setup.get('crop_seconds')}-s crops, lr {setup.get('lr')}; up to {setup.get('seeds')} pretraining "
+        f"seeds per row (seeds run: {setup.get('seed_list', 'see runs')}). "
+        f"Whole run so far: {data.get('wall_s', 0) / 60:.1f} min.",
         "",
         f"Machine: {m.get('cpu_count')} x {m.get('cpu')}, torch {m.get('torch')}, device {m.get('device')}, "
         f"1/5/15-min load average at the last write {[round(x, 2) for x in m.get('load_average') or []]}, "
