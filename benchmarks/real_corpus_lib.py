@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -326,14 +327,6 @@ def merge(names: list[str], into: str = NAME) -> dict[str, Any]:
     return out
 
 
-if __name__ == "__main__":  # python -m benchmarks.real_corpus_lib merge NAME... (joined into real_corpus)
-    import sys
-
-    if sys.argv[1:2] != ["merge"] or len(sys.argv) < 4:
-        raise SystemExit("usage: python -m benchmarks.real_corpus_lib merge NAME NAME...")
-    merge(sys.argv[2:])
-
-
 def markdown(data: dict[str, Any]) -> str:
     rows = data.get("rows", {})
     setup = data.get("setup", {})
@@ -346,8 +339,8 @@ def markdown(data: dict[str, Any]) -> str:
         "MFCC has no pretraining: its n counts probe seeds.",
         "",
         # The n column, not the planned seed count, says how many pretraining seeds each row finished.
-        setup.get("text", "").replace(
-            f"{setup.get('seeds')} pretraining seeds per row", "pretraining seeds per row: the n column"
+        re.sub(
+            r"\d+ pretraining seeds per row", "pretraining seeds per row: the n column", setup.get("text", "")
         ),
         "",
         *table(rows),
@@ -367,3 +360,11 @@ def markdown(data: dict[str, Any]) -> str:
         "shared: above the core count means other jobs took CPU, which lengthens wall times).",
     ]
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m benchmarks.real_corpus_lib merge NAME... (joined into real_corpus)
+    import sys
+
+    if sys.argv[1:2] != ["merge"] or len(sys.argv) < 4:
+        raise SystemExit("usage: python -m benchmarks.real_corpus_lib merge NAME NAME...")
+    merge(sys.argv[2:])
