@@ -392,6 +392,15 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
     callback=_fractions,
     help="Training fractions for few-shot curves, e.g. 0.01,0.05,0.1,0.5,1.",
 )
+@click.option(
+    "--probe",
+    "probes",
+    default=",".join(EvalConfig.probes),
+    show_default=True,
+    callback=lambda ctx, param, value: tuple(v.strip() for v in value.split(",") if v.strip()),
+    help="Probe heads, a comma list: logistic, mlp, marble (MARBLE's protocol: 512 hidden, dropout 0.2, "
+    "batch 64, lr chosen on validation, early stopping).",
+)
 @_config_option(EvalConfig, "--seeds", click.IntRange(1), "Probe seeds per fold.")
 @_config_option(
     EvalConfig, "--folds", click.IntRange(2), "Stratified K-fold when the data has no test split."
@@ -443,6 +452,7 @@ def eval_cmd(task: str, no_random_baseline: bool, **options: Any) -> None:
       muser eval gtzan --data data/gtzan --checkpoint runs/x --protocol all --baseline mfcc
       muser eval mtt --data data/mtt --checkpoint runs/x/model --protocol probe,zeroshot --seeds 1
       muser eval fma --data shards/fma --checkpoint runs/x --protocol probe --fractions 0.01,0.1,1
+      muser eval gtzan --data data/gtzan --checkpoint runs/x --protocol probe --probe logistic,marble
       muser eval shards --data shards/mine --label-task genre --checkpoint random --folds 5
     """
     from muser.eval import run_eval

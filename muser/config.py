@@ -130,6 +130,7 @@ class EvalConfig:
     checkpoint: str = "random"  # a model/ folder, a run folder, or `random`
     data: str | None = None  # raw dataset root or a shard folder; default $MUSER_DATA/<task>
     protocol: str = "all"  # probe | zeroshot | finetune | retrieval | all
+    probes: tuple[str, ...] = ("logistic", "mlp")  # probe heads: logistic | mlp | marble (MARBLE's protocol)
     fractions: tuple[float, ...] = (1.0,)  # training fractions for few-shot curves
     seeds: int = 3
     folds: int = 5  # stratified K-fold when the dataset has no split

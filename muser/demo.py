@@ -53,7 +53,17 @@ REAL_DATA_HINT = """\
   muser pretrain --shards shards/fma --shards shards/mtt \\
       --output runs/x --gpus 8 --preset base
   muser eval gtzan --data shards/gtzan --checkpoint runs/x \\
-      --protocol all --baseline mfcc"""
+      --protocol all --baseline mfcc
+[bold]Real music on this machine[/bold] (../shared/data/get-real-corpus.sh real/)
+  muser shard real/gtzan shards/gtzan-real \\
+      --metadata real/gtzan/labels.csv \\
+      --valid-fraction 0.15 --test-fraction 0.3
+  muser shard real/medley_solos shards/medley \\
+      --metadata real/medley_solos/labels.csv
+  muser pretrain --shards shards/gtzan-real --shards shards/medley \\
+      --output runs/real --steps 300 --batch-size 16
+  muser eval shards --data shards/gtzan-real --label-task genre \\
+      --checkpoint runs/real --probe logistic,marble --baseline mfcc"""
 
 
 def run_demo(

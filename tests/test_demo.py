@@ -40,6 +40,7 @@ def test_demo_runs_the_whole_loop(finished):
     assert all(0.0 <= v <= 1.0 for v in summary["eval"].values())
     assert summary["pretrain"]["steps"] == TINY.steps
     assert "The same on real data" in output and "muser shard fma_small/" in output
+    assert "get-real-corpus.sh" in output and "--probe logistic,marble" in output
     # it ends with the corpus as a catalogue, one text search over it and the command to serve it
     assert (out / "catalogue" / "index.faiss").is_file() and len(summary["search"]["results"]) == 5
     assert "muser serve" in output

@@ -50,7 +50,7 @@ class Candidate:
     name: str  # muser | random | mfcc
     x: np.ndarray  # (N, D) track features
     model: Any = None  # the MUSER model; None (MFCC) means no text tower: no zero-shot, retrieval, PT+FT
-    heads: tuple[str, ...] = ("logistic", "mlp")  # probe heads
+    heads: tuple[str, ...] | None = None  # probe heads; None = those asked for (EvalConfig.probes)
     evaluated: bool = False  # the checkpoint under evaluation (fine-tuned, its predictions plotted)
     protocols: tuple[str, ...] | None = None  # what it always runs (MFCC: the probe); None = what was asked
 
@@ -99,7 +99,7 @@ def run_protocols(
     protocols = list(cand.protocols) if cand.protocols is not None else protocols
     fractions = sorted({float(f) for f in cfg.fractions})
     if "probe" in protocols:
-        for head in cand.heads:
+        for head in cand.heads if cand.heads is not None else cfg.probes:
             _probe(rows, cand, data, head, fractions, cfg.seeds)
     if cand.model is None:
         return

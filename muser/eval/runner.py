@@ -18,6 +18,7 @@ from muser.config import EvalConfig, to_dict
 from muser.console import make_console
 from muser.distributed import choose_device
 from muser.eval.baselines import MFCCStats, mfcc_finalize, random_model
+from muser.eval.probe import PROBE_HEADS
 from muser.eval.protocols import PROTOCOLS, Candidate, Prepared, Rows, confusion, margins, run_protocols
 from muser.eval.report import plot_confusion, plot_fewshot, print_table, write_json
 from muser.eval.splits import make_folds
@@ -56,6 +57,8 @@ def _check(cfg: EvalConfig) -> tuple[TaskSpec, list[str]]:
         raise ValueError(f"--fractions must be numbers in (0, 1], got {cfg.fractions}")
     if cfg.seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {cfg.seeds}")
+    if not cfg.probes or set(cfg.probes) - set(PROBE_HEADS):
+        raise ValueError(f"--probe must be a comma list of {', '.join(PROBE_HEADS)}, got {cfg.probes}")
     if cfg.baseline not in (None, "mfcc"):
         raise ValueError(f"unknown --baseline {cfg.baseline!r}; the only baseline is mfcc")
     return spec, protocols

@@ -145,6 +145,22 @@ def test_cli_from_raw_dataset_with_mfcc_baseline(corpus, tmp_path):
     assert list((tmp_path / ".muser_cache" / "shards").iterdir()) == cached
 
 
+def test_cli_marble_probe_beside_logistic(shards, tmp_path):
+    out = tmp_path / "marble"
+    args = ["eval", "gtzan", "--data", str(shards), "--checkpoint", "random", "--protocol", "probe"]
+    args += ["--probe", "logistic,marble", "--seeds", "1", "--folds", "2", "--output", str(out)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    result = json.loads((out / "results.json").read_text())
+    assert {r["protocol"] for r in result["results"]} == {"probe-logistic", "probe-marble"}
+    marble = _row(result, "random", "probe-marble")
+    assert len(marble["values"]) == 2  # one per fold
+    for run in marble["runs"]:
+        assert run["hparams"]["epochs"] >= 1 and run["hparams"]["lr"] > 0  # what early stopping chose
+    res = CliRunner().invoke(main, [*args[:-1], str(tmp_path / "bad"), "--probe", "svm"])
+    assert res.exit_code == 1 and "--probe must be a comma list of logistic, mlp, marble" in res.output
+
+
 @pytest.mark.slow
 def test_cli_all_protocols_with_fractions(shards, tmp_path):
     out = tmp_path / "all"
@@ -203,5 +219,13 @@ def test_help_has_examples_and_every_option():
     res = CliRunner().invoke(main, ["eval", "--help"])
     assert res.exit_code == 0
     assert "Examples:\n    muser eval gtzan --data" in res.output  # \b keeps the example lines unwrapped
-    for option in ("--split-dir", "--finetune-lr", "--finetune-epochs", "--seed", "--baseline", "--folds"):
+    for option in (
+        "--split-dir",
+        "--probe",
+        "--finetune-lr",
+        "--finetune-epochs",
+        "--seed",
+        "--baseline",
+        "--folds",
+    ):
         assert option in res.output

@@ -1,0 +1,370 @@
+"""What the real-corpus benchmark (test_real_corpus.py) needs besides the runs themselves: where the real
+corpus is, its shards (built once into a cache), the rows of the paper's Table 2 and how a run_eval result
+becomes them, and the JSON + Markdown + PNG report with a reading computed from the numbers.
+
+Rows are aggregated over pretraining seeds: each pretraining seed's value is the mean over its probe
+seeds, and the table shows the mean ± std of those per-seed values (n = pretraining seeds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import common
+
+CACHE = Path.home() / ".cache" / "muser"
+DEFAULT_CORPUS = CACHE / "real-corpus"
+SHARD_CACHE = CACHE / "real-corpus-shards"
+NAME = "real_corpus"
+FRACTIONS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)  # Figure 2's fractions of the labelled training clips
+VALID_FRACTION = 0.15  # of the GTZAN clips, by key hash: chooses probe hyperparameters
+TEST_FRACTION = 0.3  # of the GTZAN clips, by key hash: never seen in pretraining
+
+
+@dataclass(frozen=True)
+class Variant:
+    key: str  # short id (MUSER_REAL_ROWS selects by it)
+    name: str  # row label
+    loss_terms: tuple[str, ...]
+    audio_embedding: str  # what the frozen probe sees
+    text_encoder: str | None = None  # None: the built-in text tower
+    protocols: str = "probe,zeroshot,retrieval"
+    fractions: tuple[float, ...] = FRACTIONS
+
+
+MINILM = Path(__file__).resolve().parent.parent.parent / "shared" / "models" / "all-MiniLM-L6-v2"
+
+# AE only is an audio-only contrastive baseline: L(A,S), the waveform tower against the spectrogram
+# tower's view of the same crop (no text anywhere), probed on the waveform tower alone. Without L(S,T)
+# the spectrogram tower gets no gradient in "w/o spec", so that row is probed on the waveform tower too.
+VARIANTS = (
+    Variant("pt", "PT: L(A,T)+L(S,T)", ("at", "st"), "both"),
+    Variant("nospec", "w/o spec: L(A,T) only", ("at",), "waveform"),
+    Variant("ae", "AE only: L(A,S), no text", ("as",), "waveform", protocols="probe", fractions=(1.0,)),
+    Variant(
+        "minilm",
+        "PT, MiniLM-L6 text encoder",
+        ("at", "st"),
+        "both",
+        text_encoder=str(MINILM),
+        fractions=(1.0,),
+    ),
+)
+PT_FT = "PT+FT (PT, then contrastive fine-tuning on train labels)"
+RANDOM = "random weights (PT architecture)"
+MFCC = "MFCC mean+std (40-d)"
+TABLE_ORDER = ["ae", "nospec", "pt", "ptft", "minilm", "random", "mfcc"]
+LABELS = {v.key: v.name for v in VARIANTS} | {"ptft": PT_FT, "random": RANDOM, "mfcc": MFCC}
+
+
+def corpus_dir() -> tuple[Path | None, str]:
+    """($MUSER_REAL_CORPUS or ~/.cache/muser/real-corpus, how) when it holds gtzan/labels.csv, else
+    (None, why not)."""
+    env = os.environ.get("MUSER_REAL_CORPUS")
+    path = Path(env).expanduser() if env else DEFAULT_CORPUS
+    how = "$MUSER_REAL_CORPUS" if env else "default cache"
+    if not (path / "gtzan" / "labels.csv").is_file():
+        return None, (
+            f"no real corpus at {path} ({how}): assemble it with ../shared/data/get-real-corpus.sh and "
+            "set MUSER_REAL_CORPUS"
+        )
+    return path, how
+
+
+def untagged_folders(corpus: Path) -> list[tuple[str, Path, Path | None]]:
+    """(name, folder, label sidecar) of the real music without genre labels used in pretraining only:
+    the corpus' debian/, medley_solos/ and librosa/ folders, and the Debian soundtracks of
+    get-soundtracks.sh when $MUSER_SOUNDTRACKS names their folder. Opt-in: sharding their 8 h took over
+    15 min on the shared 2-core machine (load ~16), and every long track is decoded for one crop."""
+    out = []
+    for name in ("debian", "medley_solos", "librosa"):
+        folder = corpus / name
+        if folder.is_dir():
+            sidecar = folder / "labels.csv"
+            out.append((name, folder, sidecar if sidecar.is_file() else None))
+    env = os.environ.get("MUSER_SOUNDTRACKS")
+    if env and Path(env).expanduser().is_dir():
+        out.append(("soundtracks", Path(env).expanduser(), None))
+    return out
+
+
+def listing_hash(folder: Path, *extra: object) -> str:
+    """A hash of a folder's file names and sizes plus `extra`: the shard cache key."""
+    h = hashlib.sha256(repr(extra).encode())
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(f"{p.relative_to(folder).as_posix()}\0{p.stat().st_size}\n".encode())
+    return h.hexdigest()[:12]
+
+
+def steps() -> int:
+    """$MUSER_REAL_STEPS: pretraining steps per row (the budget knob)."""
+    value = int(os.environ.get("MUSER_REAL_STEPS", "300"))
+    if value < 4:
+        raise ValueError(f"MUSER_REAL_STEPS must be at least 4, got {value}")
+    return value
+
+
+def seeds() -> int:
+    """$MUSER_REAL_SEEDS: pretraining seeds per row."""
+    value = int(os.environ.get("MUSER_REAL_SEEDS", "3"))
+    if value < 1:
+        raise ValueError(f"MUSER_REAL_SEEDS must be at least 1, got {value}")
+    return value
+
+
+def seed_list() -> list[int]:
+    """$MUSER_REAL_SEED_LIST (e.g. "2"): the pretraining seeds this process runs, default 0..seeds-1. With
+    $MUSER_REAL_NAME each process writes its own results file, and `merge` joins them (seeds in parallel
+    processes get more of a shared CPU)."""
+    env = os.environ.get("MUSER_REAL_SEED_LIST")
+    return [int(v) for v in env.split(",") if v.strip()] if env else list(range(seeds()))
+
+
+def result_name() -> str:
+    """$MUSER_REAL_NAME: the results file's name (default real_corpus)."""
+    return os.environ.get("MUSER_REAL_NAME", NAME)
+
+
+def variants() -> list[Variant]:
+    """$MUSER_REAL_ROWS (comma list of pt, nospec, ae, minilm; default pt,nospec,ae, plus minilm when
+    ../shared/models/all-MiniLM-L6-v2 exists), in the order given."""
+    default = "pt,nospec,ae" + (",minilm" if MINILM.is_dir() else "")
+    keys = [k.strip() for k in os.environ.get("MUSER_REAL_ROWS", default).split(",") if k.strip()]
+    by_key = {v.key: v for v in VARIANTS}
+    unknown = sorted(set(keys) - set(by_key))
+    if unknown:
+        raise ValueError(f"MUSER_REAL_ROWS: unknown rows {unknown}; use {', '.join(by_key)}")
+    return [by_key[k] for k in keys]
+
+
+# --- a run_eval result -> per-seed values --------------------------------------------------------------
+
+
+def seed_values(result: dict[str, Any], model: str) -> dict[str, float]:
+    """'protocol@fraction/metric' -> the mean over probe seeds of one eval of one model."""
+    out = {}
+    for r in result["results"]:
+        if r["model"] != model:
+            continue
+        frac = "" if r["fraction"] is None else f"@{r['fraction']:g}"
+        out[f"{r['protocol']}{frac}/{r['metric']}"] = float(np.mean(r["values"]))
+    return out
+
+
+def summarise(per_seed: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
+    """Per cell: mean, std and the values over pretraining seeds (cells missing in a seed are skipped)."""
+    cells: dict[str, list[float]] = {}
+    for values in per_seed:
+        for k, v in values.items():
+            cells.setdefault(k, []).append(v)
+    return {
+        k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v), "values": v}
+        for k, v in cells.items()
+    }
+
+
+# --- report ------------------------------------------------------------------------------------------
+
+COLUMNS = (
+    ("probe-logistic@1/accuracy", "logistic"),
+    ("probe-mlp@1/accuracy", "MLP"),
+    ("probe-marble@1/accuracy", "MARBLE probe"),
+    ("zeroshot/accuracy", "zero-shot"),
+    ("finetune@1/accuracy", "PT+FT (prompt)"),
+    ("retrieval/mAP", "retrieval mAP"),
+    ("retrieval/R@10", "R@10"),
+)
+
+
+def _cell(cells: dict[str, Any], key: str) -> str:
+    c = cells.get(key)
+    return "–" if c is None else f"{100 * c['mean']:.1f} ± {100 * c['std']:.1f}"
+
+
+def table(rows: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["| row | " + " | ".join(h for _, h in COLUMNS) + " | n | pretrain wall / run |"]
+    lines.append("|---|" + "---:|" * (len(COLUMNS) + 2))
+    for key in TABLE_ORDER:
+        if key not in rows:
+            continue
+        row = rows[key]
+        wall = row.get("pretrain_s")
+        wall_s = "–" if not wall else f"{np.mean(wall) / 60:.1f} min"
+        lines.append(
+            f"| {LABELS[key]} | "
+            + " | ".join(_cell(row["cells"], k) for k, _ in COLUMNS)
+            + f" | {row.get('n', '–')} | {wall_s} |"
+        )
+    return lines
+
+
+def _paired(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str | None:
+    if not a or not b or len(a["values"]) != len(b["values"]):
+        return None
+    d = 100 * (np.asarray(a["values"]) - np.asarray(b["values"]))
+    ahead = int((d > 0).sum())
+    spread = "" if abs(d.mean()) > d.std() else "; within the seed-to-seed spread"
+    return f"{d.mean():+.1f} ± {d.std():.1f} points, ahead in {ahead} of {len(d)} seeds{spread}"
+
+
+def reading(rows: dict[str, dict[str, Any]]) -> str:
+    """Sentences computed from the logistic-probe and zero-shot cells; nothing is written in advance."""
+    key = "probe-logistic@1/accuracy"
+
+    def cell(row: str, k: str = key) -> dict[str, Any] | None:
+        return rows.get(row, {}).get("cells", {}).get(k)
+
+    parts = []
+    for a, b, claim in (
+        ("pt", "nospec", "the spectrogram tower + L(S,T) (PT vs w/o spec)"),
+        ("pt", "ae", "text supervision over audio-only contrast (PT vs AE only)"),
+        ("pt", "random", "pretraining over the same network with random weights"),
+    ):
+        words = _paired(cell(a), cell(b))
+        if words:
+            parts.append(f"Logistic probe, {claim}: {words}.")
+    pt, mfcc = cell("pt"), cell("mfcc")
+    if pt and mfcc:
+        parts.append(
+            f"PT vs MFCC: {100 * pt['mean']:.1f} vs {100 * mfcc['mean']:.1f} % "
+            f"({100 * (pt['mean'] - mfcc['mean']):+.1f} points; MFCC's std is over probe seeds only)."
+        )
+    zs = cell("pt", "zeroshot/accuracy")
+    if zs:
+        parts.append(f"PT zero-shot: {100 * zs['mean']:.1f} ± {100 * zs['std']:.1f} % (chance 10 %).")
+    ft = cell("ptft", "finetune@1/accuracy")
+    if ft and zs:
+        parts.append(f"PT+FT: {_paired(ft, zs) or 'not paired'} over PT's zero-shot.")
+    mini = _paired(cell("minilm"), cell("pt"))
+    if mini:
+        parts.append(f"MiniLM-L6 text encoder vs built-in (same budget): {mini}.")
+    few = []
+    for frac in (0.01, 0.05, 0.1):
+        k = f"probe-logistic@{frac:g}/accuracy"
+        a, b = cell("pt", k), cell("mfcc", k)
+        if a and b:
+            few.append(f"{frac:g}: {100 * a['mean']:.1f} vs {100 * b['mean']:.1f}")
+    if few:
+        parts.append("Few-shot (fraction: PT vs MFCC logistic %): " + "; ".join(few) + ".")
+    return " ".join(parts)
+
+
+def figure(rows: dict[str, dict[str, Any]], path: Path) -> None:
+    """Figure 2: logistic-probe accuracy against the fraction of labelled training clips."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in ("pt", "nospec", "random", "mfcc"):
+        cells = rows.get(key, {}).get("cells", {})
+        pts = [
+            (f, cells[f"probe-logistic@{f:g}/accuracy"])
+            for f in FRACTIONS
+            if f"probe-logistic@{f:g}/accuracy" in cells
+        ]
+        if len(pts) < 2:
+            continue
+        x = [100 * f for f, _ in pts]
+        y = np.array([100 * c["mean"] for _, c in pts])
+        e = np.array([100 * c["std"] for _, c in pts])
+        ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=LABELS[key])
+    ax.axhline(10, color="grey", linestyle=":", label="chance (10 classes)")
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled training clips used (%)")
+    ax.set_ylabel("held-out GTZAN accuracy (%)")
+    ax.set_title("Logistic probe vs training fraction (mean ± std over seeds)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write(data: dict[str, Any], name: str = NAME) -> None:
+    """<name>.json, .md and .png under benchmarks/results/ from the whole result so far."""
+    data["machine"] = common.machine_info()
+    common.write_result(name, data)
+    rows = data.get("rows", {})
+    figure(rows, common.RESULTS / f"{name}.png")
+    (common.RESULTS / f"{name}.md").write_text(markdown(data))
+
+
+def merge(names: list[str], into: str = NAME) -> dict[str, Any]:
+    """Join results files of processes that ran different pretraining seeds: per-seed values, wall times
+    and runs are concatenated and the cells recomputed; MFCC (deterministic) comes from the first file
+    that has it. The setup's seeds become the number of seeds joined; wall_s is the longest process."""
+    parts = [common.read_result(n) for n in names]
+    out = {k: v for k, v in parts[0].items() if k not in ("rows", "runs")}
+    out["rows"], out["runs"], out["merged_from"] = {}, [], names
+    for part in parts:
+        out["runs"] += part.get("runs", [])
+        for key, row in part.get("rows", {}).items():
+            if key == "mfcc":
+                out["rows"].setdefault("mfcc", row)
+                continue
+            into_row = out["rows"].setdefault(key, {"per_seed": []})
+            into_row["per_seed"] += row["per_seed"]
+            for wall in ("pretrain_s",):
+                if wall in row:
+                    into_row.setdefault(wall, []).extend(row[wall])
+    for key, row in out["rows"].items():
+        if key != "mfcc":
+            row["cells"], row["n"] = summarise(row["per_seed"]), len(row["per_seed"])
+    out["setup"]["seeds"] = max(r.get("n", 0) for k, r in out["rows"].items() if k != "mfcc")
+    out["setup"]["seed_list"] = sorted({r["seed"] for r in out["runs"]})
+    out["wall_s"] = max(p.get("wall_s", 0.0) for p in parts)
+    out["load_average_start"] = parts[0].get("load_average_start")
+    write(out, into)
+    return out
+
+
+def markdown(data: dict[str, Any]) -> str:
+    rows = data.get("rows", {})
+    setup = data.get("setup", {})
+    m = data.get("machine", {})
+    lines = [
+        "# The paper's Table 2 and Figure 2 on real music (held-out GTZAN clips)",
+        "",
+        "Written by `pytest benchmarks/test_real_corpus.py -m slow`. Accuracy / mAP in %, mean ± std over "
+        "pretraining seeds (each seed's value is the mean over its probe seeds); n = pretraining seeds. "
+        "MFCC has no pretraining: its n counts probe seeds.",
+        "",
+        # The n column, not the planned seed count, says how many pretraining seeds each row finished.
+        re.sub(
+            r"\d+ pretraining seeds per row", "pretraining seeds per row: the n column", setup.get("text", "")
+        ),
+        "",
+        *table(rows),
+        "",
+        "![Figure 2](real_corpus.png)",
+        "",
+        "**Reading (computed from the numbers).** " + reading(rows),
+        "",
+        f"Budget: {setup.get('steps')} steps x batch {setup.get('batch_size')} per pretraining run, "
+        f"{setup.get('crop_seconds')}-s crops, lr {setup.get('lr')}; up to {setup.get('seeds')} pretraining "
+        f"seeds per row (seeds run: {setup.get('seed_list', 'see runs')}). "
+        f"Whole run so far: {data.get('wall_s', 0) / 60:.1f} min.",
+        "",
+        f"Machine: {m.get('cpu_count')} x {m.get('cpu')}, torch {m.get('torch')}, device {m.get('device')}, "
+        f"1/5/15-min load average at the last write {[round(x, 2) for x in m.get('load_average') or []]}, "
+        f"at the start {[round(x, 2) for x in data.get('load_average_start') or []]} (the machine was "
+        "shared: above the core count means other jobs took CPU, which lengthens wall times).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m benchmarks.real_corpus_lib merge NAME... (joined into real_corpus)
+    import sys
+
+    if sys.argv[1:2] != ["merge"] or len(sys.argv) < 4:
+        raise SystemExit("usage: python -m benchmarks.real_corpus_lib merge NAME NAME...")
+    merge(sys.argv[2:])
