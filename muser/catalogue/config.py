@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 TOWERS = ("waveform", "spectrogram", "both")
-INDEX_KINDS = ("flat", "hnsw")
+INDEX_KINDS = ("auto", "flat", "hnsw")
 
 
 @dataclass
@@ -15,7 +15,9 @@ class EmbedConfig:
     checkpoint: str = "random"  # a run folder, a model/ folder, or `random`
     chunk_seconds: float = 3.0  # chunk length of the track features (as `muser eval`)
     tower: str | None = None  # waveform | spectrogram | both; None = what the model was trained with
-    index: str = "flat"  # flat (exact inner product) | hnsw (approximate, large catalogues)
+    index: str = "auto"  # auto (from size and --index-memory) | flat (exact inner product) | hnsw
+    index_key: str | None = None  # a FAISS factory string (e.g. IVF4096,PQ64x4fs,RFlat); overrides index
+    index_memory: str | None = None  # auto's RAM budget (e.g. 2G); default a quarter of the vectors, >= 256M
     batch_size: int = 32  # chunks per forward
     num_workers: int = 2  # reader processes per rank
     gpus: int | None = None  # None: one GPU when there is one, else CPU; 0: CPU; N > 1: torchrun, N GPUs

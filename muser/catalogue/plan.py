@@ -63,6 +63,7 @@ def _check(cfg: EmbedConfig) -> None:
         raise ValueError(f"--tower {cfg.tower!r} is not one of {', '.join(TOWERS)}")
     if cfg.index not in INDEX_KINDS:
         raise ValueError(f"--index {cfg.index!r} is not one of {', '.join(INDEX_KINDS)}")
+    index_mod.parse_memory(cfg.index_memory)  # a size that does not parse is refused before any work
     if not cfg.chunk_seconds > 0 or cfg.batch_size < 1 or cfg.num_workers < 0:
         raise ValueError("--chunk-seconds must be > 0, --batch-size >= 1 and --workers >= 0")
     if (cfg.gpus or 0) < 0 or cfg.procs < 0 or ((cfg.gpus or 0) > 1 and cfg.procs > 1):
@@ -286,7 +287,13 @@ def prepare(cfg: EmbedConfig) -> tuple[Plan, Any]:
         "muser_version": __version__,
         "complete": False,
         **settings,
-        "index": {"kind": cfg.index, "metric": "inner_product", "file": index_mod.INDEX},
+        # The index is chosen at assembly (auto needs the row count): see embed.assemble.
+        "index": {
+            "requested": cfg.index_key or cfg.index,
+            "memory_budget": cfg.index_memory,
+            "metric": "inner_product",
+            "file": index_mod.INDEX,
+        },
         "files": {"embeddings": parts.EMBEDDINGS, "index": index_mod.INDEX},
         "sources": sources,
     }
