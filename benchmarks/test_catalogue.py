@@ -265,7 +265,7 @@ def test_search_recall_latency_memory(case, data, tmp_path):
     }
     auto = index_mod.auto_key(n, d)
     keys = {"auto": auto, "ivf_flat": f"IVF{index_mod._nlist(n)},Flat"}
-    keys["ivf_pq_refine"] = f"IVF{index_mod._nlist(n)},PQ{d // 4}x4fs,RFlat"
+    keys["ivf_pq_refine"] = f"IVF{index_mod._nlist(n)},PQ{d // 2}x4fs,RFlat"
     if n <= HNSW_MAX_N:
         keys["hnsw"] = "hnsw"
     name = f"{case}_{data}"
