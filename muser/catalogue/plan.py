@@ -248,6 +248,8 @@ def prepare(cfg: EmbedConfig) -> tuple[Plan, Any]:
     root, existing = _open_output(cfg)
     model, fp, desc = load_checkpoint(cfg.checkpoint, cfg.preset, cfg.seed, torch.device("cpu"))
     settings = _settings(model, fp, desc, cfg)
+    if cfg.index_key:  # a factory string FAISS cannot build is refused before any audio is read
+        index_mod.new_index(cfg.index_key, settings["dimension"])
     if existing is not None:
         _refuse_other_settings(existing, settings, root)
     folders = _resolve(cfg, root, model.config.sample_rate)
