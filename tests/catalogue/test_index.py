@@ -155,7 +155,7 @@ def ivf_catalogue(catalogue_dir: Path, shards: Path, pretrained: Path, tmp_path_
     emb = tmp_path_factory.mktemp("ivf") / "emb"
     shutil.copytree(catalogue_dir, emb)
     summary = embed(embed_config(shards, emb, pretrained, index_key="IVF4,PQ8x4fs,RFlat"))
-    assert summary["reused_shards"] == 6 and summary["embedded_shards"] == 0
+    assert summary["embedded_shards"] == 0 and summary["reused_shards"] > 0
     return emb
 
 
