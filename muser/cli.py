@@ -491,7 +491,18 @@ def eval_cmd(task: str, no_random_baseline: bool, **options: Any) -> None:
     EmbedConfig,
     "--index",
     click.Choice(INDEX_KINDS),
-    "flat: exact inner product; hnsw: approximate, for catalogues of millions.",
+    "auto: exact up to N x D = 16.8M, else IVF (PQ + exact re-ranking beyond --index-memory); "
+    "flat: exact inner product; hnsw: approximate graph.",
+)
+@click.option(
+    "--index-key",
+    default=None,
+    help="A FAISS factory string instead of --index, e.g. IVF4096,PQ64x4fs,RFlat or IVF1024,Flat.",
+)
+@click.option(
+    "--index-memory",
+    default=None,
+    help="RAM budget of --index auto, e.g. 2G (default: a quarter of the vectors' size, at least 256M).",
 )
 @_config_option(EmbedConfig, "--batch-size", click.IntRange(1), "Chunks per forward pass.")
 @_config_option(EmbedConfig, "--workers", click.IntRange(0), "Reader processes per rank.", name="num_workers")
@@ -522,7 +533,7 @@ def embed_cmd(src: tuple[str, ...], quiet: bool, **options: object) -> None:
     \b
     Examples:
       muser embed shards/fma --checkpoint runs/x --output catalogue/fma
-      muser embed shards/fma shards/mtt --checkpoint runs/x -o catalogue/all --gpus 8 --index hnsw
+      muser embed shards/fma shards/mtt --checkpoint runs/x -o catalogue/all --gpus 8 --index-memory 4G
       muser embed my_music/ --checkpoint runs/x/model -o catalogue/mine
     """
     import json
@@ -565,6 +576,16 @@ def _years(ctx: click.Context, param: click.Parameter, value: str | None) -> obj
 @click.option("--artist", help="Only tracks whose artist contains this.")
 @click.option("--year", callback=_years, help="1998, 1990-2000, 1990- or -2000.")
 @click.option("--checkpoint", help="Model (folder, hub id) for text/audio queries (default: catalogue's).")
+@click.option(
+    "--queries",
+    "queries_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A file of text queries, one a line: searched in one batch, one JSON line of results each.",
+)
+@click.option(
+    "--nprobe", type=click.IntRange(1), help="IVF index: lists scanned per query (recall vs speed)."
+)
+@click.option("--ef-search", type=click.IntRange(1), help="HNSW index: candidate list per query.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def search_cmd(
     emb: str,
@@ -573,25 +594,47 @@ def search_cmd(
     audio: str | None,
     similar_key: str | None,
     checkpoint: str | None,
+    queries_file: str | None,
+    nprobe: int | None,
+    ef_search: int | None,
     as_json: bool,
     **filters: object,
 ) -> None:
-    """Search the catalogue EMB by text (QUERY), by example (--audio) or by a track (--similar).
+    """Search the catalogue EMB by text (QUERY), by example (--audio), by a track (--similar) or by a file
+    of text queries (--queries).
 
     \b
     Examples:
       muser search catalogue/fma "calm piano with strings" --top 5
       muser search catalogue/fma --audio clip.mp3 --genre jazz --year 1990-2000
       muser search catalogue/fma --similar fma_000426 --json
+      muser search catalogue/fma --queries queries.txt --nprobe 64 > results.jsonl
     """
     import json
 
     from muser.catalogue.display import hits_table
-    from muser.catalogue.search import run_search
+    from muser.catalogue.search import read_queries, run_batch, run_search
     from muser.console import make_console
 
+    tuning = {"nprobe": nprobe, "ef_search": ef_search}
+    if queries_file:
+        if query or audio or similar_key:
+            raise click.UsageError("--queries replaces QUERY, --audio and --similar; give only one of them")
+        try:
+            batch = run_batch(emb, read_queries(queries_file), top, checkpoint, **tuning, **filters)
+        except ValueError as err:
+            raise click.UsageError(str(err)) from None
+        for item in batch["queries"]:
+            click.echo(json.dumps(item, ensure_ascii=False))
+        t = batch["timing"]
+        click.echo(
+            f"{t['queries']} queries: text tower {t['embed_s']:.3f} s, search {t['search_s']:.3f} s "
+            f"({t['queries_per_s']} queries/s)",
+            err=True,
+        )
+        return
     try:
-        out = run_search(emb, query, audio, similar_key, top, checkpoint, **filters)
+        out = run_search(emb, query, audio, similar_key, top, checkpoint, **tuning, **filters)
     except (ValueError, KeyError) as err:
         raise click.UsageError(str(err).strip("'\"")) from None
     if as_json:

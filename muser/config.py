@@ -151,7 +151,7 @@ class EvalConfig:
 
 
 TOWERS = ("waveform", "spectrogram", "both")  # the audio tower(s) a catalogue embeds with
-INDEX_KINDS = ("flat", "hnsw")  # the catalogue's FAISS index kinds
+INDEX_KINDS = ("auto", "flat", "hnsw")  # the catalogue's FAISS index kinds (auto: from size and memory)
 
 
 @dataclass
@@ -161,7 +161,9 @@ class EmbedConfig:
     checkpoint: str = "random"  # a run folder, a model/ folder, or `random`
     chunk_seconds: float = 3.0  # chunk length of the track features (as `muser eval`)
     tower: str | None = None  # waveform | spectrogram | both; None = what the model was trained with
-    index: str = "flat"  # flat (exact inner product) | hnsw (approximate, large catalogues)
+    index: str = "auto"  # auto (from size and --index-memory) | flat (exact inner product) | hnsw
+    index_key: str | None = None  # a FAISS factory string (e.g. IVF4096,PQ64x4fs,RFlat); overrides index
+    index_memory: str | None = None  # auto's RAM budget (e.g. 2G); default a quarter of the vectors, >= 256M
     batch_size: int = 32  # chunks per forward
     num_workers: int = 2  # reader processes per rank
     gpus: int | None = None  # None: one GPU when there is one, else CPU; 0: CPU; N > 1: torchrun, N GPUs

@@ -115,6 +115,32 @@ def run_jobs(plan: Plan, jobs: list[Job], model: Any, device: torch.device, labe
 # ---- assemble ----------------------------------------------------------------------------------------
 
 
+def _new_index(plan: Plan, paths: list[Path]) -> Any:
+    """The catalogue's empty index, chosen now that the row count is known (--index auto), and trained
+    when it needs it (IVF) on a seeded uniform sample of the parts' vectors, read one part at a time."""
+    import pyarrow.parquet as pq
+
+    cfg, dim = plan.config, plan.info["dimension"]
+    sizes = [pq.read_metadata(p).num_rows for p in paths]
+    n = sum(sizes)
+    budget = index_mod.parse_memory(cfg.index_memory)
+    key = index_mod.factory_key(cfg.index, cfg.index_key, n, dim, budget)
+    index = index_mod.new_index(key, dim)
+    plan.info["index"]["key"] = key
+    size = index_mod.train_size(index, n) if n else 0
+    if size:
+        rows = index_mod.sample_rows(n, size)
+        sample, start = [], 0
+        for path, count in zip(paths, sizes, strict=True):
+            mine = rows[(rows >= start) & (rows < start + count)] - start
+            if len(mine):
+                table = pq.read_table(path, columns=["audio_embedding"])
+                sample.append(parts.vectors_of(table, "audio_embedding")[mine])
+            start += count
+        index_mod.train(index, np.concatenate(sample))
+    return index
+
+
 def assemble(plan: Plan) -> dict[str, Any]:
     """Concatenate every part of every source into embeddings.parquet, build index.faiss from the same
     pass, and mark catalogue.json complete. Returns the final catalogue.json."""
@@ -132,7 +158,7 @@ def assemble(plan: Plan) -> dict[str, Any]:
                 )
             paths.append(path)
             shards += 1
-    index = index_mod.new_index(info["index"]["kind"], dim)
+    index = _new_index(plan, paths)
     seen: set[str] = set()
     totals = {"seconds": 0.0}
 
@@ -152,6 +178,7 @@ def assemble(plan: Plan) -> dict[str, Any]:
     if rows == 0:
         raise RuntimeError(f"no track of {', '.join(s['path'] for s in info['sources'])} could be read")
     index_mod.write_index(index, folder.index)
+    info["index"].update(index_mod.describe(index))
     unreadable = [
         {"key": k, "shard": shard["name"]}
         for src in info["sources"]

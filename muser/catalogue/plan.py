@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from muser import __version__
+from muser.catalogue import index as index_mod
 from muser.catalogue import parts
 from muser.catalogue.folder import FORMAT_VERSION, CatalogueFolder
 from muser.config import INDEX_KINDS, TOWERS, EmbedConfig, to_dict
@@ -58,6 +59,7 @@ def _check(cfg: EmbedConfig) -> None:
         raise ValueError(f"--tower {cfg.tower!r} is not one of {', '.join(TOWERS)}")
     if cfg.index not in INDEX_KINDS:
         raise ValueError(f"--index {cfg.index!r} is not one of {', '.join(INDEX_KINDS)}")
+    index_mod.parse_memory(cfg.index_memory)  # a size that does not parse is refused before any work
     if not cfg.chunk_seconds > 0 or cfg.batch_size < 1 or cfg.num_workers < 0:
         raise ValueError("--chunk-seconds must be > 0, --batch-size >= 1 and --workers >= 0")
     if (cfg.gpus or 0) < 0 or cfg.procs < 0 or ((cfg.gpus or 0) > 1 and cfg.procs > 1):
@@ -187,6 +189,8 @@ def prepare(cfg: EmbedConfig) -> tuple[Plan, Any]:
     root = emb.root
     model, fp, desc = load_model(cfg.checkpoint, cfg.preset, cfg.seed, torch.device("cpu"))
     settings = _settings(model, fp, desc, cfg)
+    if cfg.index_key:  # a factory string FAISS cannot build is refused before any audio is read
+        index_mod.new_index(cfg.index_key, settings["dimension"])
     if existing is not None:
         _refuse_other_settings(existing, settings, root)
     folders = _resolve(cfg, root, model.config.sample_rate)
@@ -226,7 +230,13 @@ def prepare(cfg: EmbedConfig) -> tuple[Plan, Any]:
         "muser_version": __version__,
         "complete": False,
         **settings,
-        "index": {"kind": cfg.index, "metric": "inner_product", "file": CatalogueFolder.INDEX},
+        # The index is chosen at assembly (auto needs the row count): see embed.assemble.
+        "index": {
+            "requested": cfg.index_key or cfg.index,
+            "memory_budget": cfg.index_memory,
+            "metric": "inner_product",
+            "file": CatalogueFolder.INDEX,
+        },
         "files": {"embeddings": CatalogueFolder.EMBEDDINGS, "index": CatalogueFolder.INDEX},
         "sources": sources,
     }

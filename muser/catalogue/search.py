@@ -3,13 +3,15 @@ metadata filters (genre, tag, artist, year range) computed as column masks, neve
 
 Results are plain dicts: rank, score (cosine similarity), key and the track's metadata columns. Text and
 audio queries need the model the catalogue was built with (loaded on first use and checked against the
-recorded fingerprint); `similar` needs only the index.
+recorded fingerprint); `similar` needs only the index. Many queries go through FAISS in one call
+(search_vectors, search_texts); nprobe / ef_search tune an approximate index per call.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from muser.catalogue.folder import CatalogueFolder
 from muser.distributed import choose_device
 
 Year = int | tuple[int | None, int | None] | None
+TEXT_BATCH = 256  # text queries per forward of the text tower
 
 
 def _contains(column: pa.ChunkedArray, value: str) -> np.ndarray:
@@ -127,8 +130,19 @@ class Catalogue:
         return self.table.slice(self._require(key), 1).to_pylist()[0]
 
     def vector(self, key: str) -> np.ndarray:
-        """(D,) the track's unit audio embedding, from the index."""
-        return self.index.reconstruct(self._require(key))
+        """(D,) the track's unit audio embedding: from the exact vectors the index keeps, else (an IVF
+        whose lists hold codes or whose vectors FAISS cannot look up by row) from embeddings.parquet."""
+        return self._vector(self._require(key))
+
+    def _vector(self, row: int) -> np.ndarray:
+        storage = index_mod.exact_storage(self.index)
+        if storage is not None:
+            return storage.reconstruct(row)
+        import pyarrow.dataset as ds
+
+        dataset = ds.dataset(CatalogueFolder(self.root).embeddings, format="parquet")
+        table = dataset.take(pa.array([row], type=pa.int64()), columns=["audio_embedding"])
+        return parts.vectors_of(table, "audio_embedding")[0].copy()
 
     # ---- the model (text and audio queries) ---------------------------------------------------------
 
@@ -185,25 +199,66 @@ class Catalogue:
     # ---- search -------------------------------------------------------------------------------------
 
     def search_vector(
-        self, q: np.ndarray, k: int = 10, exclude: int | None = None, **filters: Any
+        self,
+        q: np.ndarray,
+        k: int = 10,
+        exclude: int | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        **filters: Any,
     ) -> list[dict[str, Any]]:
-        """Nearest tracks to the unit vector q (D,), best first; `exclude`: a row never returned."""
+        """Nearest tracks to the unit vector q (D,), best first; `exclude`: a row never returned.
+        nprobe / ef_search: lists an IVF index scans / HNSW's candidate list, for this query only."""
+        return self.search_vectors(np.reshape(q, (1, -1)), k, exclude, nprobe, ef_search, **filters)[0]
+
+    def search_vectors(
+        self,
+        queries: np.ndarray,
+        k: int = 10,
+        exclude: int | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        **filters: Any,
+    ) -> list[list[dict[str, Any]]]:
+        """One result list per row of queries (B, D), from one FAISS call; the filters apply to all."""
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         mask = filter_mask(self.table, **filters)
         if exclude is not None:
             mask = np.ones(len(self), dtype=bool) if mask is None else mask.copy()
             mask[exclude] = False
-        scores, rows = index_mod.search(self.index, q, k, mask)
-        records = self.table.take(pa.array(rows, type=pa.int64())).to_pylist()
-        return [
-            {"rank": i + 1, "score": round(float(s), 6), **rec}
-            for i, (s, rec) in enumerate(zip(scores, records, strict=True))
-        ]
+        scores, rows = index_mod.search_batch(self.index, queries, k, mask, nprobe, ef_search)
+        found = rows >= 0  # FAISS pads with -1 when it found fewer than k
+        records = self.table.take(pa.array(rows[found], type=pa.int64())).to_pylist()
+        out, at = [], 0
+        for i in range(len(rows)):
+            hits = []
+            for rank, s in enumerate(scores[i][found[i]]):
+                hits.append({"rank": rank + 1, "score": round(float(s), 6), **records[at]})
+                at += 1
+            out.append(hits)
+        return out
 
-    def search_text(self, text: str, k: int = 10, **filters: Any) -> list[dict[str, Any]]:
-        """Tracks best described by `text` (e.g. "calm piano"); filters: genre, tag, artist, year."""
-        return self.search_vector(self.embed_text(text), k, **filters)
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """(B, D) unit text embeddings of query sentences, TEXT_BATCH to a forward."""
+        for text in texts:
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError("a text query is empty; describe the music, e.g. 'calm piano with strings'")
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(texts), TEXT_BATCH):
+                batch = [t.strip() for t in texts[i : i + TEXT_BATCH]]
+                out.append(self.model.encode_text(batch).float().cpu().numpy())
+        return parts.normalise_rows(np.concatenate(out)) if out else np.zeros((0, self.index.d), np.float32)
+
+    def search_text(self, text: str, k: int = 10, **options: Any) -> list[dict[str, Any]]:
+        """Tracks best described by `text` (e.g. "calm piano"); filters: genre, tag, artist, year;
+        nprobe / ef_search as in search_vector."""
+        return self.search_vector(self.embed_text(text), k, **options)
+
+    def search_texts(self, texts: list[str], k: int = 10, **options: Any) -> list[list[dict[str, Any]]]:
+        """One result list per text, embedded in batches and searched in one FAISS call."""
+        return self.search_vectors(self.embed_texts(list(texts)), k, **options)
 
     def search_audio(
         self,
@@ -215,10 +270,10 @@ class Catalogue:
         """Tracks that sound most like `audio` (a file path or a waveform; see embed_audio)."""
         return self.search_vector(self.embed_audio(audio, sample_rate), k, **filters)
 
-    def similar(self, key: str, k: int = 10, **filters: Any) -> list[dict[str, Any]]:
+    def similar(self, key: str, k: int = 10, **options: Any) -> list[dict[str, Any]]:
         """Tracks most like the catalogue track `key`, never `key` itself (KeyError for an unknown key)."""
         row = self._require(key)
-        return self.search_vector(self.index.reconstruct(row), k, exclude=row, **filters)
+        return self.search_vector(self._vector(row), k, exclude=row, **options)
 
 
 def parse_years(text: str | None) -> Year:
@@ -241,6 +296,8 @@ def run_search(
     similar: str | None = None,
     k: int = 10,
     checkpoint: str | None = None,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
     **filters: Any,
 ) -> dict[str, Any]:
     """One query of exactly one kind (text, an audio file, or a catalogue key) -> {"query", "kind",
@@ -249,6 +306,7 @@ def run_search(
     if len(given) != 1:
         raise ValueError("give exactly one query: a text QUERY, --audio FILE or --similar KEY")
     catalogue = Catalogue.open(emb, checkpoint=checkpoint)
+    filters = {**filters, "nprobe": nprobe, "ef_search": ef_search}
     if text:
         hits = catalogue.search_text(text, k, **filters)
     elif audio:
@@ -262,3 +320,47 @@ def run_search(
     if similar:
         out["track"] = {f: catalogue.record(similar)[f] for f in ("key", "title", "artist")}
     return out
+
+
+def read_queries(path: str | Path) -> list[str]:
+    """The text queries of a file: one per line (blank lines and lines starting with # skipped)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read the queries file {path} ({err})") from None
+    queries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not queries:
+        raise ValueError(f"{path} holds no query; write one text query per line")
+    return queries
+
+
+def run_batch(
+    emb: str | Path,
+    texts: list[str],
+    k: int = 10,
+    checkpoint: str | None = None,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+    **filters: Any,
+) -> dict[str, Any]:
+    """Many text queries at once (`muser search --queries FILE`): embedded in batches, searched in one
+    FAISS call. Returns {"k", "queries": [{"query", "results"}], "timing": {embed_s, search_s,
+    queries_per_s}}; queries/s counts the search alone, the text tower's time is embed_s."""
+    catalogue = Catalogue.open(emb, checkpoint=checkpoint)
+    start = time.perf_counter()
+    vectors = catalogue.embed_texts(texts)
+    embedded = time.perf_counter()
+    results = catalogue.search_vectors(vectors, k, nprobe=nprobe, ef_search=ef_search, **filters)
+    searched = time.perf_counter()
+    search_s = searched - embedded
+    return {
+        "k": k,
+        "queries": [{"query": q, "results": r} for q, r in zip(texts, results, strict=True)],
+        "timing": {
+            "queries": len(texts),
+            "embed_s": round(embedded - start, 4),
+            "search_s": round(search_s, 4),
+            "queries_per_s": round(len(texts) / search_s, 1) if search_s > 0 else None,
+        },
+    }

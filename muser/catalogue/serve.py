@@ -3,7 +3,9 @@
 GET /                      the page (muser/catalogue/static/index.html, no build step)
 GET /api/info              what the catalogue holds
 GET /api/search?q=&k=      text search (filters: genre, tag, artist, year_min, year_max)
+POST /api/search/batch     many text queries in one request: {"queries": [...], "k", filters}
 GET /api/similar/{key}?k=  tracks like a catalogue track, never the track itself
+(the search endpoints also take nprobe / ef_search: an approximate index's recall vs speed per request)
 GET /api/track/{key}       one track's metadata
 GET /api/audio/{key}       the track's audio from its shard (FLAC as stored, PCM as WAV), Range requests
 
@@ -25,6 +27,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from muser.catalogue.members import RangeNotSatisfiable, locate, parse_range
@@ -37,6 +40,8 @@ MAX_QUERY = 300  # characters of a text query
 MAX_FIELD = 100  # characters of a filter value
 # bytes of a whole query string: a full query, every filter and k, percent-encoded, fit with room to spare
 MAX_QUERY_STRING = 8192
+MAX_BATCH = 1000  # text queries per POST /api/search/batch
+MAX_PROBE = 65536  # nprobe / ef_search
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 HIDDEN = ("shard", "member")  # file system paths stay on the server
 
@@ -96,8 +101,31 @@ def _filters(
     return {"genre": genre, "tag": tag, "artist": artist, "year": year}
 
 
+def _tuning(
+    nprobe: int | None = Query(None, ge=1, le=MAX_PROBE),
+    ef_search: int | None = Query(None, ge=1, le=MAX_PROBE),
+) -> dict[str, Any]:
+    """An approximate index's search settings for this request (None: the index's defaults)."""
+    return {"nprobe": nprobe, "ef_search": ef_search}
+
+
+class Batch(BaseModel):
+    """POST /api/search/batch: many text queries, one set of filters and settings for all of them."""
+
+    queries: list[Annotated[str, Field(max_length=MAX_QUERY)]] = Field(min_length=1, max_length=MAX_BATCH)
+    k: int = Field(10, ge=1, le=MAX_K)
+    genre: str | None = Field(None, max_length=MAX_FIELD)
+    tag: str | None = Field(None, max_length=MAX_FIELD)
+    artist: str | None = Field(None, max_length=MAX_FIELD)
+    year_min: int | None = Field(None, ge=0, le=9999)
+    year_max: int | None = Field(None, ge=0, le=9999)
+    nprobe: int | None = Field(None, ge=1, le=MAX_PROBE)
+    ef_search: int | None = Field(None, ge=1, le=MAX_PROBE)
+
+
 # At module level: FastAPI resolves the (postponed) annotations of an endpoint in its module globals.
 Filters = Annotated[dict[str, Any], Depends(_filters)]
+Tuning = Annotated[dict[str, Any], Depends(_tuning)]
 
 
 def create_app(catalogue: Catalogue, allowed_hosts: list[str] | None = None) -> FastAPI:
@@ -159,6 +187,8 @@ def create_app(catalogue: Catalogue, allowed_hosts: list[str] | None = None) -> 
             "dimension": i["dimension"],
             "tower": i["tower"],
             "index": i["index"]["kind"],
+            "index_key": i["index"].get("key"),
+            "max_batch": MAX_BATCH,
             "checkpoint": i["checkpoint"]["fingerprint"][:12],
             "max_k": MAX_K,
             "max_query": MAX_QUERY,
@@ -167,18 +197,38 @@ def create_app(catalogue: Catalogue, allowed_hosts: list[str] | None = None) -> 
     @app.get("/api/search")
     def search(
         where: Filters,
+        tuning: Tuning,
         q: str = Query(..., max_length=MAX_QUERY),
         k: int = Query(10, ge=1, le=MAX_K),
     ) -> dict[str, Any]:
         if not q.strip():
             raise HTTPException(400, "the query q is empty; describe the music, e.g. q=calm piano")
-        hits = catalogue.search_text(q, k, **where)
+        hits = catalogue.search_text(q, k, **where, **tuning)
         return {"query": q, "k": k, "results": _hits(hits)}
 
+    @app.post("/api/search/batch")
+    def search_batch(batch: Batch) -> dict[str, Any]:
+        empty = [i for i, q in enumerate(batch.queries) if not q.strip()]
+        if empty:
+            raise HTTPException(400, f"query {empty[0]} is empty; describe the music, e.g. calm piano")
+        year = None if batch.year_min is None and batch.year_max is None else (batch.year_min, batch.year_max)
+        where = {"genre": batch.genre, "tag": batch.tag, "artist": batch.artist, "year": year}
+        results = catalogue.search_texts(
+            batch.queries, batch.k, nprobe=batch.nprobe, ef_search=batch.ef_search, **where
+        )
+        return {
+            "k": batch.k,
+            "results": [
+                {"query": q, "results": _hits(r)} for q, r in zip(batch.queries, results, strict=True)
+            ],
+        }
+
     @app.get("/api/similar/{key}")
-    def similar(key: str, where: Filters, k: int = Query(10, ge=1, le=MAX_K)) -> dict[str, Any]:
+    def similar(
+        key: str, where: Filters, tuning: Tuning, k: int = Query(10, ge=1, le=MAX_K)
+    ) -> dict[str, Any]:
         _track_key(key, catalogue)
-        hits = catalogue.similar(key, k, **where)
+        hits = catalogue.similar(key, k, **where, **tuning)
         return {"key": key, "k": k, "results": _hits(hits)}
 
     @app.get("/api/track/{key}")

@@ -203,6 +203,10 @@ def test_bad_options_are_one_sentence(shards, pretrained, tmp_path):
         embed(embed_config(shards, tmp_path / "a", pretrained, tower="ears"))
     with pytest.raises(ValueError, match="--index"):
         embed(embed_config(shards, tmp_path / "a", pretrained, index="ivf"))
+    with pytest.raises(ValueError, match="--index-key"):
+        embed(embed_config(shards, tmp_path / "a", pretrained, index_key="IVF16,Nonsense"))
+    with pytest.raises(ValueError, match="memory size"):
+        embed(embed_config(shards, tmp_path / "a", pretrained, index_memory="lots"))
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     with pytest.raises(ValueError, match="not a catalogue's"):
