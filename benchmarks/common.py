@@ -38,6 +38,8 @@ from typing import Any
 import pytest
 import torch
 
+from muser.atomic import atomic_write_json
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 SMOKE_ENV = "MUSER_BENCH_SMOKE"  # "1": reduced sizes, no load gate, results in a temporary folder
@@ -350,9 +352,7 @@ def _write(bench: str, row: Row, status: str) -> Path:
         "machine": machine_info(),
         "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, data, default=str)
     return path
 
 
@@ -405,9 +405,7 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
     folder = results_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, data)
     return path
 
 

@@ -18,10 +18,9 @@ from it (those are paged in on demand: the resident-set growth after the queries
 Recall@10 is against the exact answer (faiss.knn) over 200 held-out queries; latency is per single query
 (median, p95) along the whole nprobe / efSearch curve, and queries/s of one batched call of all 200.
 
-Tiers: 100k x 128 runs by default (about a minute); 1M x 128, 1M x 512 and 10M x 128 run only when
-named in MUSER_BENCH_SIZES (e.g. `MUSER_BENCH_SIZES=1Mx512`), since they take 10-60 min and up to 12 GB.
-(A tier marker in benchmarks/conftest.py may replace this environment gate.) Writes
-benchmarks/results/catalogue.json (merged: each case keeps the others).
+Tiers: 100k x 128 runs by default (a few minutes); 1M x 128, 1M x 512 and 10M x 128 are the `scale` tier
+(`pytest benchmarks --scale -k search`), since they take 10-60 min and up to 12 GB. Rows go to
+benchmarks/results/catalogue.json through benchmarks.common.entry.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from benchmarks.common import record
+from benchmarks.common import ONE_CORE, entry, quiet, record, still_quiet
 
 RATE = 16000
 SIZES = {"10k": 10_000, "100k": 100_000, "1M": 1_000_000}
@@ -148,11 +147,6 @@ def _data(kind: str, n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
     return x[QUERIES:], np.ascontiguousarray(x[:QUERIES])
 
 
-def _cases() -> list[str]:
-    chosen = os.environ.get("MUSER_BENCH_SIZES")
-    return [s.strip() for s in chosen.split(",")] if chosen else list(DEFAULT_CASES)
-
-
 def _recall(found: np.ndarray, exact: np.ndarray) -> float:
     hits = [
         len(set(a[a >= 0]) & set(b[b >= 0])) / max(1, (b >= 0).sum())
@@ -234,15 +228,17 @@ def _curve(index, queries, exact, name: str, values) -> list[dict]:
     return out
 
 
-@pytest.mark.parametrize("data", ["clustered", "random"])
-@pytest.mark.parametrize("case", list(CASES))
-def test_search_recall_latency_memory(case, data, tmp_path):
+def _params() -> list:
+    """The size cases: DEFAULT_CASES in the default tier, the rest in the `scale` tier (--scale)."""
+    return [c if c in DEFAULT_CASES else pytest.param(c, marks=pytest.mark.scale) for c in CASES]
+
+
+def _measure(case: str, data: str, tmp_path, row) -> dict:
+    """Build every index kind on `data` vectors of size `case` into `row`; returns auto's entry."""
     import faiss
 
     from muser.catalogue import index as index_mod
 
-    if case not in _cases():
-        pytest.skip(f"{case} runs only when named in MUSER_BENCH_SIZES (default: {', '.join(DEFAULT_CASES)})")
     started = time.perf_counter()
     n, d = CASES[case]
     x, queries = _data(data, n, d)
@@ -257,48 +253,61 @@ def test_search_recall_latency_memory(case, data, tmp_path):
         t = time.perf_counter()
         faiss.knn(q[None], x, 10, metric=faiss.METRIC_INNER_PRODUCT)
         exact_stats.append(time.perf_counter() - t)
-    row: dict = {
-        "n": n,
-        "dim": d,
-        "data": data,
-        "flat_bytes": flat_bytes,
-        "exact_median_ms": round(float(np.median(exact_stats)) * 1000, 3),
-        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
-        "indexes": {},
-    }
+    row.update(n=n, dim=d, data=data, flat_bytes=flat_bytes, indexes={})
+    row["exact_median_ms"] = round(float(np.median(exact_stats)) * 1000, 3)
     auto = index_mod.auto_key(n, d)
     keys = {"auto": auto, "ivf_flat": f"IVF{index_mod._nlist(n)},Flat"}
     keys["ivf_pq_refine"] = f"IVF{index_mod._nlist(n)},PQ{d // 2}x4fs,RFlat"
     if n <= HNSW_MAX_N:
         keys["hnsw"] = "hnsw"
-    name = f"{case}_{data}"
     for label, key in keys.items():
         if label != "auto" and key == auto:
             continue  # the same index as auto's
-        index, entry, before = _build(key, x, tmp_path / f"{label}.faiss")
-        entry["memory_share_of_flat"] = round(entry["ram_bytes"] / flat_bytes, 4)
+        index, entry_, before = _build(key, x, tmp_path / f"{label}.faiss")
+        entry_["memory_share_of_flat"] = round(entry_["ram_bytes"] / flat_bytes, 4)
         default, found = _single(index, queries)
-        entry["default"] = {"recall_at_10": _recall(found, exact), **default}
-        entry["default"]["batched_queries_per_s"] = _batched_qps(index, queries)
+        entry_["default"] = {"recall_at_10": _recall(found, exact), **default}
+        entry_["default"]["batched_queries_per_s"] = _batched_qps(index, queries)
         filtered, found = _single(index, queries, mask)
-        entry["filtered_10pct"] = {"recall_at_10": _recall(found, exact_filtered), **filtered}
-        kind = entry["kind"]
-        if kind == "ivf":
-            probes = [p for p in NPROBES if p <= entry["nlist"]]
-            entry["curve"] = _curve(index, queries, exact, "nprobe", probes)
-        elif kind == "hnsw":
-            entry["curve"] = _curve(index, queries, exact, "ef_search", EF_SEARCHES)
-        entry["ram_bytes_after_queries"] = int(_rss() - before)  # with the mapped pages queries touched
-        row["indexes"][label] = entry
+        entry_["filtered_10pct"] = {"recall_at_10": _recall(found, exact_filtered), **filtered}
+        if entry_["kind"] == "ivf":
+            probes = [p for p in NPROBES if p <= entry_["nlist"]]
+            entry_["curve"] = _curve(index, queries, exact, "nprobe", probes)
+        elif entry_["kind"] == "hnsw":
+            entry_["curve"] = _curve(index, queries, exact, "ef_search", EF_SEARCHES)
+        entry_["ram_bytes_after_queries"] = int(_rss() - before)  # with the mapped pages queries touched
+        row["indexes"][label] = entry_
         del index
         (tmp_path / f"{label}.faiss").unlink()
-        row["case_s"] = round(time.perf_counter() - started, 1)
-        row["load_average"] = [round(v, 2) for v in os.getloadavg()]
-        data_ = record("catalogue", "search", name, row)  # after each index: big cases take long
-        print(name, label, data_["search"][name]["indexes"][label])
-    chosen = row["indexes"]["auto"]
-    assert chosen["default"]["recall_at_10"] >= TARGET["recall_at_10"] or data == "random"
-    if data == "clustered" and case == "1Mx512":
-        assert chosen["memory_share_of_flat"] <= TARGET["memory_share_of_flat"], chosen
-        assert chosen["build_s"] <= TARGET["build_s"], chosen
-        assert chosen["default"]["median_ms"] <= TARGET["median_ms"], chosen
+        print(case, data, label, entry_["default"], flush=True)
+    row["case_s"] = round(time.perf_counter() - started, 1)
+    return row["indexes"]["auto"]
+
+
+@pytest.mark.parametrize("case", _params())
+def test_search_recall_latency_memory(case, tmp_path):
+    """Clustered vectors (the structure of catalogue embeddings): `--index auto` must reach recall@10 >=
+    0.95 against exact search on its own, with index memory <= 1/4 of flat; at 1M x 512 also build <= 10
+    min and a median single-query latency <= 10 ms, judged only on a quiet machine (timings under load
+    say nothing), while recall and memory, which load cannot change, are judged always."""
+    with entry("catalogue", f"search_{case}_clustered") as row:
+        chosen = _measure(case, "clustered", tmp_path, row)
+        row.target("auto index recall@10 vs exact", chosen["default"]["recall_at_10"], at_least=0.95)
+        if chosen["kind"] != "flat":
+            share = chosen["memory_share_of_flat"]
+            row.target("auto index memory / flat", share, at_most=TARGET["memory_share_of_flat"])
+        if case == "1Mx512":
+            quiet(row, ONE_CORE)  # skips, with the reason, on a loaded machine
+            row.target("auto index build seconds", chosen["build_s"], at_most=TARGET["build_s"])
+            row.target(
+                "auto single-query median ms", chosen["default"]["median_ms"], at_most=TARGET["median_ms"]
+            )
+            still_quiet(row, ONE_CORE)
+
+
+@pytest.mark.measure_only
+@pytest.mark.parametrize("case", _params())
+def test_measure_search_random(case, tmp_path):
+    """Uniform random unit vectors, the worst case of every approximate index: recorded, not judged."""
+    with entry("catalogue", f"search_{case}_random", measure_only=True) as row:
+        _measure(case, "random", tmp_path, row)
