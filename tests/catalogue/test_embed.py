@@ -119,11 +119,20 @@ def test_resume_after_kill_9_redoes_no_finished_shard(catalogue_dir, shards, pre
     assert summary["reused_shards"] == len(done) and summary["embedded_shards"] == n - len(done)
     assert all((p.stat().st_ino, p.stat().st_mtime_ns) == before for p, before in done.items())
     assert not list(out.glob("parts/*/.*.tmp"))
-    resumed, reference = _table(out), _table(catalogue_dir)
-    assert resumed.column("key").to_pylist() == reference.column("key").to_pylist()
-    np.testing.assert_allclose(
-        vectors_of(resumed, "audio_embedding"), vectors_of(reference, "audio_embedding"), atol=1e-6
-    )
+    # Each shard's forwards depend on the shard alone, so a resumed catalogue is the uninterrupted one.
+    _assert_same_bytes(out, catalogue_dir)
+
+
+def _assert_same_bytes(got: Path, reference: Path) -> None:
+    for name in ("embeddings.parquet", "index.faiss"):
+        assert (got / name).read_bytes() == (reference / name).read_bytes(), name
+
+
+def test_reader_workers_change_no_byte(catalogue_dir, shards, pretrained, tmp_path):
+    """Two reader processes deliver the shards' chunks interleaved; the catalogue is the same bytes."""
+    embed(embed_config(shards, tmp_path / "emb", pretrained, num_workers=2, batch_size=5))
+    embed(embed_config(shards, tmp_path / "emb5", pretrained, batch_size=5))
+    _assert_same_bytes(tmp_path / "emb", tmp_path / "emb5")
 
 
 def test_another_checkpoint_or_setting_is_refused(catalogue_dir, shards, pretrained, tmp_path):
@@ -215,6 +224,8 @@ def test_two_processes_under_torchrun_embed_every_track_once(catalogue_dir, shar
     summary = embed(embed_config(shards, tmp_path / "emb", pretrained, procs=2))
     assert summary["processes"] == 2 and summary["embedded_shards"] == _shard_count(shards)
     assert not (tmp_path / "emb" / ".launch.json").exists()
+    # torchrun gives each worker OMP_NUM_THREADS=1: another thread count may round the convolutions
+    # otherwise, so here the vectors agree to float rounding rather than byte for byte.
     got, reference = _table(tmp_path / "emb"), _table(catalogue_dir)
     assert got.column("key").to_pylist() == reference.column("key").to_pylist()
     np.testing.assert_allclose(
