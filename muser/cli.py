@@ -490,6 +490,12 @@ def eval_cmd(task: str, no_random_baseline: bool, **options: Any) -> None:
     help="0 = CPU, 1 = one GPU, N > 1 = N GPUs under torchrun (default: a GPU when there is one).",
 )
 @click.option("--procs", type=click.IntRange(0), default=0, help="CPU processes under torchrun (gloo).")
+@click.option(
+    "--ray",
+    default=None,
+    metavar="ADDRESS",
+    help="Embed each shard as a task on a Ray cluster: auto (this machine's cluster), an address, or local.",
+)
 @click.option("--overwrite", is_flag=True, help="Delete EMB's catalogue and start over.")
 @click.option(
     "--cache-dir",

@@ -169,6 +169,7 @@ class EmbedConfig:
     preset: str = "tiny"  # architecture of --checkpoint random
     seed: int = 0  # seed of --checkpoint random
     progress: bool = True  # the rich progress bar on stderr
+    ray: str | None = None  # run each shard as a Ray task: "auto" (the running cluster), an address, "local"
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -304,11 +304,27 @@ def embed(cfg: EmbedConfig) -> dict[str, Any]:
     from muser.distributed import in_torchrun
 
     started = time.perf_counter()
+    if cfg.ray:
+        from muser.cluster import ray_module
+
+        ray_module()  # not installed: one sentence, before any work
     plan, model = prepare(cfg)
     todo = [plan.jobs[i] for i in plan.pending]
     run_started = time.perf_counter()
     processes = max(cfg.gpus or 0, cfg.procs, 1)
-    if processes > 1 and todo and not in_torchrun():
+    if cfg.ray and todo:
+        from muser.cluster import run_units
+
+        # One Ray task per shard, run with this process's thread count (the same forwards, so the same
+        # bits on the same kind of machine); a task whose process dies is retried, parts already
+        # committed are kept, and a rerun embeds only the shards without a part.
+        spec, threads = plan_dict(plan), torch.get_num_threads()
+        units = [(spec, i, threads) for i in plan.pending]
+        done = run_units(embed_unit, units, cfg.ray, num_gpus=1 if (cfg.gpus or 0) > 0 else 0)
+        counts = ("tracks", "seconds", "unreadable", "data_wait_s", "model_s")
+        ran = {k: sum(r[k] for r in done) for k in counts}
+        processes = len(todo)
+    elif processes > 1 and todo and not in_torchrun():
         spec = CatalogueFolder(cfg.output).launch
         atomic_write_text(spec, json.dumps(plan_dict(plan)) + "\n")
         launch(spec, processes)
@@ -339,6 +355,30 @@ def embed(cfg: EmbedConfig) -> dict[str, Any]:
         "data_wait_s": ran.get("data_wait_s"),
         "model_s": ran.get("model_s"),
     }
+
+
+_MODELS: dict[tuple, Any] = {}  # a Ray worker process keeps its model for the next shard it is given
+
+
+def embed_unit(spec: dict[str, Any], index: int, threads: int) -> dict[str, Any]:
+    """One shard of a plan as a Ray task (muser.cluster): load the model (once per worker process), embed
+    plan.jobs[index] and commit its part. Returns run_jobs' counts."""
+    from muser.models.load import load_model
+
+    plan = plan_from_dict(spec)
+    cfg = plan.config
+    torch.set_num_threads(threads)
+    device = torch.device("cuda:0" if (cfg.gpus or 0) > 0 else "cpu")
+    key = (cfg.checkpoint, cfg.preset, cfg.seed, str(device))
+    if key not in _MODELS:
+        _MODELS.clear()
+        model, fp, _ = load_model(cfg.checkpoint, cfg.preset, cfg.seed, device)
+        if fp != plan.info["checkpoint"]["fingerprint"]:
+            raise RuntimeError("the checkpoint changed while the run started; run `muser embed` again")
+        _MODELS[key] = model
+    # No reader processes inside a task: the task holds one CPU, and Ray runs the parallel units.
+    cfg.progress, cfg.num_workers = False, 0
+    return run_jobs(plan, [plan.jobs[index]], _MODELS[key], device, label="embedding")
 
 
 def run_worker(spec: dict[str, Any]) -> None:

@@ -1,0 +1,69 @@
+"""`muser embed --ray`: each shard a Ray task on a local cluster; the catalogue is the plain run's, byte
+for byte, also when a worker is killed mid-run (its shard is retried), and a rerun resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from muser.catalogue.embed import embed
+from tests.catalogue.conftest import embed_config
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def _kill_first_task(name: str, stop: threading.Event, killed: list[int]) -> None:
+    """SIGKILL the first process that runs a task `name` (Ray titles it ray::NAME), once."""
+    while not stop.is_set() and not killed:
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmdline.startswith(f"ray::{name}".encode()):
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append(int(pid))
+                return
+        time.sleep(0.02)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the task's process in /proc")
+def test_ray_embed_is_the_plain_catalogue_after_a_killed_worker(
+    ray_cluster, catalogue_dir, shards, pretrained, tmp_path
+):
+    out = tmp_path / "emb"
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_first_task, args=("embed_unit", stop, killed))
+    killer.start()
+    try:
+        summary = embed(embed_config(shards, out, pretrained, ray="auto"))
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no embed task was seen running, so none could be killed"
+    assert summary["embedded_shards"] == summary["catalogue"]["counts"]["shards"] > 1
+    for name in ("embeddings.parquet", "index.faiss"):
+        assert (out / name).read_bytes() == (catalogue_dir / name).read_bytes(), name
+    again = embed(embed_config(shards, out, pretrained, ray="auto"))
+    assert again["embedded_shards"] == 0 and again["reused_shards"] == summary["embedded_shards"]
+
+
+def test_ray_missing_is_one_sentence(shards, pretrained, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails, as where it is not installed
+    with pytest.raises(ValueError, match=r"pip install 'muser\[ray\]'"):
+        embed(embed_config(shards, tmp_path / "emb", pretrained, ray="auto"))
+    assert not (tmp_path / "emb").exists()
