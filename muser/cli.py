@@ -113,6 +113,12 @@ def _config_option(
 @_config_option(
     ShardConfig, "--test-fraction", float, "Likewise for split test; the remaining tracks go to train."
 )
+@click.option(
+    "--ray",
+    default=None,
+    metavar="ADDRESS",
+    help="Decode the tracks on a Ray cluster: auto (this machine's cluster), an address, or local.",
+)
 @click.option("--overwrite", is_flag=True, help="Delete this DST's previous shards and start over.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary table.")
 def shard(src: str, dst: str, quiet: bool, **options: object) -> None:

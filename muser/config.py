@@ -41,6 +41,7 @@ class ShardConfig:
     overwrite: bool = False  # start over instead of resuming
     valid_fraction: float = 0.0  # tracks without a split of their own go to valid by a hash of their key
     test_fraction: float = 0.0  # ... and to test (the rest to train); both 0 keeps them in split `all`
+    ray: str | None = None  # decode on a Ray cluster: "auto" (the running one), an address, or "local"
 
 
 @dataclass

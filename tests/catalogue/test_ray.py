@@ -67,3 +67,36 @@ def test_ray_missing_is_one_sentence(shards, pretrained, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"pip install 'muser\[ray\]'"):
         embed(embed_config(shards, tmp_path / "emb", pretrained, ray="auto"))
     assert not (tmp_path / "emb").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the task's process in /proc")
+def test_ray_shard_writes_the_plain_shards_after_a_killed_worker(
+    ray_cluster, corpus, shards, tmp_path, monkeypatch
+):
+    import json
+
+    from muser import cluster
+    from muser.config import ShardConfig
+    from muser.shards.writer import write_shards
+
+    monkeypatch.setattr(cluster, "BLOCK", 4)  # several units, so one is running when the killer looks
+    dst = tmp_path / "fma"
+    cfg = ShardConfig(src=str(corpus / "fma_small"), dst=str(dst), source="fma", workers=1, max_count=6)
+    cfg.ray = "auto"
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_first_task, args=("_encode_block", stop, killed))
+    killer.start()
+    try:
+        summary = write_shards(cfg, progress=False)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no shard task was seen running, so none could be killed"
+    assert summary["errors"] == 0
+    plain = json.loads((shards / "manifest.json").read_text())
+    got = json.loads((dst / "manifest.json").read_text())
+    assert got["splits"] == plain["splits"]  # the same shards: names, keys, counts, sha256s
+    for tar in sorted(shards.glob("*.tar")):
+        assert (dst / tar.name).read_bytes() == tar.read_bytes(), tar.name
+    again = write_shards(cfg, progress=False)  # resumes: every track is already in a shard
+    assert again["resumed"] == again["tracks"]
