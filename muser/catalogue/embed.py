@@ -1,11 +1,13 @@
 """`muser embed`: shard folders (or raw folders, sharded once into a cache) -> a catalogue folder EMB with
 catalogue.json, embeddings.parquet, index.faiss and parts/ (one committed Parquet part per shard).
 
-`prepare` (muser.catalogue.plan) lists the shards still to embed; `run_jobs` embeds them, in this process
-or in each torchrun worker (shards dealt out by rank), committing a shard's part as soon as all of its
-tracks are pooled; `assemble` concatenates the parts into the Parquet file and the FAISS index. Track
-features are the eval features (muser.features.tracks: the same chunks, the same length-weighted
-pooling), L2-normalised.
+`prepare` (muser.catalogue.plan) lists the shards still to embed; `run_jobs` embeds them, in this process,
+in each torchrun worker (shards dealt out by rank) or in Ray tasks (`embed_unit`, one per shard),
+committing a shard's part as soon as all of its tracks are pooled; `assemble` concatenates the parts into
+the Parquet file and the FAISS index. Track features are the eval features (the reader's chunks, the
+length-weighted pooling of muser.features.tracks) through an inference copy of the model
+(muser.models.inference), L2-normalised. A shard's forwards depend on that shard alone (`_Shard`), so its
+vectors are the same bits whatever ran before, beside or after it.
 """
 
 from __future__ import annotations
