@@ -310,11 +310,21 @@ def embed(cfg: EmbedConfig) -> dict[str, Any]:
         from muser.cluster import ray_module
 
         ray_module()  # not installed: one sentence, before any work
+    if cfg.nnodes > 1 and cfg.node_rank > 0:
+        return _join_nodes(cfg, started)
     plan, model = prepare(cfg)
     todo = [plan.jobs[i] for i in plan.pending]
     run_started = time.perf_counter()
     processes = max(cfg.gpus or 0, cfg.procs, 1)
-    if cfg.ray and todo:
+    nodes = (cfg.nnodes, cfg.node_rank, cfg.master_addr, cfg.master_port)
+    if cfg.nnodes > 1:
+        # Node 0 runs its workers even with nothing left to do: the other nodes' workers wait for its plan.
+        spec = CatalogueFolder(cfg.output).launch
+        atomic_write_text(spec, json.dumps(plan_dict(plan)) + "\n")
+        launch(spec, processes, nodes)
+        ran = {"tracks": sum(len(j.keys) for j in todo), "seconds": sum(j.seconds for j in todo)}
+        processes *= cfg.nnodes
+    elif cfg.ray and todo:
         from muser.cluster import run_units
 
         # One Ray task per shard, run with this process's thread count (the same forwards, so the same
@@ -329,7 +339,7 @@ def embed(cfg: EmbedConfig) -> dict[str, Any]:
     elif processes > 1 and todo and not in_torchrun():
         spec = CatalogueFolder(cfg.output).launch
         atomic_write_text(spec, json.dumps(plan_dict(plan)) + "\n")
-        launch(spec, processes)
+        launch(spec, processes, nodes)
         ran = {
             "tracks": sum(len(j.keys) for j in todo),
             "seconds": sum(j.seconds for j in todo),
@@ -356,6 +366,32 @@ def embed(cfg: EmbedConfig) -> dict[str, Any]:
         # Seconds this process waited for the reader, and spent in the model (None under torchrun).
         "data_wait_s": ran.get("data_wait_s"),
         "model_s": ran.get("model_s"),
+    }
+
+
+def _join_nodes(cfg: EmbedConfig, started: float) -> dict[str, Any]:
+    """A node other than 0 under torchrun: start this machine's workers, which take node 0's plan (its
+    rank 0 broadcasts it) and embed their share; node 0 assembles the catalogue once every rank is done."""
+    from dataclasses import asdict
+
+    from muser.catalogue.launch import launch
+
+    if cfg.overwrite:
+        raise ValueError("--overwrite is for node 0 only (it plans the catalogue); leave it off here")
+    if not 0 < cfg.node_rank < cfg.nnodes:
+        raise ValueError(f"--node-rank must be in [0, {cfg.nnodes}), got {cfg.node_rank}")
+    Path(cfg.output).mkdir(parents=True, exist_ok=True)
+    # Its own spec file: the catalogue folder is shared, node 0's spec holds the plan.
+    spec = Path(cfg.output) / f".launch-node{cfg.node_rank}.json"
+    atomic_write_text(spec, json.dumps({"config": asdict(cfg)}) + "\n")
+    processes = max(cfg.gpus or 0, cfg.procs, 1)
+    launch(spec, processes, (cfg.nnodes, cfg.node_rank, cfg.master_addr, cfg.master_port))
+    return {
+        "output": str(Path(cfg.output).resolve()),
+        "node_rank": cfg.node_rank,
+        "processes": processes,
+        "elapsed_s": round(time.perf_counter() - started, 2),
+        "assembled_by": "node 0",
     }
 
 
@@ -389,15 +425,26 @@ def run_worker(spec: dict[str, Any]) -> None:
     from muser.distributed import dist_cleanup, dist_init
     from muser.models.load import load_model
 
-    plan = plan_from_dict(spec)
-    cfg = plan.config
-    rank, _, world, device = dist_init("cuda" if (cfg.gpus or 0) > 0 else "cpu")
+    gpus = spec["config"].get("gpus") or 0
+    rank, _, world, device = dist_init("cuda" if gpus > 0 else "cpu")
     try:
+        if spec["config"].get("nnodes", 1) > 1:  # every rank takes node 0's plan (rank 0 holds it)
+            import torch.distributed as dist
+
+            box = [spec if rank == 0 else None]
+            dist.broadcast_object_list(box, src=0)
+            spec = box[0]
+        plan = plan_from_dict(spec)
+        cfg = plan.config
         model, fp, _ = load_model(cfg.checkpoint, cfg.preset, cfg.seed, device)
         if fp != plan.info["checkpoint"]["fingerprint"]:
             raise RuntimeError("the checkpoint changed while the run started; run `muser embed` again")
         mine = [plan.jobs[i] for i in plan.pending[rank::world]]
         cfg.progress = cfg.progress and rank == 0  # one bar: rank 0's share
         run_jobs(plan, mine, model, device, label=f"embedding (rank 0 of {world})")
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()  # node 0's launcher assembles when its torchrun returns: every rank is done
     finally:
         dist_cleanup()

@@ -231,3 +231,32 @@ def test_two_processes_under_torchrun_embed_every_track_once(catalogue_dir, shar
     np.testing.assert_allclose(
         vectors_of(got, "audio_embedding"), vectors_of(reference, "audio_embedding"), atol=1e-6
     )
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_nodes_under_torchrun_embed_every_track_once(catalogue_dir, shards, pretrained, tmp_path):
+    """Two `muser embed --nnodes 2` commands on this machine stand for two machines sharing EMB."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "emb"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    base = [sys.executable, "-m", "muser.cli", "embed", str(shards), "--checkpoint", str(pretrained)]
+    base += ["-o", str(out), "--procs", "1", "--workers", "0", "--batch-size", "8", "--quiet"]
+    base += ["--nnodes", "2", "--master-addr", "127.0.0.1", "--master-port", str(port)]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    nodes = [subprocess.Popen([*base, "--node-rank", str(r)], env=env, **pipes) for r in (0, 1)]
+    outputs = [p.communicate(timeout=600) for p in nodes]
+    for p, (_, err) in zip(nodes, outputs, strict=True):
+        assert p.returncode == 0, err.decode()[-2000:]
+    summary = json.loads(outputs[0][0].decode().strip().splitlines()[-1])
+    assert summary["processes"] == 2 and summary["embedded_shards"] == _shard_count(shards)
+    assert json.loads(outputs[1][0].decode().strip().splitlines()[-1])["assembled_by"] == "node 0"
+    got, reference = _table(out), _table(catalogue_dir)
+    assert got.column("key").to_pylist() == reference.column("key").to_pylist()
+    np.testing.assert_allclose(
+        vectors_of(got, "audio_embedding"), vectors_of(reference, "audio_embedding"), atol=1e-6
+    )
