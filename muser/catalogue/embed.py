@@ -187,8 +187,10 @@ def run_jobs(plan: Plan, jobs: list[Job], model: Any, device: torch.device, labe
         nonlocal tracks, unreadable, compute
         shard = shards[j]
         shard.queue(final)
+        # Its last track queued: the rest of its chunks run now, and the part is committed at once.
+        last = final or shard.next == len(shard.job.keys)
         started = time.perf_counter()
-        for items in shard.forwards(cfg.batch_size, final):
+        for items in shard.forwards(cfg.batch_size, last):
             _forward(chunk_fn, shard, items, floor)
         compute += time.perf_counter() - started
         if shard.done and j not in committed:

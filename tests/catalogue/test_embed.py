@@ -135,6 +135,19 @@ def test_reader_workers_change_no_byte(catalogue_dir, shards, pretrained, tmp_pa
     _assert_same_bytes(tmp_path / "emb", tmp_path / "emb5")
 
 
+def test_each_part_is_committed_as_soon_as_its_shard_is_embedded(shards, pretrained, tmp_path, monkeypatch):
+    """Not at the end of the pass: a shard's audio is let go as soon as its part is written."""
+    import muser.catalogue.embed as emb
+
+    forwards, commits = [], []
+    forward, commit = emb._forward, emb._commit
+    monkeypatch.setattr(emb, "_forward", lambda *a: forwards.append(1) or forward(*a))
+    monkeypatch.setattr(emb, "_commit", lambda *a: commits.append(len(forwards)) or commit(*a))
+    embed(embed_config(shards, tmp_path / "emb", pretrained))
+    assert len(commits) == _shard_count(shards) and commits == sorted(set(commits))
+    assert commits[0] < len(forwards)  # the first part came before the last shard's forwards
+
+
 def test_another_checkpoint_or_setting_is_refused(catalogue_dir, shards, pretrained, tmp_path):
     emb = tmp_path / "emb"
     shutil.copytree(catalogue_dir, emb)
