@@ -66,7 +66,8 @@ def _measure(name: str, path, threads: int) -> dict:
     return row
 
 
-def test_onnx_vs_pytorch_audio_tower(tmp_path):
+@pytest.mark.measure_only
+def test_measure_onnx_vs_pytorch_audio_tower(tmp_path):
     cores = os.cpu_count() or 1
     load_before = list(os.getloadavg())
     results = {}

@@ -155,7 +155,8 @@ def _add(rows: dict[str, Any], key: str, values: dict[str, float], **walls: floa
     row["n"] = len(row["per_seed"])
 
 
-def test_real_corpus_table2_and_figure2(corpus: dict[str, Any], tmp_path: Path) -> None:
+@pytest.mark.measure_only
+def test_measure_real_corpus_table2_and_figure2(corpus: dict[str, Any], tmp_path: Path) -> None:
     t_start = time.perf_counter()
     variants, seed_list, steps = lib.variants(), lib.seed_list(), lib.steps()
     seeds = len(seed_list)

@@ -114,6 +114,12 @@ def _config_option(
 @_config_option(
     ShardConfig, "--test-fraction", float, "Likewise for split test; the remaining tracks go to train."
 )
+@click.option(
+    "--ray",
+    default=None,
+    metavar="ADDRESS",
+    help="Decode the tracks on a Ray cluster: auto (this machine's cluster), an address, or local.",
+)
 @click.option("--overwrite", is_flag=True, help="Delete this DST's previous shards and start over.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary table.")
 def shard(src: str, dst: str, quiet: bool, **options: object) -> None:
@@ -513,6 +519,16 @@ def eval_cmd(task: str, no_random_baseline: bool, **options: Any) -> None:
     help="0 = CPU, 1 = one GPU, N > 1 = N GPUs under torchrun (default: a GPU when there is one).",
 )
 @click.option("--procs", type=click.IntRange(0), default=0, help="CPU processes under torchrun (gloo).")
+@click.option(
+    "--ray",
+    default=None,
+    metavar="ADDRESS",
+    help="Embed each shard as a task on a Ray cluster: auto (this machine's cluster), an address, or local.",
+)
+@click.option("--nnodes", type=click.IntRange(1), default=1, help="Machines taking part (torchrun).")
+@click.option("--node-rank", type=click.IntRange(0), default=0, help="This machine's index among --nnodes.")
+@click.option("--master-addr", default="127.0.0.1", help="Address of node 0 (several nodes).")
+@click.option("--master-port", type=int, default=29500, help="Port on node 0 (several nodes).")
 @click.option("--overwrite", is_flag=True, help="Delete EMB's catalogue and start over.")
 @click.option(
     "--cache-dir",
@@ -549,7 +565,7 @@ def embed_cmd(src: tuple[str, ...], quiet: bool, **options: object) -> None:
         raise click.UsageError(str(err)) from None
     except (RuntimeError, OSError) as err:
         raise click.ClickException(str(err)) from None
-    if not quiet:
+    if not quiet and "catalogue" in summary:  # node 0 (or one machine): it assembled the catalogue
         print_embed_summary(summary, make_console(stderr=True))
     click.echo(json.dumps({k: v for k, v in summary.items() if k != "catalogue"}))
 

@@ -41,6 +41,7 @@ class ShardConfig:
     overwrite: bool = False  # start over instead of resuming
     valid_fraction: float = 0.0  # tracks without a split of their own go to valid by a hash of their key
     test_fraction: float = 0.0  # ... and to test (the rest to train); both 0 keeps them in split `all`
+    ray: str | None = None  # decode on a Ray cluster: "auto" (the running one), an address, or "local"
 
 
 @dataclass
@@ -173,6 +174,11 @@ class EmbedConfig:
     preset: str = "tiny"  # architecture of --checkpoint random
     seed: int = 0  # seed of --checkpoint random
     progress: bool = True  # the rich progress bar on stderr
+    ray: str | None = None  # run each shard as a Ray task: "auto" (the running cluster), an address, "local"
+    nnodes: int = 1  # machines under torchrun (each runs the command with its --node-rank)
+    node_rank: int = 0  # this machine's index; node 0 plans and assembles the catalogue
+    master_addr: str = "127.0.0.1"  # node 0's address (several nodes)
+    master_port: int = 29500  # node 0's port (several nodes)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

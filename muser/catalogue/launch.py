@@ -15,12 +15,14 @@ def read_spec(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def launch(spec: Path, processes: int) -> None:
+def launch(spec: Path, processes: int, nodes: tuple[int, int, str, int] = (1, 0, "127.0.0.1", 29500)) -> None:
     """Start torchrun with `processes` workers on this machine and wait for them; the spec file (config and
-    plan, written by the caller) is removed afterwards. RuntimeError when a worker failed (its own error is
+    plan, written by the caller) is removed afterwards. nodes: (nnodes, node_rank, master_addr,
+    master_port) when several machines take part. RuntimeError when a worker failed (its own error is
     printed above by torchrun); the parts committed so far stay, so the same command resumes."""
     try:
-        code, received = run_forwarding_signals(launch_command(["muser.catalogue", str(spec)], processes))
+        cmd = launch_command(["muser.catalogue", str(spec)], processes, *nodes)
+        code, received = run_forwarding_signals(cmd)
     finally:
         spec.unlink(missing_ok=True)
     if received is not None:

@@ -85,7 +85,7 @@ def eval_batches(
 
 class ChunkPool:
     """Running length-weighted sums of chunk embeddings per track, in first-seen order; `take` hands
-    finished tracks out (pool_chunks takes all at the end, the catalogue each shard once it is done)."""
+    finished tracks out (pool_chunks takes all at the end)."""
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}

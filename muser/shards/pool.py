@@ -58,6 +58,12 @@ def results(
     failed, had no file, or killed two worker processes.
     pool: processes from start(workers) to use (closed when the results end); started here when None.
     """
+    if cfg.ray:  # the jobs run on a Ray cluster (muser.cluster); the caller still writes the tars
+        from muser.cluster import track_results
+
+        for t, result in track_results(tracks, [_job(t, cfg) for t in tracks], cfg.ray):
+            yield t, (_known_error(t) if result is None else result)
+        return
     if workers == 1:
         for t in tracks:
             args = _job(t, cfg)

@@ -77,7 +77,11 @@ def write_shards(cfg: ShardConfig, progress: bool = True, listing: Any = None) -
     # The workers start first and come up while the source is listed (a second core does that work).
     # They are checked before DST is touched: when they cannot start (a script without the __main__
     # guard), the error must leave no empty manifest behind that looks like a started run.
-    pool = start(workers)
+    if cfg.ray:  # the tracks are decoded on a Ray cluster (muser.cluster), not by local workers
+        from muser.cluster import ray_module
+
+        ray_module()  # not installed: one sentence, before anything is written
+    pool = None if cfg.ray else start(workers)
     try:
         if listing is None:
             from muser.shards.sources import discover
@@ -216,6 +220,7 @@ def _resume_or_start(dst: Path, cfg: ShardConfig, options: dict, source: str) ->
 
 def _options(cfg: ShardConfig, source: str) -> dict[str, Any]:
     opts = to_dict(cfg)
+    opts.pop("ray", None)  # where the decoding ran is not a property of the shards
     for k in ("src", "split_dir", "metadata"):
         if opts[k]:
             opts[k] = str(Path(opts[k]).resolve())

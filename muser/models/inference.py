@@ -1,0 +1,110 @@
+"""An inference-only copy of a MUSER model for bulk embedding (`muser embed`): the same function as the
+eval-mode model up to float rounding, computed with less work.
+
+- Each BatchNorm that follows a convolution is folded into that convolution's weights and bias (eval mode
+  BatchNorm is a fixed per-channel affine map), so a block runs one kernel instead of two passes.
+- The mel front end's STFT runs through torch.stft (an FFT) instead of nnAudio's dense convolution with
+  1024-tap kernels, with the very window nnAudio uses (the k = 0 cosine kernel is the window itself);
+  only for a fixed (non-trainable) mel front end, whose kernels are exactly window x cos / sin.
+
+The original model is left untouched (training, export and `muser eval` keep their exact numerics).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from nnAudio.features import MelSpectrogram
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from muser.models.blocks import ResBlock
+
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d)
+_CONV = (nn.Conv1d, nn.Conv2d)
+
+
+class FFTMelSpectrogram(MelSpectrogram):
+    """nnAudio's MelSpectrogram (power 2, centred, zero padding) computed with an FFT. It keeps every
+    attribute of the module it was made from (the spectrogram tower reads stft.pad_amount and friends to
+    count valid frames); only forward differs."""
+
+    @classmethod
+    def from_mel(cls, mel: MelSpectrogram) -> FFTMelSpectrogram:
+        fast = copy.copy(mel)  # shares the buffers; only the class (hence forward) changes
+        fast.__class__ = cls
+        return fast
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stft = self.stft
+        window = stft.wcos[0, 0, :]  # cos(0) = 1: the k = 0 kernel is the window
+        spec = torch.stft(
+            x.reshape(-1, x.shape[-1]),
+            window.shape[0],
+            hop_length=stft.stride,
+            window=window,
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )[:, : stft.freq_bins, :]
+        return torch.matmul(self.mel_basis, spec.real.pow(2) + spec.imag.pow(2))
+
+
+def _fft_matches(mel: MelSpectrogram) -> bool:
+    """True when nnAudio's kernels are window x cos / sin of the DFT (so an FFT computes the same)."""
+    stft = mel.stft
+    if getattr(stft, "trainable", True) or getattr(mel, "trainable_mel", True) or not stft.center:
+        return False
+    if stft.pad_mode != "constant":
+        return False
+    n = stft.wcos.shape[-1]
+    window = stft.wcos[0, 0, :].double()
+    t = torch.arange(n, dtype=torch.float64)
+    for k in (1, stft.wcos.shape[0] // 3, stft.wcos.shape[0] - 1):
+        cos = window * torch.cos(2 * math.pi * k * t / n)
+        sin = window * torch.sin(2 * math.pi * k * t / n)
+        if not (
+            torch.allclose(stft.wcos[k, 0].double(), cos, atol=1e-6)
+            and torch.allclose(stft.wsin[k, 0].double().abs(), sin.abs(), atol=1e-6)
+        ):
+            return False
+    return True
+
+
+def _fold(conv: nn.Module, bn: nn.Module) -> nn.Module:
+    return fuse_conv_bn_eval(conv, bn)
+
+
+def _fold_batchnorms(module: nn.Module) -> int:
+    """Fold every (conv, BatchNorm) pair of `module` in place; returns how many were folded."""
+    folded = 0
+    for m in list(module.modules()):
+        if isinstance(m, ResBlock):
+            for c, b in (("conv1", "bn1"), ("conv2", "bn2")):
+                setattr(m, c, _fold(getattr(m, c), getattr(m, b)))
+                setattr(m, b, nn.Identity())
+                folded += 1
+        if isinstance(m, nn.Sequential):
+            names = list(m._modules)
+            for a, b in zip(names, names[1:], strict=False):
+                if isinstance(m._modules[a], _CONV) and isinstance(m._modules[b], _BN):
+                    m._modules[a] = _fold(m._modules[a], m._modules[b])
+                    m._modules[b] = nn.Identity()
+                    folded += 1
+    return folded
+
+
+def inference_copy(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of `model` (a MUSER) for bulk embedding: BatchNorms folded into the preceding
+    convolutions, and the mel front end through an FFT when its kernels are the fixed DFT ones. Its
+    embeddings equal the model's up to float rounding (about 1e-6)."""
+    fast = copy.deepcopy(model).eval()
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    _fold_batchnorms(fast)
+    spec = getattr(fast, "spectrogram", None)
+    if spec is not None and isinstance(spec.frontend, MelSpectrogram) and _fft_matches(spec.frontend):
+        spec.frontend = FFTMelSpectrogram.from_mel(spec.frontend)
+    return fast
