@@ -61,7 +61,8 @@ def targets_table(files: dict[str, dict[str, Any]]) -> str:
             continue
         run = f"`pytest {module.relative_to(ROOT)}`"
         if (RESULTS / f"{name}.json").is_file():  # written outside the harness: numbers, no verdict
-            lines.append(f"| {name} | (no verdict: results/{name}.json is in its own format; see its section) | | | | |")
+            own = f"(no verdict: results/{name}.json is in its own format; see its section)"
+            lines.append(f"| {name} | {own} | | | | |")
         else:  # a benchmark whose targets have no recorded verdict at all
             lines.append(f"| {name} | (none recorded: {run} on a quiet machine) | | | | |")
     return "\n".join(lines)
