@@ -30,10 +30,10 @@ def refuse(self, address):
     raise OSError("network disabled by the test")
 socket.socket.connect = refuse
 import numpy as np, torch
-from muser.eval.runner import load_checkpoint
+from muser.models.load import load_model
 from muser.models.muser import MUSER
 model = MUSER.from_pretrained(sys.argv[1]).eval()
-same, _, _ = load_checkpoint(sys.argv[1], "tiny", 0, torch.device("cpu"))
+same, _, _ = load_model(sys.argv[1], "tiny", 0, torch.device("cpu"))
 wave = torch.from_numpy(np.load(sys.argv[2]))
 with torch.no_grad():
     np.save(sys.argv[3], model.encode_audio(wave).numpy())
