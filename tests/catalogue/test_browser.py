@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.catalogue.threaded_server import threaded_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -29,8 +28,6 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def server(catalogue_dir: Path) -> Iterator[tuple[str, list[int]]]:
     """The app under uvicorn on a free loopback port, in a thread; yields (base URL, audio statuses)."""
-    import uvicorn
-
     from muser import Catalogue
     from muser.catalogue.serve import create_app
 
@@ -44,20 +41,8 @@ def server(catalogue_dir: Path) -> Iterator[tuple[str, list[int]]]:
             audio_statuses.append(response.status_code)
         return response
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", audio_statuses
-    srv.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with threaded_server(app) as port:
+        yield f"http://127.0.0.1:{port}", audio_statuses
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pytest
 
 from muser import Catalogue
 from muser.catalogue.serve import LOOPBACK, MAX_QUERY_STRING, create_app, server_options
+from tests.catalogue.threaded_server import threaded_server
 
 
 def _protocols() -> list[object]:
@@ -38,24 +37,9 @@ def cat(catalogue_dir: Path) -> Catalogue:
 @pytest.fixture(scope="module", params=_protocols())
 def port(request: pytest.FixtureRequest, cat: Catalogue) -> Iterator[int]:
     """The app as `muser serve` runs it on 127.0.0.1 (loopback Host names only), in a thread."""
-    import uvicorn
-
     app = create_app(cat, allowed_hosts=[*LOOPBACK, "127.0.0.1"])
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    srv = uvicorn.Server(
-        uvicorn.Config(app, **server_options("127.0.0.1", sock.getsockname()[1], request.param))
-    )
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield sock.getsockname()[1]
-    srv.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with threaded_server(app, **server_options("127.0.0.1", 0, request.param)) as port:
+        yield port
 
 
 def _exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
