@@ -88,12 +88,14 @@ def test_no_import_cycle_in_the_package():
 
 
 APPLICATIONS = ("muser.train", "muser.eval", "muser.catalogue")
-TOP = ("muser", "muser.cli", "muser.demo")  # the package's lazy façade, the CLI and the demo: above all
+# the package's lazy façade, the CLI (muser.cli, its command modules, the share commands) and the demo:
+# above all
+TOP = ("muser", "muser.cli", "muser.commands", "muser.share.cli", "muser.demo")
 
 
 def _room(module: str) -> str | None:
     """The application a module belongs to, "top", or None for the library floor."""
-    if module in TOP:
+    if module in TOP or module.startswith("muser.commands."):
         return "top"
     return next((app for app in APPLICATIONS if module == app or module.startswith(app + ".")), None)
 
