@@ -83,6 +83,20 @@ def test_the_graph_sees_real_imports():
     assert "muser.train.validate" in graph["muser.train.trainer"]  # deferred into a function
 
 
+def test_the_data_floor_does_not_import_the_model_floor():
+    """shards/ reads and tokenises through callables it is given (the model's `tokenize`), so reading data
+    never needs torch's model code or transformers."""
+    graph = _graph()
+    assert "muser.shards.reader" in graph
+    assert not [
+        f"{name} imports {target}"
+        for name, targets in graph.items()
+        if name.startswith("muser.shards")
+        for target in targets
+        if target.startswith("muser.models")
+    ]
+
+
 def test_no_import_cycle_in_the_package():
     assert _cycles(_graph()) == []
 

@@ -22,6 +22,7 @@ import torch
 from muser.catalogue import index as index_mod
 from muser.catalogue import parts
 from muser.catalogue.folder import CatalogueFolder
+from muser.config import DEFAULT_PRESET, SearchConfig
 from muser.distributed import choose_device
 
 Year = int | tuple[int | None, int | None] | None
@@ -150,7 +151,7 @@ class Catalogue:
                 f"the catalogue's checkpoint {spec} is gone; pass the checkpoint it was built with "
                 "(--checkpoint, or Catalogue.open(..., checkpoint=))"
             )
-        model, fp, _ = load_model(spec, rec.get("preset", "tiny"), rec.get("seed", 0), self.device)
+        model, fp, _ = load_model(spec, rec.get("preset", DEFAULT_PRESET), rec.get("seed", 0), self.device)
         if fp != rec["fingerprint"]:
             raise ValueError(
                 f"checkpoint {spec} (fingerprint {fp[:12]}) is not the one this catalogue was built with "
@@ -185,7 +186,7 @@ class Catalogue:
     # ---- search -------------------------------------------------------------------------------------
 
     def search_vector(
-        self, q: np.ndarray, k: int = 10, exclude: int | None = None, **filters: Any
+        self, q: np.ndarray, k: int = SearchConfig.k, exclude: int | None = None, **filters: Any
     ) -> list[dict[str, Any]]:
         """Nearest tracks to the unit vector q (D,), best first; `exclude`: a row never returned."""
         if k < 1:
@@ -201,21 +202,21 @@ class Catalogue:
             for i, (s, rec) in enumerate(zip(scores, records, strict=True))
         ]
 
-    def search_text(self, text: str, k: int = 10, **filters: Any) -> list[dict[str, Any]]:
+    def search_text(self, text: str, k: int = SearchConfig.k, **filters: Any) -> list[dict[str, Any]]:
         """Tracks best described by `text` (e.g. "calm piano"); filters: genre, tag, artist, year."""
         return self.search_vector(self.embed_text(text), k, **filters)
 
     def search_audio(
         self,
         audio: str | Path | np.ndarray | torch.Tensor,
-        k: int = 10,
+        k: int = SearchConfig.k,
         sample_rate: int | None = None,
         **filters: Any,
     ) -> list[dict[str, Any]]:
         """Tracks that sound most like `audio` (a file path or a waveform; see embed_audio)."""
         return self.search_vector(self.embed_audio(audio, sample_rate), k, **filters)
 
-    def similar(self, key: str, k: int = 10, **filters: Any) -> list[dict[str, Any]]:
+    def similar(self, key: str, k: int = SearchConfig.k, **filters: Any) -> list[dict[str, Any]]:
         """Tracks most like the catalogue track `key`, never `key` itself (KeyError for an unknown key)."""
         row = self._require(key)
         return self.search_vector(self.index.reconstruct(row), k, exclude=row, **filters)
@@ -239,7 +240,7 @@ def run_search(
     text: str | None = None,
     audio: str | Path | None = None,
     similar: str | None = None,
-    k: int = 10,
+    k: int = SearchConfig.k,
     checkpoint: str | None = None,
     **filters: Any,
 ) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from muser.commands.options import config_option, user_errors
-from muser.config import INDEX_KINDS, TOWERS, EmbedConfig
+from muser.config import INDEX_KINDS, TOWERS, EmbedConfig, SearchConfig, ServeConfig
 
 
 @click.command("embed")
@@ -90,7 +90,9 @@ def _years(ctx: click.Context, param: click.Parameter, value: str | None) -> obj
 @click.command("search")
 @click.argument("emb", type=click.Path(exists=True, file_okay=False))
 @click.argument("query", required=False)
-@click.option("--top", "-k", type=click.IntRange(1), default=10, show_default=True, help="Results to show.")
+@click.option(
+    "--top", "-k", type=click.IntRange(1), default=SearchConfig.k, show_default=True, help="Results to show."
+)
 @click.option(
     "--audio", type=click.Path(exists=True, dir_okay=False), help="Query by example: tracks like this file."
 )
@@ -139,9 +141,11 @@ def search_cmd(
 @click.command("serve")
 @click.argument("emb", type=click.Path(exists=True, file_okay=False))
 @click.option("--checkpoint", help="Model (folder or hub id) for text queries (default: the catalogue's).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0: everyone).")
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
+@click.option(
+    "--host", default=ServeConfig.host, show_default=True, help="Address to bind (0.0.0.0: everyone)."
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=ServeConfig.port, show_default=True)
+@click.option("--device", default=ServeConfig.device, show_default=True, help="auto | cpu | cuda")
 @user_errors
 def serve_cmd(emb: str, checkpoint: str | None, host: str, port: int, device: str) -> None:
     """A search page and JSON API over the catalogue EMB, with audio streamed from its shards.

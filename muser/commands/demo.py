@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from muser.commands.options import user_errors
+from muser.config import DEMO_OUT
 
 
 @click.command()
@@ -12,7 +13,7 @@ from muser.commands.options import user_errors
     "--out",
     "out",
     type=click.Path(file_okay=False),
-    default="demo_out",
+    default=DEMO_OUT,
     show_default=True,
     help="Folder for the corpus, shards, run and report (reused by a second run).",
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from muser.commands.options import override_option, user_errors
-from muser.config import LOSS_TERMS, LOSSES, PRESETS, DataConfig, TrainConfig
+from muser.config import DEFAULT_PRESET, LOSS_TERMS, LOSSES, PRECISIONS, PRESETS, DataConfig, TrainConfig
 
 # option name -> (config section, field); options left at None keep the config's (or resumed run's) value.
 _PRETRAIN_FIELDS = {
@@ -64,7 +64,11 @@ _PRETRAIN_FIELDS = {
 @click.option("--master-addr", default=None, help="Address of node 0 (several nodes).")
 @click.option("--master-port", type=int, default=None, help="Port on node 0 (several nodes).")
 @click.option(
-    "--preset", "preset_name", type=click.Choice(list(PRESETS)), default=None, help="Model (default tiny)."
+    "--preset",
+    "preset_name",
+    type=click.Choice(list(PRESETS)),
+    default=None,
+    help=f"Model (default {DEFAULT_PRESET}).",
 )
 @click.option(
     "--text-encoder",
@@ -88,7 +92,7 @@ _PRETRAIN_FIELDS = {
 @override_option("--crop-seconds", DataConfig, "crop_seconds", float, "Random crop per sample")
 @click.option(
     "--precision",
-    type=click.Choice(["bf16", "fp16", "fp32"]),
+    type=click.Choice(PRECISIONS),
     default=None,
     help=f"GPU autocast (default {TrainConfig.precision}): bf16, fp16 (with a loss scaler) or fp32; "
     "CPU runs are always fp32.",
@@ -148,7 +152,7 @@ def pretrain(
     """
     import json
 
-    from muser.config import preset
+    from muser.config import DEFAULT_PRESET, preset
     from muser.console import make_console
     from muser.train import pretrain as run_pretrain
     from muser.train.display import summary_table
@@ -168,7 +172,9 @@ def pretrain(
         overrides["train"]["duplicate_aware"] = False
     model = None
     if preset_name or text_encoder:
-        model = preset(preset_name or "tiny", **({"text_encoder": text_encoder} if text_encoder else {}))
+        model = preset(
+            preset_name or DEFAULT_PRESET, **({"text_encoder": text_encoder} if text_encoder else {})
+        )
     data, model_cfg, train = run_configs(output, overrides, resume, model)
     result = run_pretrain(data, model_cfg, train)
     if result.get("steps") is not None:

@@ -200,7 +200,7 @@ class MUSER(nn.Module):
     @property
     def tokenize(self) -> Tokenize:
         """Sentences -> input_ids, attention_mask (B, L) on the CPU; picklable, so the reader's workers run
-        this very function (make_loader(tokenizer=model.tokenize))."""
+        this very function (make_loader(tokenize=model.tokenize))."""
         return self.text.tokenize
 
     def _embed_waveform(self, wave: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:

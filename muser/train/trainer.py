@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from muser.config import DataConfig, ModelConfig, TrainConfig, to_dict
+from muser.config import DataConfig, EvalConfig, ModelConfig, TrainConfig, to_dict
 from muser.distributed import (
     barrier,
     check_gpus,
@@ -152,7 +152,7 @@ class _Run:
             num_workers=data.num_workers,
             steps=max(MIN_EPOCH_BATCHES, (samples or 0) // (micro * self.world)),
             seed=train.seed,
-            tokenizer=self.model.tokenize,
+            tokenize=self.model.tokenize,
             templates=data.templates,
             shuffle_buffer=data.shuffle_buffer,
             field_dropout=data.field_dropout,
@@ -319,7 +319,7 @@ class _Run:
                     self.model,
                     self.valid,
                     self.data.valid_split,
-                    self.data.crop_seconds,
+                    EvalConfig.chunk_seconds,  # eval's chunk length: the numbers mirror `muser eval`'s
                     batch_size=max(1, self.data.batch_size // get_world_size()),
                     max_tracks=self.train.eval_tracks,
                 )
