@@ -15,7 +15,7 @@ T = TypeVar("T")
 
 
 # The loss terms: term -> (row modality, column modality) of the model's output dict. The one table
-# (muser.losses.PAIRS is this); here, so the CLI can name the terms without importing torch.
+# (muser.losses reads it); here, so the CLI can name the terms without importing torch.
 LOSS_TERMS: dict[str, tuple[str, str]] = {
     "at": ("audio", "text"),
     "st": ("spec", "text"),

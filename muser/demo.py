@@ -75,7 +75,7 @@ def run_demo(
     """Run corpus -> shards -> pretrain -> eval under `out`; returns a summary (also out/demo.json).
 
     `size` overrides the FULL/QUICK presets (tests use a smaller one)."""
-    from muser.eval import run_eval
+    from muser.eval.runner import run_eval
     from muser.shards.writer import write_shards
     from muser.synth import make_corpus
     from muser.train import pretrain

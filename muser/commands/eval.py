@@ -96,7 +96,7 @@ def eval_cmd(task: str, no_random_baseline: bool, **options: Any) -> None:
       muser eval fma --data shards/fma --checkpoint runs/x --protocol probe --fractions 0.01,0.1,1
       muser eval shards --data shards/mine --label-task genre --checkpoint random --folds 5
     """
-    from muser.eval import run_eval
+    from muser.eval.runner import run_eval
 
     # Every option's name is its EvalConfig field, so the options map onto the config one to one.
     cfg = EvalConfig(task=task, random_baseline=not no_random_baseline, **options)

@@ -299,11 +299,6 @@ class ShardFolder:
         return [(split, splits[split])] if split in splits else []
 
 
-def shard_paths(dst: str | Path, split: str | None = None) -> list[Path]:
-    """The shard files a manifest lists, in order (all splits, or one)."""
-    return [Path(u) for u in ShardFolder.open(dst).urls(split)]
-
-
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from muser.cli import main
 from muser.config import EvalConfig
-from muser.eval import run_eval
+from muser.eval.runner import run_eval
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from muser.cli import main
 from muser.config import EvalConfig
-from muser.eval import run_eval
+from muser.eval.runner import run_eval
 from tests.pretraining import pretrain_briefly
 
 

@@ -56,11 +56,11 @@ def test_in_training_validation_chunks_at_evals_chunk_length_not_the_training_cr
 
     from muser.config import DataConfig, EvalConfig, TrainConfig
     from muser.train import validate
-    from muser.train.trainer import _Run
+    from muser.train.trainer import _PretrainRun
 
     seen: dict = {}
     monkeypatch.setattr(validate, "evaluate", lambda *args, **kwargs: seen.update(args=args, **kwargs) or {})
     data = DataConfig(crop_seconds=EvalConfig.chunk_seconds * 3)
     idle = SimpleNamespace(eval=lambda: None, train=lambda: None)
-    _Run._evaluate(SimpleNamespace(rank=0, model=idle, valid=[], data=data, train=TrainConfig()))
+    _PretrainRun._evaluate(SimpleNamespace(rank=0, model=idle, valid=[], data=data, train=TrainConfig()))
     assert seen["args"][3] == EvalConfig.chunk_seconds != data.crop_seconds
