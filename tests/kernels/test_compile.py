@@ -1,4 +1,4 @@
-"""The fused kernels compile for GPUs this machine does not have (muser.kernels.aot): every tile config the
+"""The fused kernels compile for GPUs this machine does not have (tools.kernel_aot): every tile config the
 autotuner keeps fits the architecture's shared and tensor memory, the pruning estimate bounds what the
 compiler allocates, and at least two kept configs per (kernel, arch, D, dtype) compile without spilling.
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 tiling = pytest.importorskip("muser.kernels.tiling", reason="Triton is not installed", exc_type=ImportError)
-aot = pytest.importorskip("muser.kernels.aot", reason="Triton is not installed", exc_type=ImportError)
+aot = pytest.importorskip("tools.kernel_aot", reason="Triton is not installed", exc_type=ImportError)
 
 pytestmark = pytest.mark.skipif(aot.toolchain_missing() is not None, reason=str(aot.toolchain_missing()))
 
@@ -125,7 +125,7 @@ def test_problems_names_each_failure():
 
 
 def test_committed_report_matches_the_current_configs():
-    # benchmarks/results/kernel_compile.json must be regenerated (python -m muser.kernels.aot) whenever the
+    # benchmarks/results/kernel_compile.json must be regenerated (python -m tools.kernel_aot) whenever the
     # tile configurations change, and it must show no problems.
     report = json.loads(REPORT.read_text())
     assert report["problems"] == []

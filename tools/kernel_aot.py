@@ -7,7 +7,7 @@ autotuner may try, and reported with registers, spills, shared memory and (sm_10
 configuration "is chosen" for a (kernel, arch, D, dtype) when it survives the same pruning the autotuner
 applies before launching. Results are cached by a hash of everything that goes into the compiler.
 
-    python -m muser.kernels.aot --out benchmarks/results/kernel_compile.json   # the full grid (minutes)
+    python -m tools.kernel_aot --out benchmarks/results/kernel_compile.json   # the full grid (minutes)
 """
 
 from __future__ import annotations
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = run(workers=args.workers)
     found = problems(rows)
     report = {
-        "generated_by": "python -m muser.kernels.aot",
+        "generated_by": "python -m tools.kernel_aot",
         "triton": triton.__version__,
         "config_fields": ["BLOCK_M", "BLOCK_N", "BLOCK_K", "(BLOCK_DV)", "num_warps", "num_stages"],
         "shared_limit_bytes": {f"sm_{a}": v for a, v in ARCH_SHARED.items()},
