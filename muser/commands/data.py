@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import click
 
 from muser.commands.options import config_option, user_errors
@@ -18,17 +15,6 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
         return None if value is None else parse_size(value)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err
-
-
-def _config_option(
-    cls: type, flag: str, kind: Any, what: str, name: str = "", shown: object = True, **extra: Any
-) -> Callable:
-    """An option whose default is the config field cls.name (shown in --help, or `shown` when that is text);
-    name, the field and parameter name, defaults to the flag's (--max-count -> max_count)."""
-    name = name or flag.lstrip("-").replace("-", "_")
-    return click.option(
-        flag, name, type=kind, default=getattr(cls, name), show_default=shown, help=what, **extra
-    )
 
 
 @click.command()
