@@ -24,6 +24,10 @@ LOSS_TERMS: dict[str, tuple[str, str]] = {
 LOSSES = ("softmax", "sigmoid")  # the pairwise objective of every term: CLIP's or SigLIP's
 PRECISIONS = ("bf16", "fp16", "fp32")  # GPU autocast of pretraining
 SAMPLE_RATE = 16000  # Hz: the rate shards are written at and the models read (a manifest records its own)
+CODECS = ("flac", "pcm")  # how a shard stores audio: 16-bit FLAC or raw little-endian int16 PCM
+SOURCES = ("fma", "gtzan", "mtt", "folder")  # the dataset layouts `muser shard` reads
+FMA_SUBSETS = ("small", "medium", "large", "full")  # each contains the smaller ones; full = every track
+EVAL_TASKS = ("gtzan", "mtt", "fma", "shards")  # `muser eval TASK` (muser.eval.tasks.TASKS describes each)
 DEFAULT_PRESET = "tiny"  # the model when none is named: CPU-sized (CI, `muser demo`, `--checkpoint random`)
 
 
@@ -154,7 +158,7 @@ class EvalConfig:
     split_dir: str | None = None  # GTZAN fault-filtered lists; default: *_filtered.txt found in the data root
 
 
-TOWERS = ("waveform", "spectrogram", "both")  # the audio tower(s) a catalogue embeds with
+TOWERS = ("waveform", "spectrogram", "both")  # the audio tower(s) a model embeds with (and a catalogue)
 INDEX_KINDS = ("flat", "hnsw")  # the catalogue's FAISS index kinds
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from muser.commands.options import config_option, user_errors
-from muser.config import ShardConfig
+from muser.config import CODECS, FMA_SUBSETS, SOURCES, ShardConfig
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -23,14 +23,14 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 @config_option(
     ShardConfig,
     "--source",
-    click.Choice(["auto", "fma", "gtzan", "mtt", "folder"]),
+    click.Choice(["auto", *SOURCES]),
     "Dataset layout of SRC (auto detects it).",
 )
 @config_option(ShardConfig, "--sample-rate", int, "Resample every track to this (Hz).")
 @config_option(
     ShardConfig,
     "--codec",
-    click.Choice(["flac", "pcm"]),
+    click.Choice(CODECS),
     "flac: 16-bit, compact; pcm: raw int16, fastest reads.",
 )
 @config_option(ShardConfig, "--workers", int, "Decode processes.", shown="all cores")
@@ -53,7 +53,7 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
     "FMA fma_metadata/ folder, or a folder source's CSV/JSONL sidecar keyed by relative path "
     "(column `path`; `label_<task>` columns become label vocabularies).",
 )
-@config_option(ShardConfig, "--subset", click.Choice(["small", "medium", "large", "full"]), "FMA subset.")
+@config_option(ShardConfig, "--subset", click.Choice(FMA_SUBSETS), "FMA subset.")
 @config_option(ShardConfig, "--max-errors", float, "Failed-track fraction above which the exit status is 2.")
 @config_option(
     ShardConfig,

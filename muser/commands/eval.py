@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from muser.commands.options import config_option, user_errors
-from muser.config import PRESETS, EvalConfig
+from muser.config import EVAL_TASKS, PRESETS, EvalConfig
 
 
 def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
@@ -21,7 +21,7 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 
 
 @click.command("eval")
-@click.argument("task", type=click.Choice(["gtzan", "mtt", "fma", "shards"]))
+@click.argument("task", type=click.Choice(EVAL_TASKS))
 @config_option(
     EvalConfig,
     "--checkpoint",

@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-CODECS = ("flac", "pcm")
+from muser.config import CODECS
 
 # libsndfile trusts the file length over a WAV header that promises more data and reports the shorter
 # length silently; its extra_info keeps the evidence ("data : 176400 (should be 88178)").
