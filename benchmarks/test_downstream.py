@@ -64,7 +64,7 @@ def _pretrain_and_eval(
     out: Path,
 ) -> tuple[list[dict], dict[str, Any]]:
     """Pretrain every variant on `shards` and probe it; returns (report rows, per-variant details)."""
-    from muser.eval import run_eval
+    from muser.eval.runner import run_eval
     from muser.train import pretrain
 
     budget = lib.scaled(budget)

@@ -125,7 +125,7 @@ def _pretrain(corpus: dict[str, Any], variant: lib.Variant, seed: int, out: Path
 
 
 def _eval(corpus: dict[str, Any], checkpoint: Path, out: Path, seed: int, **kw: Any) -> dict[str, Any]:
-    from muser.eval import run_eval
+    from muser.eval.runner import run_eval
 
     cfg = EvalConfig(
         task="shards",

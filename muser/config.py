@@ -15,13 +15,20 @@ T = TypeVar("T")
 
 
 # The loss terms: term -> (row modality, column modality) of the model's output dict. The one table
-# (muser.losses.PAIRS is this); here, so the CLI can name the terms without importing torch.
+# (muser.losses reads it); here, so the CLI can name the terms without importing torch.
 LOSS_TERMS: dict[str, tuple[str, str]] = {
     "at": ("audio", "text"),
     "st": ("spec", "text"),
     "as": ("audio", "spec"),
 }
 LOSSES = ("softmax", "sigmoid")  # the pairwise objective of every term: CLIP's or SigLIP's
+PRECISIONS = ("bf16", "fp16", "fp32")  # GPU autocast of pretraining
+SAMPLE_RATE = 16000  # Hz: the rate shards are written at and the models read (a manifest records its own)
+CODECS = ("flac", "pcm")  # how a shard stores audio: 16-bit FLAC or raw little-endian int16 PCM
+SOURCES = ("fma", "gtzan", "mtt", "folder")  # the dataset layouts `muser shard` reads
+FMA_SUBSETS = ("small", "medium", "large", "full")  # each contains the smaller ones; full = every track
+EVAL_TASKS = ("gtzan", "mtt", "fma", "shards")  # `muser eval TASK` (muser.eval.tasks.TASKS describes each)
+DEFAULT_PRESET = "tiny"  # the model when none is named: CPU-sized (CI, `muser demo`, `--checkpoint random`)
 
 
 @dataclass
@@ -29,7 +36,7 @@ class ShardConfig:
     src: str = ""  # dataset folder as the user has it (fma_small/, GTZAN root, MTT root, any folder)
     dst: str = ""  # output folder for tar shards, manifest.json and errors.jsonl
     source: str = "auto"  # auto | fma | gtzan | mtt | folder
-    sample_rate: int = 16000  # every sample is resampled to this rate (Hz)
+    sample_rate: int = SAMPLE_RATE  # every sample is resampled to this rate (Hz)
     codec: str = "flac"  # flac (16-bit, compact) | pcm (raw int16, fastest reads)
     workers: int | None = None  # decode/encode processes; None = all cores
     max_count: int = 1000  # samples per shard at most
@@ -59,8 +66,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    preset: str = "tiny"  # tiny | base
-    sample_rate: int = 16000  # the model's input rate; audio is float32 in [-1, 1] at this rate
+    preset: str = DEFAULT_PRESET  # tiny | base
+    sample_rate: int = SAMPLE_RATE  # the model's input rate; audio is float32 in [-1, 1] at this rate
     embed_dim: int = 128  # shared embedding dimension after the projections W_a, W_s, W_t
     # waveform tower
     wave_channels: tuple[int, ...] = (32, 32, 64, 64, 128)  # residual stage widths after the front end
@@ -109,7 +116,9 @@ class TrainConfig:
     warmup: int = 20  # linear warmup steps before the cosine decay
     weight_decay: float = 0.05
     grad_clip: float = 1.0
-    precision: str = "bf16"  # GPU autocast: bf16 (default) | fp16 (with a loss scaler) | fp32; CPU is fp32
+    precision: str = PRECISIONS[
+        0
+    ]  # GPU autocast: bf16 (default) | fp16 (with a loss scaler) | fp32; CPU is fp32
     grad_accum: int = 1  # micro-batches per step; each loss sees batch_size / grad_accum negatives
     loss_terms: tuple[str, ...] = ("at", "st")  # at = L(A,T), st = L(S,T), as = L(A,S)
     loss: str = "softmax"  # softmax: CLIP's symmetric cross-entropy | sigmoid: SigLIP's pairwise loss
@@ -140,7 +149,7 @@ class EvalConfig:
     chunk_seconds: float = 3.0  # chunk length for chunk-averaged track embeddings
     batch_size: int = 32
     label_task: str | None = None  # manifest label vocabulary to score (shards task; default per task)
-    preset: str = "tiny"  # architecture of `--checkpoint random`
+    preset: str = DEFAULT_PRESET  # architecture of `--checkpoint random`
     random_baseline: bool = True  # also probe the same architecture with random weights (real checkpoints)
     num_workers: int = 0  # reader workers for feature extraction
     device: str = "auto"  # auto | cpu | cuda
@@ -151,7 +160,7 @@ class EvalConfig:
     split_dir: str | None = None  # GTZAN fault-filtered lists; default: *_filtered.txt found in the data root
 
 
-TOWERS = ("waveform", "spectrogram", "both")  # the audio tower(s) a catalogue embeds with
+TOWERS = ("waveform", "spectrogram", "both")  # the audio tower(s) a model embeds with (and a catalogue)
 INDEX_KINDS = ("auto", "flat", "hnsw")  # the catalogue's FAISS index kinds (auto: from size and memory)
 
 
@@ -171,7 +180,7 @@ class EmbedConfig:
     procs: int = 0  # CPU processes under torchrun (gloo), for several processes without GPUs
     overwrite: bool = False  # delete EMB's catalogue files first and start over
     cache_dir: str | None = None  # where raw folders are sharded; default EMB/../.muser_cache
-    preset: str = "tiny"  # architecture of --checkpoint random
+    preset: str = DEFAULT_PRESET  # architecture of --checkpoint random
     seed: int = 0  # seed of --checkpoint random
     progress: bool = True  # the rich progress bar on stderr
     ray: str | None = None  # run each shard as a Ray task: "auto" (the running cluster), an address, "local"
@@ -179,6 +188,21 @@ class EmbedConfig:
     node_rank: int = 0  # this machine's index; node 0 plans and assembles the catalogue
     master_addr: str = "127.0.0.1"  # node 0's address (several nodes)
     master_port: int = 29500  # node 0's port (several nodes)
+
+
+@dataclass
+class SearchConfig:
+    k: int = 10  # results per query (`muser search --top`, the search page, the library's search methods)
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"  # loopback: only this machine; 0.0.0.0 opens the page to everyone
+    port: int = 8000
+    device: str = "auto"  # auto | cpu | cuda
+
+
+DEMO_OUT = "demo_out"  # `muser demo`'s folder for the corpus, shards, run and report
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

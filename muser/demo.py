@@ -18,7 +18,16 @@ from rich.panel import Panel
 from rich.table import Table
 
 from muser.atomic import atomic_write_json
-from muser.config import DataConfig, EvalConfig, ShardConfig, TrainConfig, preset
+from muser.config import (
+    DEFAULT_PRESET,
+    DEMO_OUT,
+    DataConfig,
+    EvalConfig,
+    ServeConfig,
+    ShardConfig,
+    TrainConfig,
+    preset,
+)
 from muser.console import make_console
 from muser.runs import RunFolder
 
@@ -67,7 +76,7 @@ REAL_DATA_HINT = """\
 
 
 def run_demo(
-    out: str | Path = "demo_out",
+    out: str | Path = DEMO_OUT,
     quick: bool = False,
     seed: int = 0,
     console: Console | None = None,
@@ -76,7 +85,7 @@ def run_demo(
     """Run corpus -> shards -> pretrain -> eval under `out`; returns a summary (also out/demo.json).
 
     `size` overrides the FULL/QUICK presets (tests use a smaller one)."""
-    from muser.eval import run_eval
+    from muser.eval.runner import run_eval
     from muser.shards.writer import write_shards
     from muser.synth import make_corpus
     from muser.train import pretrain
@@ -136,7 +145,7 @@ def run_demo(
         console.print(f"reusing the finished run in {run}")
         trained = finished
     else:
-        trained = pretrain(data, preset("tiny"), train)
+        trained = pretrain(data, preset(DEFAULT_PRESET), train)
         if trained.get("stopped"):
             raise DemoInterrupted(
                 f"pretraining stopped by {trained['stopped']} at step {trained['steps']}; "
@@ -257,6 +266,6 @@ def _print_search(console: Console, catalogue: Path, hits: list[dict[str, Any]])
     console.print(
         "Search the catalogue again, or browse and play it in a web page:\n"
         f'  muser search {catalogue} "slow blues guitar" --top 10\n'
-        f"  muser serve {catalogue}    # then open http://127.0.0.1:8000",
+        f"  muser serve {catalogue}    # then open http://{ServeConfig.host}:{ServeConfig.port}",
         soft_wrap=True,
     )

@@ -18,7 +18,6 @@ from muser.config import LOSS_TERMS, LOSSES
 from muser.kernels import contrastive_loss, resolved_impl, sigmoid_loss
 
 # term -> (row modality, column modality) in the model's output dict.
-PAIRS = LOSS_TERMS  # the one loss-term table lives in muser.config (the CLI reads it without torch)
 # Initial logit scale per loss: CLIP's temperature 0.07, and SigLIP's scale 10 (paired with its bias below).
 INIT_SCALE = {"softmax": 1 / 0.07, "sigmoid": 10.0}
 # SigLIP's initial bias. At batch B each positive faces B - 1 negatives; with bias 0 the first steps would
@@ -108,9 +107,10 @@ class TriModalLoss(nn.Module):
         init_bias: float = INIT_BIAS,
     ) -> None:
         super().__init__()
-        unknown = [t for t in terms if t not in PAIRS]
+        unknown = [t for t in terms if t not in LOSS_TERMS]
         if unknown or not terms or len(set(terms)) != len(terms):
-            raise ValueError(f"loss terms must be distinct names from {sorted(PAIRS)}, got {list(terms)}")
+            names = sorted(LOSS_TERMS)
+            raise ValueError(f"loss terms must be distinct names from {names}, got {list(terms)}")
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         init_scale = INIT_SCALE[loss] if init_scale is None else init_scale
@@ -178,7 +178,7 @@ class TriModalLoss(nn.Module):
         ids_global = _gather_ids(ids_local) if ids_local is not None and world > 1 else ids_local
         parts: dict[str, Tensor] = {}
         for term in self.terms:
-            rows, cols = PAIRS[term]
+            rows, cols = LOSS_TERMS[term]
             missing = [m for m in (rows, cols) if m not in emb]
             if missing:
                 raise ValueError(

@@ -35,7 +35,7 @@ def pretrain_briefly(shards: Path, out: Path, split: str | None = None, steps: i
         crop_seconds=2.0,
         num_workers=0,
         steps=steps,
-        tokenizer=model.tokenize,
+        tokenize=model.tokenize,
         field_dropout=0.0,
     )
     model.train()

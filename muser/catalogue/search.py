@@ -24,6 +24,7 @@ import torch
 from muser.catalogue import index as index_mod
 from muser.catalogue import parts
 from muser.catalogue.folder import CatalogueFolder
+from muser.config import DEFAULT_PRESET, SearchConfig
 from muser.distributed import choose_device
 
 Year = int | tuple[int | None, int | None] | None
@@ -164,7 +165,7 @@ class Catalogue:
                 f"the catalogue's checkpoint {spec} is gone; pass the checkpoint it was built with "
                 "(--checkpoint, or Catalogue.open(..., checkpoint=))"
             )
-        model, fp, _ = load_model(spec, rec.get("preset", "tiny"), rec.get("seed", 0), self.device)
+        model, fp, _ = load_model(spec, rec.get("preset", DEFAULT_PRESET), rec.get("seed", 0), self.device)
         if fp != rec["fingerprint"]:
             raise ValueError(
                 f"checkpoint {spec} (fingerprint {fp[:12]}) is not the one this catalogue was built with "
@@ -201,7 +202,7 @@ class Catalogue:
     def search_vector(
         self,
         q: np.ndarray,
-        k: int = 10,
+        k: int = SearchConfig.k,
         exclude: int | None = None,
         nprobe: int | None = None,
         ef_search: int | None = None,
@@ -251,26 +252,28 @@ class Catalogue:
                 out.append(self.model.encode_text(batch).float().cpu().numpy())
         return parts.normalise_rows(np.concatenate(out)) if out else np.zeros((0, self.index.d), np.float32)
 
-    def search_text(self, text: str, k: int = 10, **options: Any) -> list[dict[str, Any]]:
+    def search_text(self, text: str, k: int = SearchConfig.k, **options: Any) -> list[dict[str, Any]]:
         """Tracks best described by `text` (e.g. "calm piano"); filters: genre, tag, artist, year;
         nprobe / ef_search as in search_vector."""
         return self.search_vector(self.embed_text(text), k, **options)
 
-    def search_texts(self, texts: list[str], k: int = 10, **options: Any) -> list[list[dict[str, Any]]]:
+    def search_texts(
+        self, texts: list[str], k: int = SearchConfig.k, **options: Any
+    ) -> list[list[dict[str, Any]]]:
         """One result list per text, embedded in batches and searched in one FAISS call."""
         return self.search_vectors(self.embed_texts(list(texts)), k, **options)
 
     def search_audio(
         self,
         audio: str | Path | np.ndarray | torch.Tensor,
-        k: int = 10,
+        k: int = SearchConfig.k,
         sample_rate: int | None = None,
         **filters: Any,
     ) -> list[dict[str, Any]]:
         """Tracks that sound most like `audio` (a file path or a waveform; see embed_audio)."""
         return self.search_vector(self.embed_audio(audio, sample_rate), k, **filters)
 
-    def similar(self, key: str, k: int = 10, **options: Any) -> list[dict[str, Any]]:
+    def similar(self, key: str, k: int = SearchConfig.k, **options: Any) -> list[dict[str, Any]]:
         """Tracks most like the catalogue track `key`, never `key` itself (KeyError for an unknown key)."""
         row = self._require(key)
         return self.search_vector(self._vector(row), k, exclude=row, **options)
@@ -294,7 +297,7 @@ def run_search(
     text: str | None = None,
     audio: str | Path | None = None,
     similar: str | None = None,
-    k: int = 10,
+    k: int = SearchConfig.k,
     checkpoint: str | None = None,
     nprobe: int | None = None,
     ef_search: int | None = None,

@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException
 
 from muser.catalogue.members import RangeNotSatisfiable, locate, parse_range
 from muser.catalogue.search import Catalogue
+from muser.config import SearchConfig, ServeConfig
 from muser.shards.manifest import KEY_RE
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,7 @@ def create_app(catalogue: Catalogue, allowed_hosts: list[str] | None = None) -> 
         where: Filters,
         tuning: Tuning,
         q: str = Query(..., max_length=MAX_QUERY),
-        k: int = Query(10, ge=1, le=MAX_K),
+        k: int = Query(SearchConfig.k, ge=1, le=MAX_K),
     ) -> dict[str, Any]:
         if not q.strip():
             raise HTTPException(400, "the query q is empty; describe the music, e.g. q=calm piano")
@@ -225,7 +226,7 @@ def create_app(catalogue: Catalogue, allowed_hosts: list[str] | None = None) -> 
 
     @app.get("/api/similar/{key}")
     def similar(
-        key: str, where: Filters, tuning: Tuning, k: int = Query(10, ge=1, le=MAX_K)
+        key: str, where: Filters, tuning: Tuning, k: int = Query(SearchConfig.k, ge=1, le=MAX_K)
     ) -> dict[str, Any]:
         _track_key(key, catalogue)
         hits = catalogue.similar(key, k, **where, **tuning)
@@ -272,9 +273,9 @@ def create_app(catalogue: Catalogue, allowed_hosts: list[str] | None = None) -> 
 def serve(
     emb: str,
     checkpoint: str | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    device: str = "auto",
+    host: str = ServeConfig.host,
+    port: int = ServeConfig.port,
+    device: str = ServeConfig.device,
     announce: Callable[[str], None] | None = None,
 ) -> None:
     """Open the catalogue, load its model (so a missing checkpoint fails now, not at the first query) and

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from muser.config import EvalConfig
 from muser.features.tracks import eval_batches
 from muser.shards.manifest import ShardFolder
 from muser.shards.text import caption_id, label_prompt
@@ -46,11 +47,11 @@ def finetune(
     splits: list[str],
     labels: dict[str, list[str]],
     label_task: str,
-    epochs: int = 3,
-    lr: float = 1e-4,
-    batch_size: int = 32,
-    chunk_seconds: float = 3.0,
-    seed: int = 0,
+    epochs: int = EvalConfig.finetune_epochs,
+    lr: float = EvalConfig.finetune_lr,
+    batch_size: int = EvalConfig.batch_size,
+    chunk_seconds: float = EvalConfig.chunk_seconds,
+    seed: int = EvalConfig.seed,
     device: torch.device | str = "cpu",
 ) -> tuple[torch.nn.Module, list[float]]:
     """A fine-tuned copy of `model` and its per-step losses; the original model is left untouched.

@@ -68,13 +68,6 @@ def macro_pr_auc(y_true: np.ndarray, scores: np.ndarray) -> tuple[float, int]:
     return float(average_precision_score(y_true[:, keep], scores[:, keep], average="macro")), int(keep.sum())
 
 
-def one_hot(y: np.ndarray, num_classes: int) -> np.ndarray:
-    """(N,) class indices -> (N, C) float multi-hot, so single-label results can also report AUCs."""
-    out = np.zeros((len(y), num_classes), dtype=np.float32)
-    out[np.arange(len(y)), y] = 1.0
-    return out
-
-
 def score(y_true: np.ndarray, scores: np.ndarray, multilabel: bool) -> dict[str, float]:
     """All metrics of a task: {"accuracy"} for single-label, {"roc_auc", "pr_auc"} for multi-label."""
     if multilabel:

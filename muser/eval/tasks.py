@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from muser.config import EVAL_TASKS
 from muser.shards.cache import shard_once
 from muser.shards.manifest import ShardFolder, is_shard_folder
 
@@ -39,6 +40,7 @@ TASKS: dict[str, TaskSpec] = {
     ),
     "shards": TaskSpec("shards", None, "auto", None, "a shard folder written by `muser shard`"),
 }
+assert set(TASKS) == set(EVAL_TASKS), "config.EVAL_TASKS names the tasks described here"
 
 
 @dataclass

@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from muser.kernels.contrastive_ref import check_inputs, explicit_ids, no_positive
+from muser.kernels.pairs import check_inputs, explicit_ids, no_positive
 from muser.kernels.tiling import (
     Launcher,
     accumulate_rows,

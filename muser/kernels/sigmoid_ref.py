@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from muser.kernels.contrastive_ref import check_inputs, positive_mask
+from muser.kernels.pairs import check_inputs, positive_mask
 
 
 def check_bias(logit_bias: Tensor, q: Tensor) -> None:

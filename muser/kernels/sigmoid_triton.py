@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from muser.kernels.contrastive_ref import check_inputs, explicit_ids
+from muser.kernels.pairs import check_inputs, explicit_ids
 from muser.kernels.sigmoid_ref import check_bias
 from muser.kernels.tiling import (
     Launcher,

@@ -74,7 +74,7 @@ def accumulate_rows(
 # but costs registers (BLOCK_M x BLOCK_DV fp32 accumulators): at D = 512 a whole-width accumulator fits only
 # 64 x 32 tiles, and at D = 1024 none does, so the autotuner chooses between fewer programs and bigger
 # tiles. Every row below compiles without spills on sm_80, sm_90 and sm_100 (benchmarks/results/
-# kernel_compile.json, written by `python -m muser.kernels.aot`; tests/kernels/test_compile.py keeps it so).
+# kernel_compile.json, written by `python -m tools.kernel_aot`; tests/kernels/test_compile.py keeps it so).
 # fp32 inputs get their own, smaller tiles: their tf32x3 products need twice the registers and bytes.
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages), by input bytes per element

@@ -38,7 +38,7 @@ JITFunction = lookup("triton.runtime.jit.JITFunction")
 # records what the host code passes and compiles exactly that.
 arg_type = lookup("triton.runtime.jit.mangle_type")
 
-# Ahead-of-time compilation for a GPU this machine does not have (muser.kernels.aot).
+# Ahead-of-time compilation for a GPU this machine does not have (tools.kernel_aot).
 ASTSource = lookup("triton.compiler.ASTSource")
 GPUTarget = lookup("triton.backends.compiler.GPUTarget")
 

@@ -16,7 +16,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from muser.atomic import atomic_dir, atomic_write, atomic_write_json
-from muser.config import ModelConfig, from_dict, preset, to_dict
+from muser.config import TOWERS, ModelConfig, from_dict, preset, to_dict
 from muser.hub import resolve_model
 from muser.models.spectrogram import SpectrogramEncoder
 from muser.models.text import TextEncoder
@@ -25,7 +25,7 @@ from muser.models.waveform import WaveformEncoder
 
 FORMAT_VERSION = 1
 MODEL_TYPE = "muser"
-AUDIO_EMBEDDINGS = ("waveform", "spectrogram", "both")
+AUDIO_EMBEDDINGS = TOWERS
 
 
 def check_audio(wave: Any, min_samples: int = 1) -> torch.Tensor:
@@ -200,7 +200,7 @@ class MUSER(nn.Module):
     @property
     def tokenize(self) -> Tokenize:
         """Sentences -> input_ids, attention_mask (B, L) on the CPU; picklable, so the reader's workers run
-        this very function (make_loader(tokenizer=model.tokenize))."""
+        this very function (make_loader(tokenize=model.tokenize))."""
         return self.text.tokenize
 
     def _embed_waveform(self, wave: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:

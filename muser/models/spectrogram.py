@@ -14,9 +14,10 @@ import torch
 from nnAudio.features import CQT1992v2, MelSpectrogram
 from torch import nn
 
+from muser.config import SAMPLE_RATE
 from muser.models.blocks import ResBlock
-from muser.models.checkpointing import run_stage
 from muser.models.pooling import frame_mask, is_full, mean_max_pool
+from muser.models.recompute import run_stage
 
 LOG_EPS = 1e-6  # floor of log(power + eps): about -60 dB below a full-scale bin, keeps silence finite
 CQT_DEFAULT_FMIN = 32.70  # C1, the usual lowest CQT bin when the config asks for fmin = 0
@@ -113,7 +114,7 @@ class SpectrogramEncoder(nn.Module):
 
     def __init__(
         self,
-        sample_rate: int = 16000,
+        sample_rate: int = SAMPLE_RATE,
         kind: str = "mel",
         n_fft: int = 1024,
         hop_length: int = 256,

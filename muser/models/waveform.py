@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from muser.models.blocks import ResBlock
-from muser.models.checkpointing import run_stage
 from muser.models.pooling import frame_mask, is_full, mean_max_pool
+from muser.models.recompute import run_stage
 
 # Each residual stage ends with a max-pool of this factor (SampleCNN uses 3: small receptive-field growth
 # per stage, many stages; a 3-s crop at 16 kHz after a stride-10 front end is 4800 frames -> ~20 after 5).

@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-CODECS = ("flac", "pcm")
+from muser.config import CODECS
 
 # libsndfile trusts the file length over a WAV header that promises more data and reports the shorter
 # length silently; its extra_info keeps the evidence ("data : 176400 (should be 88178)").
@@ -153,11 +153,6 @@ def to_int16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.asarray(x) * INT16_SCALE), -32768, 32767).astype(np.int16)
 
 
-def from_int16(x: np.ndarray) -> np.ndarray:
-    """(T,) int16 -> (T,) float32 in [-1, 1): x / 32768, the reader's decode.to_float scale."""
-    return x.astype(np.float32) * np.float32(1.0 / INT16_SCALE)
-
-
 def encode(x: np.ndarray, sample_rate: int, codec: str) -> bytes:
     """(T,) float32 mono -> the bytes of one shard member: 16-bit FLAC, or raw little-endian int16 PCM.
 
@@ -171,16 +166,6 @@ def encode(x: np.ndarray, sample_rate: int, codec: str) -> bytes:
         buf = io.BytesIO()
         sf.write(buf, pcm, sample_rate, format="FLAC", subtype="PCM_16")
         return buf.getvalue()
-    raise ValueError(f"unknown codec {codec!r}; choose one of: {', '.join(CODECS)}")
-
-
-def decode_member(data: bytes, codec: str, sample_rate: int | None = None) -> tuple[np.ndarray, int | None]:
-    """Bytes of a shard member -> ((T,) float32, rate); PCM has no header, so its rate is the caller's."""
-    if codec == "pcm":
-        return from_int16(np.frombuffer(data, dtype="<i2")), sample_rate
-    if codec == "flac":
-        x, rate = sf.read(io.BytesIO(data), dtype="int16")
-        return from_int16(x), int(rate)
     raise ValueError(f"unknown codec {codec!r}; choose one of: {', '.join(CODECS)}")
 
 

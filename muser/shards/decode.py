@@ -14,7 +14,9 @@ import random
 import numpy as np
 import soundfile as sf
 
-AUDIO_EXTS = ("flac", "pcm")
+from muser.config import CODECS
+
+AUDIO_EXTS = CODECS  # a member's extension is its codec
 
 
 class DecodeError(ValueError):

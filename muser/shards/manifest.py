@@ -20,6 +20,7 @@ import braceexpand
 
 from muser import __version__
 from muser.atomic import atomic_write_text
+from muser.config import SAMPLE_RATE
 from muser.shards.errorlog import read_errors
 
 FORMAT_VERSION = 1
@@ -147,13 +148,13 @@ class ShardFolder:
     root: Path | None  # the shard folder (None for urls)
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)  # {} for urls
     stream_urls: tuple[str, ...] = ()  # urls: the expanded shard URLs
-    default_rate: int = 16000  # urls: the sample rate assumed (a manifest records its own)
+    default_rate: int = SAMPLE_RATE  # urls: the sample rate assumed (a manifest records its own)
 
     @classmethod
     def open(cls, source: str | os.PathLike, sample_rate: int | None = None) -> ShardFolder:
         """Resolve `source` (folder, its manifest.json, or URLs/brace pattern) and read its manifest once.
 
-        sample_rate: only for URL sources, which record none (default 16000). Every problem is one
+        sample_rate: only for URL sources, which record none (default SAMPLE_RATE). Every problem is one
         ValueError naming the source: missing path, empty folder, no manifest, bad JSON, unknown
         format_version, shard names outside the folder, URL paths that do not exist.
         """
@@ -178,7 +179,7 @@ class ShardFolder:
         for url in urls:
             if "://" not in url and not Path(url).is_file():
                 raise ValueError(f"shard {url} does not exist; pass a shard folder or existing .tar paths.")
-        return cls(item, "urls", None, {}, urls, int(sample_rate or 16000))
+        return cls(item, "urls", None, {}, urls, int(sample_rate or SAMPLE_RATE))
 
     # ---- what the manifest says ------------------------------------------------------------------------
 
@@ -296,11 +297,6 @@ class ShardFolder:
         if split is None:
             return list(splits.items())
         return [(split, splits[split])] if split in splits else []
-
-
-def shard_paths(dst: str | Path, split: str | None = None) -> list[Path]:
-    """The shard files a manifest lists, in order (all splits, or one)."""
-    return [Path(u) for u in ShardFolder.open(dst).urls(split)]
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from muser.config import SAMPLE_RATE, DataConfig, TrainConfig
 from muser.lifeline import Lifeline
 from muser.shards import text as text_mod
 from muser.shards.manifest import ShardFolder
@@ -80,7 +81,7 @@ def resolve_source(
     split: the split to read from every folder; None reads each folder's `train` split, or `all` when it
     has no train split (a folder sharded without held-out splits), so differently split folders mix.
     Folder groups are weighted by their sample counts unless `weights` (one per source item) is given, so a
-    mixture without weights is uniform over tracks. URL groups need `sample_rate` (default 16000).
+    mixture without weights is uniform over tracks. URL groups need `sample_rate` (default SAMPLE_RATE).
     """
     items = [source] if isinstance(source, (str, os.PathLike, ShardFolder)) else list(source)
     if not items:
@@ -112,7 +113,7 @@ def resolve_source(
     return Resolved(
         groups=groups,
         weights=list(weights) if weights is not None else counts,
-        sample_rate=rates.pop() if rates else 16000,
+        sample_rate=rates.pop() if rates else SAMPLE_RATE,
         labels=labels,
         samples=int(sum(counts)) if all_manifests else None,
         splits=splits,
@@ -320,18 +321,17 @@ def make_loader(
     source: Source | Sequence[Source],
     split: str | None = None,
     mode: str = "train",
-    batch_size: int = 32,
-    crop_seconds: float = 3.0,
-    num_workers: int = 2,
+    batch_size: int = DataConfig.batch_size,
+    crop_seconds: float = DataConfig.crop_seconds,
+    num_workers: int = DataConfig.num_workers,
     rank: int | None = None,
     world_size: int | None = None,
     steps: int | None = None,
-    seed: int = 0,
-    tokenizer: Any = None,
+    seed: int = TrainConfig.seed,
+    tokenize: Callable[[list[str]], Any] | None = None,
     templates: str | os.PathLike | Sequence[text_mod.Template | str] | None = None,
-    max_length: int = 64,
-    shuffle_buffer: int = 1000,
-    field_dropout: float = 0.2,
+    shuffle_buffer: int = DataConfig.shuffle_buffer,
+    field_dropout: float = DataConfig.field_dropout,
     weights: Sequence[float] | None = None,
     epoch: int = 0,
     sample_rate: int | None = None,
@@ -343,10 +343,11 @@ def make_loader(
     split: the split of every folder to read; None reads `train`, or `all` in a folder without held-out
     splits. batch_size is per rank. train: resampled shards, shuffled random crops, `steps` batches per
     rank per epoch (default: one pass worth, split samples // (batch_size * world_size)). eval: one exact
-    pass in chunks of crop_seconds. tokenizer: the model's `tokenize` (muser.models.tokenizer.Tokenize),
-    or a transformers tokenizer (wrapped with max_length). templates: a templates file or a list of
+    pass in chunks of crop_seconds. tokenize: any picklable sentences ->
+    {input_ids, attention_mask} callable, run in the workers (the model's `tokenize`; the data floor
+    knows no model), or None for no token ids. templates: a templates file or a list of
     templates (default text.TEMPLATES). sample_rate: only for URL sources without a manifest (default
-    16000). on_error: "skip" logs and counts an unreadable member (Loader.errors) and goes on; "raise"
+    SAMPLE_RATE). on_error: "skip" logs and counts an unreadable member (Loader.errors) and goes on; "raise"
     stops at the first one with a ShardReadError naming it (for debugging a shard).
     """
     if mode not in MODES:
@@ -364,17 +365,13 @@ def make_loader(
         templates = text_mod.load_templates(templates)
     elif templates is not None:
         templates = [t if isinstance(t, text_mod.Template) else text_mod.parse_template(t) for t in templates]
-    if tokenizer is not None:
-        from muser.models.tokenizer import Tokenize  # transformers is heavy: only when text is wanted
-
-        tokenizer = tokenizer if isinstance(tokenizer, Tokenize) else Tokenize(tokenizer, max_length)
     resolved = resolve_source(source, split, weights, sample_rate)
     if mode == "train" and steps is None and resolved.samples is not None:
         steps = steps_per_epoch(resolved.samples, batch_size, world_size)
     if steps is not None and steps < 1:
         raise ValueError(f"steps={steps} must be >= 1.")
     opts = ReadOptions(
-        mode, batch_size, crop_seconds, steps, tokenizer, templates, shuffle_buffer, field_dropout, on_error
+        mode, batch_size, crop_seconds, steps, tokenize, templates, shuffle_buffer, field_dropout, on_error
     )
     dataset = ShardStream(build_pipeline(resolved, opts), rank, world_size, seed, on_error)
     loader = Loader(dataset, _workers_can_start(num_workers), mode, steps if mode == "train" else None)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from muser import __version__
 from muser.atomic import atomic_write, atomic_write_text, temp_target
 from muser.config import ShardConfig, to_dict
 from muser.progress import TrackProgress
@@ -50,9 +51,6 @@ OUTPUT_OPTIONS = (
     "valid_fraction",
     "test_fraction",
 )
-# Options added after folders were first written, with the value an older run had in effect: resuming
-# such a folder with that value is no change.
-_ADDED_OPTIONS = {"valid_fraction": 0.0, "test_fraction": 0.0}
 SHOWN = 10  # silent-track ids a summary lists; manifest.json lists them all
 
 
@@ -126,7 +124,7 @@ def write_shards(cfg: ShardConfig, progress: bool = True, listing: Any = None) -
     return summary
 
 
-def _open_run(dst: Path, cfg: ShardConfig, listing: Any, tracks: list) -> tuple[_Run, list]:
+def _open_run(dst: Path, cfg: ShardConfig, listing: Any, tracks: list) -> tuple[_ShardingRun, list]:
     """Create or resume DST: the run that writes it and the tracks still to do."""
     dst.mkdir(parents=True, exist_ok=True)
     options = _options(cfg, listing.source)
@@ -135,7 +133,7 @@ def _open_run(dst: Path, cfg: ShardConfig, listing: Any, tracks: list) -> tuple[
     manifest = _resume_or_start(dst, cfg, options, listing.source)
     done = mf.committed_keys(manifest) | set(manifest["error_ids"])
     todo = [t for t in tracks if t.id not in done]
-    return _Run(dst, cfg, manifest, listing.label_tasks), todo
+    return _ShardingRun(dst, cfg, manifest, listing.label_tasks), todo
 
 
 def _write_error(dst: Path, err: OSError) -> str:
@@ -186,17 +184,17 @@ def _resume_or_start(dst: Path, cfg: ShardConfig, options: dict, source: str) ->
         mf.write_manifest(dst, manifest)
         return manifest
     manifest = mf.read_manifest(dst)
-    old = {**_ADDED_OPTIONS, **manifest.get("options", {})}
-    changed = [k for k in OUTPUT_OPTIONS if old.get(k) != options[k]]
-    if changed:
-        # A key missing from the old options means an older muser wrote the folder (e.g. before the
-        # resampler was recorded): its shards may differ from ours, so it counts as a change.
-        detail = ", ".join(
-            f"{k} {old[k]!r} -> {options[k]!r}"
-            if k in old
-            else f"{k} not recorded (older muser) -> {options[k]!r}"
-            for k in changed
+    old = manifest.get("options", {})
+    unrecorded = [k for k in OUTPUT_OPTIONS if k not in old]
+    if unrecorded:  # a pre-release format: version 0.1 reads only folders that record every option
+        raise ValueError(
+            f"{dst} was written by muser {manifest.get('muser_version', 'before 0.1')}, whose manifest does "
+            f"not record {', '.join(unrecorded)}; this muser ({__version__}) resumes only its own format: "
+            f"pass --overwrite to start over, or choose another DST"
         )
+    changed = [k for k in OUTPUT_OPTIONS if old[k] != options[k]]
+    if changed:
+        detail = ", ".join(f"{k} {old[k]!r} -> {options[k]!r}" for k in changed)
         raise ValueError(
             f"{dst} was sharded with different options ({detail}); pass --overwrite to start "
             f"over, or choose another DST"
@@ -284,7 +282,7 @@ class _Shard:
         self.size += len(data)
 
 
-class _Run:
+class _ShardingRun:
     """Holds the open shard and the manifest; commits shards and errors in the order of the protocol."""
 
     def __init__(self, dst: Path, cfg: ShardConfig, manifest: dict, label_tasks: dict[str, str]):
@@ -372,7 +370,7 @@ class _Run:
 # --- summary ---------------------------------------------------------------------------------------
 
 
-def _summary(run: _Run, source: str, tracks: int, resumed: int, workers: int, elapsed: float) -> dict:
+def _summary(run: _ShardingRun, source: str, tracks: int, resumed: int, workers: int, elapsed: float) -> dict:
     m = run.manifest
     splits = mf.split_summary(m)
     return {

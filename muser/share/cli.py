@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import click
 
+from muser.commands.options import user_errors
+
 
 @click.command("export")
 @click.argument("run")
@@ -13,6 +15,7 @@ import click
 )
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 17).")
 @click.option("--no-check", is_flag=True, help="Skip the PyTorch-vs-onnxruntime parity check after export.")
+@user_errors
 def export_cmd(run: str, onnx_dir: str, opset: int | None, no_check: bool) -> None:
     """Export RUN (a run folder, its model/ folder or a hub id) to ONNX for use without PyTorch.
 
@@ -25,13 +28,10 @@ def export_cmd(run: str, onnx_dir: str, opset: int | None, no_check: bool) -> No
     from muser.share.onnx import OPSET, PARITY_TOL, export_onnx, parity
     from muser.share.run import chunk_seconds, locate
 
-    try:
-        located = locate(run)
-        model = MUSER.from_pretrained(located.model_dir)
-        seconds, source = chunk_seconds(located)
-        info = export_onnx(model, onnx_dir, seconds, opset or OPSET)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+    located = locate(run)
+    model = MUSER.from_pretrained(located.model_dir)
+    seconds, source = chunk_seconds(located)
+    info = export_onnx(model, onnx_dir, seconds, opset or OPSET)
     click.echo(
         f"wrote {onnx_dir}: audio.onnx ({info['sample_rate']} Hz, {info['chunk_seconds']:g}-s chunks), "
         f"text.onnx, tokenizer.json, onnx.json (opset {info['opset']}, dimension {info['embed_dim']}); "
@@ -72,6 +72,7 @@ def _card_options(f):
     "-o", "--output", default=None, help="Where to write the card (default: README.md in the model folder)."
 )
 @_card_options
+@user_errors
 def card_cmd(
     run: str, output: str | None, eval_files: tuple[str, ...], license: str | None, datasets: tuple[str, ...]
 ) -> None:
@@ -83,10 +84,7 @@ def card_cmd(
     """
     from muser.share.push import write_card
 
-    try:
-        path = write_card(run, output, eval_files=list(eval_files), license=license, datasets=list(datasets))
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+    path = write_card(run, output, eval_files=list(eval_files), license=license, datasets=list(datasets))
     click.echo(f"wrote {path}")
 
 
@@ -96,6 +94,7 @@ def card_cmd(
 @click.option("--private", is_flag=True, help="Create the repository as private.")
 @click.option("--revision", default=None, help="Branch to commit to (created when missing; default main).")
 @_card_options
+@user_errors
 def push_cmd(
     run: str,
     repo_id: str,
@@ -113,18 +112,15 @@ def push_cmd(
     """
     from muser.share.push import push
 
-    try:
-        url = push(
-            run,
-            repo_id,
-            private=private,
-            revision=revision,
-            eval_files=list(eval_files),
-            license=license,
-            datasets=list(datasets),
-        )
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+    url = push(
+        run,
+        repo_id,
+        private=private,
+        revision=revision,
+        eval_files=list(eval_files),
+        license=license,
+        datasets=list(datasets),
+    )
     click.echo(f"pushed {run} to {repo_id}: {url}")
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from muser import __version__
 from muser.atomic import atomic_write_json, atomic_write_text
-from muser.config import DataConfig, ModelConfig, TrainConfig, from_dict, preset, to_dict
+from muser.config import DEFAULT_PRESET, DataConfig, ModelConfig, TrainConfig, from_dict, preset, to_dict
 from muser.runs import RunFolder
 from muser.train import checkpoint as ckpt
 from muser.train.trackers import Trackers, parse_report_to
@@ -62,7 +62,7 @@ def run_configs(
     elif "model" in saved:
         model_dict = saved["model"]
     else:
-        model_dict = to_dict(preset("tiny"))
+        model_dict = to_dict(preset(DEFAULT_PRESET))
     try:
         return (
             from_dict(DataConfig, sections["data"]),

@@ -15,9 +15,8 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from muser.config import TrainConfig
+from muser.config import LOSS_TERMS, TrainConfig
 from muser.distributed import all_reduce_mean
-from muser.losses import PAIRS
 
 
 class Objective(nn.Module):
@@ -39,7 +38,7 @@ class Objective(nn.Module):
 
 
 @dataclass
-class Trainee:
+class TrainingState:
     """What one optimiser step acts on, built once by the trainer."""
 
     objective: nn.Module  # Objective, DDP-wrapped when world > 1
@@ -86,7 +85,7 @@ def build_objective(
             objective = nn.SyncBatchNorm.convert_sync_batchnorm(objective)
             model = objective.model
         # A tower no loss term reads gets no gradient, which DDP must be told about.
-        used = {modality for term in train.loss_terms for modality in PAIRS[term]}
+        used = {modality for term in train.loss_terms for modality in LOSS_TERMS[term]}
         objective = DistributedDataParallel(
             objective,
             device_ids=[device.index] if cuda else None,
@@ -99,7 +98,7 @@ _BATCH_TENSORS = ("audio", "length", "input_ids", "attention_mask", "caption_id"
 
 
 def train_step(
-    t: Trainee,
+    t: TrainingState,
     batches: Iterator[dict[str, Any]],
     train: TrainConfig,
     stop_requested: Callable[[], bool],

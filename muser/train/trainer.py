@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from muser.config import DataConfig, ModelConfig, TrainConfig, to_dict
+from muser import __version__
+from muser.config import DataConfig, EvalConfig, ModelConfig, TrainConfig, to_dict
 from muser.distributed import (
     barrier,
     check_gpus,
@@ -45,7 +46,7 @@ from muser.train.optim import build_optimizer, build_scheduler
 from muser.train.options import check_config, memory_advice, out_of_memory, world_of
 from muser.train.run_folder import MetricsLog, RateWindow, load_resume, write_config, write_result
 from muser.train.signals import StopSignal
-from muser.train.step import DataBrokenOff, StepResult, Trainee, build_objective, train_step
+from muser.train.step import DataBrokenOff, StepResult, TrainingState, build_objective, train_step
 
 
 class NonFiniteLossError(RuntimeError):
@@ -68,7 +69,7 @@ def pretrain(data: DataConfig, model: ModelConfig, train: TrainConfig) -> dict[s
     check_sample_rate("--shards", sources.sample_rate, model.sample_rate)
     if world > 1 and not in_torchrun():
         return launch(data, model, train)
-    return _Run(data, model, train, sources).run()
+    return _PretrainRun(data, model, train, sources).run()
 
 
 def _cuda_visible() -> bool:
@@ -81,7 +82,7 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class _Run:
+class _PretrainRun:
     """One rank's training run; built and driven by pretrain()."""
 
     def __init__(self, data: DataConfig, model: ModelConfig, train: TrainConfig, sources: TrainSources):
@@ -133,7 +134,7 @@ class _Run:
         optimizer = build_optimizer(
             self.model.param_groups(), list(loss.parameters()), train, self.model.text_is_pretrained
         )
-        self.trainee = Trainee(
+        self.training = TrainingState(
             objective=objective,
             loss=loss,
             optimizer=optimizer,
@@ -152,7 +153,7 @@ class _Run:
             num_workers=data.num_workers,
             steps=max(MIN_EPOCH_BATCHES, (samples or 0) // (micro * self.world)),
             seed=train.seed,
-            tokenizer=self.model.tokenize,
+            tokenize=self.model.tokenize,
             templates=data.templates,
             shuffle_buffer=data.shuffle_buffer,
             field_dropout=data.field_dropout,
@@ -188,11 +189,15 @@ class _Run:
             model.save_pretrained(init_dir)
         barrier()
         if resume is not None or self.rank != 0:
-            # Runs written before init/ existed kept the tokenizer and architecture in model/ only.
-            source = init_dir if (init_dir / "config.json").is_file() else RunFolder(self.out).model
-            if not (source / "config.json").is_file():
+            if not (init_dir / "config.json").is_file():
+                if resume is not None and (RunFolder(self.out).model / "config.json").is_file():
+                    # a pre-release run kept its tokenizer and architecture in model/ only
+                    raise ValueError(
+                        f"{self.out} has no init/: it was written by a muser before 0.1, and muser "
+                        f"{__version__} resumes only runs of its own format; start a new run"
+                    )
                 raise RuntimeError(f"{init_dir} is missing; the run folder {self.out} is incomplete")
-            model = MUSER.from_pretrained(source)
+            model = MUSER.from_pretrained(init_dir)
         return model
 
     # ---- the loop -----------------------------------------------------------------------------------
@@ -208,7 +213,7 @@ class _Run:
             while step < total:
                 mark = self.stream.position, ckpt.rng_state()
                 try:
-                    result = train_step(self.trainee, self.stream, train, stop.requested)
+                    result = train_step(self.training, self.stream, train, stop.requested)
                 except DataBrokenOff:
                     broken_off = mark
                     break
@@ -263,7 +268,7 @@ class _Run:
         self, step: int, result: StepResult, rates: dict[str, float], evaluated: dict[str, float]
     ) -> dict[str, Any]:
         """One metrics.jsonl line."""
-        first_group = self.trainee.optimizer.param_groups[0]["name"]
+        first_group = self.training.optimizer.param_groups[0]["name"]
         return {
             "step": step,
             "epoch": round(self.stream.epoch, 4),
@@ -271,8 +276,8 @@ class _Run:
             **{f"loss_{term}": value for term, value in result.terms.items()},
             "lr": result.lrs[first_group],
             **({"lr_text": result.lrs["text"]} if "text" in result.lrs else {}),
-            **{f"scale_{k}": v for k, v in self.trainee.loss.scales().items()},
-            **{f"bias_{k}": v for k, v in self.trainee.loss.biases().items()},
+            **{f"scale_{k}": v for k, v in self.training.loss.scales().items()},
+            **{f"bias_{k}": v for k, v in self.training.loss.biases().items()},
             "grad_norm": result.grad_norm,
             **rates,
             "skipped": self.stream.skipped,
@@ -321,7 +326,7 @@ class _Run:
                     self.model,
                     self.valid,
                     self.data.valid_split,
-                    self.data.crop_seconds,
+                    EvalConfig.chunk_seconds,  # eval's chunk length: the numbers mirror `muser eval`'s
                     batch_size=max(1, self.data.batch_size // get_world_size()),
                     max_tracks=self.train.eval_tracks,
                 )
@@ -348,7 +353,7 @@ class _Run:
         position, rng_now = boundary if boundary is not None else (self.stream.position, ckpt.rng_state())
         rng = self._gather_rng(rng_now)  # collective: every rank takes part
         if self.rank == 0:
-            t = self.trainee
+            t = self.training
             state = {
                 "format_version": 1,
                 "step": step,
@@ -372,7 +377,7 @@ class _Run:
         barrier()
 
     def _restore(self, state: dict[str, Any]) -> int:
-        t = self.trainee
+        t = self.training
         ckpt.check_architecture(self.model, state["model"], str(RunFolder(self.out).last))
         self.model.load_state_dict(state["model"])
         t.loss.load_state_dict(state["loss"])

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from muser.config import DataConfig, EvalConfig, TrainConfig
 from muser.features import tracks as feat
 from muser.features.retrieval import relevance_from_captions, text_to_audio
 from muser.features.text import class_scores, encode_texts, prompts
@@ -31,14 +32,14 @@ def _single_label_tasks(folders: list[ShardFolder]) -> dict[str, list[str]]:
 
 
 def _track_features(
-    model: Any, folders: list[ShardFolder], split: str, crop_seconds: float, batch_size: int, max_tracks: int
+    model: Any, folders: list[ShardFolder], split: str, chunk_seconds: float, batch_size: int, max_tracks: int
 ) -> feat.TrackSet:
     sets, chunk_fn = [], feat.model_chunk_fn(model, model.device)
     for folder in folders:  # each folder is opened only when the previous one is read to the end
         left = max_tracks - sum(len(ts.keys) for ts in sets)
         if left <= 0:
             break
-        batches = feat.eval_batches(folder, [split], crop_seconds, batch_size)
+        batches = feat.eval_batches(folder, [split], chunk_seconds, batch_size)
         sets.append(feat.pool_chunks(batches, chunk_fn, max_tracks=left))
     return feat.concat(sets)
 
@@ -47,17 +48,19 @@ def _track_features(
 def evaluate(
     model: Any,
     folders: list[ShardFolder],
-    split: str = "valid",
-    crop_seconds: float = 3.0,
-    batch_size: int = 32,
-    max_tracks: int = 1000,
+    split: str = DataConfig.valid_split,
+    chunk_seconds: float = EvalConfig.chunk_seconds,
+    batch_size: int = EvalConfig.batch_size,
+    max_tracks: int = TrainConfig.eval_tracks,
 ) -> dict[str, float]:
     """Retrieval and zero-shot metrics of `model` (in eval mode) over the `split` tracks of `folders`.
 
-    Returns {"tracks", "r1", "r5", "zs_<task>" per single-label task}; {} when no track was readable.
+    Tracks are cut into chunks of chunk_seconds, `muser eval`'s chunk length (not the training crop), so
+    the numbers mirror eval's. Returns {"tracks", "r1", "r5", "zs_<task>" per single-label task}; {} when
+    no track was readable.
     """
     ts = _track_features(
-        model, [f for f in folders if f.has(split)], split, crop_seconds, batch_size, max_tracks
+        model, [f for f in folders if f.has(split)], split, chunk_seconds, batch_size, max_tracks
     )
     if not ts.keys:
         return {}

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from muser.config import EvalConfig
-from muser.eval import run_eval
+from muser.eval.runner import run_eval
 from tests.shards import shardkit
 
 

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from muser.cli import main
 from muser.config import EvalConfig
-from muser.eval import run_eval
+from muser.eval.runner import run_eval
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +69,12 @@ def test_split_dir_misuse_is_one_clear_sentence(gtzan_lists, tmp_path):
     runner = CliRunner()
     base = ["eval", "--split-dir", str(gtzan_lists), "--output", str(tmp_path / "o")]
     res = runner.invoke(main, [*base, "mtt", "--data", str(gtzan_lists)])
-    assert res.exit_code == 1 and "--split-dir only applies to the gtzan task" in res.output
+    assert res.exit_code == 2 and "--split-dir only applies to the gtzan task" in res.output
     sharded = tmp_path / "sharded"
     sharded.mkdir()
     (sharded / "manifest.json").write_text("{}")
     res = runner.invoke(main, [*base, "gtzan", "--data", str(sharded)])
-    assert res.exit_code == 1 and "already sharded" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "already sharded" in res.output and "Traceback" not in res.output
 
 
 def test_mtt_multilabel_end_to_end(tmp_path):

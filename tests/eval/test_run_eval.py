@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from muser.cli import main
 from muser.config import EvalConfig
-from muser.eval import run_eval
+from muser.eval.runner import run_eval
 from tests.pretraining import pretrain_briefly
 
 
@@ -199,17 +199,17 @@ def test_bad_inputs_are_one_clear_sentence(shards, tmp_path, monkeypatch):
     runner = CliRunner()
     base = ["eval", "gtzan", "--output", str(tmp_path / "o")]
     res = runner.invoke(main, [*base, "--data", str(tmp_path / "missing")])
-    assert res.exit_code == 1 and "does not exist" in res.output and "genres/<genre>" in res.output
+    assert res.exit_code == 2 and "does not exist" in res.output and "genres/<genre>" in res.output
     bogus = tmp_path / "bogus"
     bogus.mkdir()
     (bogus / "config.json").write_text('{"hello": 1}')
     res = runner.invoke(main, [*base, "--data", str(shards), "--checkpoint", str(bogus)])
-    assert res.exit_code == 1 and "not a MUSER model folder" in res.output
+    assert res.exit_code == 2 and "not a MUSER model folder" in res.output
     res = runner.invoke(main, ["eval", "mtt", "--data", str(shards), "--output", str(tmp_path / "o")])
-    assert res.exit_code == 1 and "'tags' label vocabulary" in res.output
+    assert res.exit_code == 2 and "'tags' label vocabulary" in res.output
     monkeypatch.delenv("MUSER_DATA", raising=False)
     res = runner.invoke(main, base)
-    assert res.exit_code == 1 and "MUSER_DATA" in res.output
+    assert res.exit_code == 2 and "MUSER_DATA" in res.output
     res = runner.invoke(main, [*base, "--data", str(shards), "--fractions", "0,2"])
     assert res.exit_code == 2 and "fractions" in res.output
     assert "Traceback" not in res.output

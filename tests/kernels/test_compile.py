@@ -1,4 +1,4 @@
-"""The fused kernels compile for GPUs this machine does not have (muser.kernels.aot): every tile config the
+"""The fused kernels compile for GPUs this machine does not have (tools.kernel_aot): every tile config the
 autotuner keeps fits the architecture's shared and tensor memory, the pruning estimate bounds what the
 compiler allocates, and at least two kept configs per (kernel, arch, D, dtype) compile without spilling.
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 tiling = pytest.importorskip("muser.kernels.tiling", reason="Triton is not installed", exc_type=ImportError)
-aot = pytest.importorskip("muser.kernels.aot", reason="Triton is not installed", exc_type=ImportError)
+aot = pytest.importorskip("tools.kernel_aot", reason="Triton is not installed", exc_type=ImportError)
 
 pytestmark = pytest.mark.skipif(aot.toolchain_missing() is not None, reason=str(aot.toolchain_missing()))
 
@@ -120,12 +120,12 @@ def test_problems_names_each_failure():
 
 def test_committed_report_matches_the_current_kernels():
     # benchmarks/results/kernel_compile.json is the compile check of the kernel sources it names by hash:
-    # regenerate it (python -m muser.kernels.aot) whenever a kernel or a tile shape changes, or re-verify
+    # regenerate it (python -m tools.kernel_aot) whenever a kernel or a tile shape changes, or re-verify
     # it with --stamp after an edit that cannot change the compiled code.
     report = json.loads(REPORT.read_text())
     assert report.get("kernel_sources_sha256") == aot.source_hash(), (
         "the kernel sources changed since benchmarks/results/kernel_compile.json was written: run "
-        "`python -m muser.kernels.aot` (or `python -m muser.kernels.aot --stamp` for an edit that cannot "
+        "`python -m tools.kernel_aot` (or `python -m tools.kernel_aot --stamp` for an edit that cannot "
         "change the compiled code)"
     )
     # The verdict is recomputed from the rows, not read from the report's own `problems` field.
@@ -162,10 +162,9 @@ def test_stamp_refuses_a_report_with_problems_and_leaves_it_alone(tmp_path):
 def test_source_hash_follows_the_kernel_files(tmp_path, monkeypatch):
     first = aot.source_hash()
     assert first == aot.source_hash() and len(first) == 64
-    copy = tmp_path / "aot.py"
     for name in aot.KERNEL_SOURCES:
-        (tmp_path / name).write_bytes((Path(aot.__file__).parent / name).read_bytes())
-    monkeypatch.setattr(aot, "__file__", str(copy))
+        (tmp_path / name).write_bytes((aot.KERNELS_DIR / name).read_bytes())
+    monkeypatch.setattr(aot, "KERNELS_DIR", tmp_path)
     assert aot.source_hash() == first
     (tmp_path / "tiling.py").write_text((tmp_path / "tiling.py").read_text() + "\n# edited\n")
     assert aot.source_hash() != first

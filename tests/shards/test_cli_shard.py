@@ -81,18 +81,18 @@ def test_inspect_reports_splits_labels_errors_and_a_sample(tmp_path):
 def test_user_mistakes_are_one_line_errors(tmp_path):
     runner = CliRunner()
     not_shards = runner.invoke(main, ["inspect", str(tmp_path)])
-    assert not_shards.exit_code == 1 and "not a shard folder" in not_shards.output
+    assert not_shards.exit_code == 2 and "not a shard folder" in not_shards.output
     assert "Traceback" not in not_shards.output
     size = runner.invoke(main, ["shard", str(tmp_path), str(tmp_path / "o"), "--max-size", "huge"])
     assert size.exit_code == 2 and "512MB" in size.output
     src = make_corpus(tmp_path / "src", "gtzan", n_per_class=1, seconds=1.0)
     assert _shard(str(src), str(tmp_path / "out")).exit_code == 0
     other = _shard(str(src), str(tmp_path / "out"), "--sample-rate", "8000")
-    assert other.exit_code == 1 and "--overwrite" in other.output and "sample_rate" in other.output
+    assert other.exit_code == 2 and "--overwrite" in other.output and "sample_rate" in other.output
     assert _shard(str(src), str(tmp_path / "out"), "--sample-rate", "8000", "--overwrite").exit_code == 0
     assert mf.read_manifest(tmp_path / "out")["sample_rate"] == 8000
     wrong = _shard(str(src), str(tmp_path / "o2"), "--source", "mtt")
-    assert wrong.exit_code == 1 and "Traceback" not in wrong.output
+    assert wrong.exit_code == 2 and "Traceback" not in wrong.output
 
 
 def test_shard_help_has_an_example():
@@ -220,9 +220,9 @@ def test_folder_held_out_splits_from_the_command_line(tmp_path):
     assert set(splits) == {"train", "valid", "test"} and all(s["samples"] for s in splits.values())
     fma = make_corpus(tmp_path / "fma", "fma", n_per_class=1, seconds=0.5)
     own = _shard(str(fma), str(tmp_path / "o2"), "--valid-fraction", "0.1")
-    assert own.exit_code == 1 and "already puts its tracks in" in own.output
+    assert own.exit_code == 2 and "already puts its tracks in" in own.output
     bad = _shard(str(src), str(tmp_path / "o3"), "--test-fraction", "1.5")
-    assert bad.exit_code == 1 and "--test-fraction is a fraction" in bad.output
+    assert bad.exit_code == 2 and "--test-fraction is a fraction" in bad.output
     assert all("Traceback" not in r.output and r.output.count("\n") == 1 for r in (own, bad))
 
 
@@ -252,7 +252,7 @@ def test_a_bad_sidecar_row_is_one_line_naming_file_and_line(tmp_path, name, cont
         data.replace(b"{rel}", rel.encode()).replace(b"{{", b"{").replace(b"}}", b"}")
     )
     result = _shard(str(src), str(tmp_path / "out"), "--metadata", str(tmp_path / name))
-    assert result.exit_code == 1 and "Traceback" not in result.output and result.output.count("\n") == 1
+    assert result.exit_code == 2 and "Traceback" not in result.output and result.output.count("\n") == 1
     assert re.search(match, result.output), result.output
 
 

@@ -39,9 +39,10 @@ def test_round_trip_totals_and_keys(tmp_path):
     assert back == m
     assert back["splits"]["train"]["samples"] == 4 and back["splits"]["train"]["seconds"] == 3.0
     assert mf.committed_keys(back) == {"k0a", "k0b", "k1a", "k1b"}
-    assert [p.name for p in mf.shard_paths(tmp_path, "train")] == ["train-000000.tar", "train-000001.tar"]
+    urls = mf.ShardFolder.open(tmp_path).urls("train")
+    assert [Path(u).name for u in urls] == ["train-000000.tar", "train-000001.tar"]
     with pytest.raises(ValueError, match="no shards for split 'test'"):
-        mf.shard_paths(tmp_path, "test")
+        mf.ShardFolder.open(tmp_path).urls("test")
 
 
 def test_splits_keep_the_canonical_order(tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from muser.models.tokenizer import Tokenize
 from muser.shards.reader import make_loader
 from muser.shards.stages import ShardReadError
 from tests.shards import shardkit
@@ -192,7 +193,7 @@ def test_workers_tokenizer_and_error_count_travel_back(tmp_path, tracks):
         tmp_path / "s", tracks, per_shard=2, sample_rate=RATE, corrupt={"track_0001"}
     )
     tok = tiny_tokenizer()
-    loader = make_loader(folder, steps=5, batch_size=3, num_workers=2, tokenizer=tok, max_length=8)
+    loader = make_loader(folder, steps=5, batch_size=3, num_workers=2, tokenize=Tokenize(tok, max_length=8))
     batches = list(loader)
     assert len(batches) == 5
     for b in batches:

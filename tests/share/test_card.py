@@ -54,10 +54,10 @@ def test_eval_of_another_checkpoint_is_refused(trained_run, tmp_path):
     other["checkpoint"]["path"] = str(tmp_path / "elsewhere")
     (tmp_path / "results.json").write_text(json.dumps(other))
     res = CliRunner().invoke(main, ["card", str(trained_run), "--eval", str(tmp_path / "results.json")])
-    assert res.exit_code == 1 and "not this model" in res.output
+    assert res.exit_code == 2 and "not this model" in res.output
 
 
 @pytest.mark.parametrize("repo", ["org/name@main", "not an id"])
 def test_push_names_a_wrong_repo_id(trained_run, repo):
     res = CliRunner().invoke(main, ["push", str(trained_run), repo])
-    assert res.exit_code == 1 and "is not a hub repository id" in res.output
+    assert res.exit_code == 2 and "is not a hub repository id" in res.output

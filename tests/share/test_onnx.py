@@ -117,7 +117,7 @@ def test_export_cli_writes_and_checks(tmp_path):
 
 def test_export_cli_names_a_wrong_folder(tmp_path):
     res = CliRunner().invoke(main, ["export", str(tmp_path), "--onnx", str(tmp_path / "o")])
-    assert res.exit_code == 1 and "is not a run folder or a model folder" in res.output
+    assert res.exit_code == 2 and "is not a run folder or a model folder" in res.output
 
 
 def test_export_of_a_run_records_its_training_crop(trained_run, tmp_path):

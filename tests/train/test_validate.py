@@ -54,7 +54,7 @@ def test_evaluate_reads_no_more_of_the_valid_split_than_max_tracks_needs(shards,
     monkeypatch.setattr(features, "make_loader", counting)
     # 4-s tracks in 3-s chunks: two chunks per track, so 2 tracks and the first chunk of a third = 3 batches
     folder = ShardFolder.open(shards)
-    out = evaluate(_FirstTwoSamples(), [folder], "valid", crop_seconds=3.0, batch_size=2, max_tracks=2)
+    out = evaluate(_FirstTwoSamples(), [folder], "valid", chunk_seconds=3.0, batch_size=2, max_tracks=2)
     assert out["tracks"] == 2 and len(drawn) == 3, drawn
     assert 0.0 <= out["r1"] <= out["r5"] <= 1.0
     assert "zs_genre" in out and 0.0 <= out["zs_genre"] <= 1.0
@@ -67,7 +67,7 @@ def test_evaluate_without_the_split_is_empty(shards):
 def test_evaluate_gives_muser_evals_numbers_on_the_same_tracks(shards):
     folder = ShardFolder.open(shards)
     model = _FirstTwoSamples(dim=3)
-    got = evaluate(model, [folder], "valid", crop_seconds=3.0, batch_size=4)
+    got = evaluate(model, [folder], "valid", chunk_seconds=3.0, batch_size=4)
     # The same valid tracks through muser.eval: its chunk-averaged features, its retrieval over the distinct
     # captions, its zero-shot over the genre prompts.
     ts = features.chunk_average(folder, ["valid"], features.model_chunk_fn(model, model.device), 3.0, 4)
@@ -85,3 +85,20 @@ def test_evaluate_gives_muser_evals_numbers_on_the_same_tracks(shards):
     best = (text @ F.normalize(torch.from_numpy(ts.x), dim=-1).T).argmax(dim=1)
     assert got["r1"] == np.mean([captions[int(b)] == q for b, q in zip(best, queries, strict=True)])
     assert 0.0 < got["r5"] and got["r1"] <= got["r5"]  # not a degenerate case where every value is 0
+
+
+def test_in_training_validation_chunks_at_evals_chunk_length_not_the_training_crop(monkeypatch):
+    """--eval-every claims to mirror `muser eval`: its tracks are cut at EvalConfig.chunk_seconds even
+    when the training crop is longer (it used to pass the crop)."""
+    from types import SimpleNamespace
+
+    from muser.config import DataConfig, EvalConfig, TrainConfig
+    from muser.train import validate
+    from muser.train.trainer import _PretrainRun
+
+    seen: dict = {}
+    monkeypatch.setattr(validate, "evaluate", lambda *args, **kwargs: seen.update(args=args, **kwargs) or {})
+    data = DataConfig(crop_seconds=EvalConfig.chunk_seconds * 3)
+    idle = SimpleNamespace(eval=lambda: None, train=lambda: None)
+    _PretrainRun._evaluate(SimpleNamespace(rank=0, model=idle, valid=[], data=data, train=TrainConfig()))
+    assert seen["args"][3] == EvalConfig.chunk_seconds != data.crop_seconds

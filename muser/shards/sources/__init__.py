@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from muser.config import ShardConfig
+from muser.config import SOURCES, ShardConfig
 from muser.shards.sources import fma, folder, gtzan, mtt
 from muser.shards.sources.base import AUDIO_EXTENSIONS, SourceListing, Track
 
-SOURCES = ("fma", "gtzan", "mtt", "folder")
 LABEL_TASKS: dict[str, dict[str, str]] = {
     "fma": fma.LABEL_TASKS,
     "gtzan": gtzan.LABEL_TASKS,

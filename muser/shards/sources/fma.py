@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from muser.config import FMA_SUBSETS
 from muser.shards.sources.base import (
     SourceListing,
     Track,
@@ -19,7 +20,7 @@ from muser.shards.sources.base import (
 )
 
 LABEL_TASKS = {"genre_top": "single"}
-SUBSETS = ("small", "medium", "large", "full")  # each subset contains the smaller ones; full = every track
+SUBSETS = FMA_SUBSETS
 KNOWN_BAD = frozenset({99134, 108925, 133297})  # FMA-small files that hold no audio (FMA issue tracker)
 _SPLITS = {"training": "train", "validation": "valid", "test": "test"}
 _REQUIRED = (("set", "subset"), ("set", "split"), ("track", "genre_top"), ("track", "genres"))

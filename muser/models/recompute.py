@@ -1,4 +1,6 @@
-"""Activation (gradient) checkpointing of one residual stage, safe with BatchNorm.
+"""Recomputing one residual stage's activations in the backward (PyTorch's "activation checkpointing",
+`--grad-checkpointing`), safe with BatchNorm. Named recompute so that "checkpoint" in muser means one
+thing: a saved training state (muser.train.checkpoint: last.pt, step-K.pt).
 
 A checkpointed stage keeps only its input for the backward and runs its forward again there, trading one
 extra forward of the stage for the memory of its activations (what allows large per-GPU batches).

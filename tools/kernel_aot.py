@@ -7,8 +7,8 @@ autotuner may try, and reported with registers, spills, shared memory and (sm_10
 configuration "is chosen" for a (kernel, arch, D, dtype) when it survives the same pruning the autotuner
 applies before launching. Results are cached by a hash of everything that goes into the compiler.
 
-    python -m muser.kernels.aot --out benchmarks/results/kernel_compile.json   # the full grid (minutes)
-    python -m muser.kernels.aot --stamp   # re-verify the committed report on a subset, record the sources
+    python -m tools.kernel_aot --out benchmarks/results/kernel_compile.json   # the full grid (minutes)
+    python -m tools.kernel_aot --stamp   # re-verify the committed report on a subset, record the sources
 
 The report records a hash of the kernel sources (KERNEL_SOURCES); tests/kernels/test_compile.py fails when
 the sources no longer match it. `--stamp` is the cheap way to bring an unchanged report up to date (after
@@ -61,6 +61,7 @@ ROWS = 4096
 MIN_SPILL_FREE = 2  # chosen configs per (kernel, arch, D, dtype) that must compile without spilling
 # The files whose text decides what is compiled and which configs are kept: the kernels and the tiling.
 KERNEL_SOURCES = ("contrastive_triton.py", "sigmoid_triton.py", "tiling.py")
+KERNELS_DIR = Path(triton_compat.__file__).parent  # muser/kernels: where KERNEL_SOURCES live
 # The default test tier (and what --stamp recompiles): the heaviest variant of each kernel, sm_90, bf16 and
 # fp32, at the widths where the clamped configs differ.
 DEFAULT_TIER = {
@@ -90,7 +91,7 @@ def source_hash() -> str:
     """sha256 over the names and bytes of KERNEL_SOURCES: what the committed report was compiled from."""
     digest = hashlib.sha256()
     for name in KERNEL_SOURCES:
-        digest.update(name.encode() + b"\0" + (Path(__file__).parent / name).read_bytes() + b"\0")
+        digest.update(name.encode() + b"\0" + (KERNELS_DIR / name).read_bytes() + b"\0")
     return digest.hexdigest()
 
 
@@ -480,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = run(workers=args.workers)
     found = problems(rows)
     report = {
-        "generated_by": "python -m muser.kernels.aot",
+        "generated_by": "python -m tools.kernel_aot",
         "triton": triton.__version__,
         "kernel_sources_sha256": source_hash(),
         "config_fields": ["BLOCK_M", "BLOCK_N", "BLOCK_K", "(BLOCK_DV)", "num_warps", "num_stages"],
