@@ -302,7 +302,7 @@ class _PretrainRun:
             "wall_s": wall,
             "world_size": self.world,
             # what computed the loss: "auto" falls back to the reference when the Triton self-check fails
-            "loss_impl": self.trainee.loss.implementation(self.device),
+            "loss_impl": self.training.loss.implementation(self.device),
             "stopped": stopped,
             "skipped": self.stream.skipped,
             "checkpoint": str(RunFolder(self.out).last),

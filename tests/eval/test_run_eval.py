@@ -158,7 +158,7 @@ def test_cli_marble_probe_beside_logistic(shards, tmp_path):
     for run in marble["runs"]:
         assert run["hparams"]["epochs"] >= 1 and run["hparams"]["lr"] > 0  # what early stopping chose
     res = CliRunner().invoke(main, [*args[:-1], str(tmp_path / "bad"), "--probe", "svm"])
-    assert res.exit_code == 1 and "--probe must be a comma list of logistic, mlp, marble" in res.output
+    assert res.exit_code == 2 and "--probe must be a comma list of logistic, mlp, marble" in res.output
 
 
 @pytest.mark.slow

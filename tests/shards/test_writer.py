@@ -535,13 +535,14 @@ def test_held_out_fractions_split_tracks_without_splits_by_key_hash(tmp_path):
         write_shards(
             _cfg(tmp_path / "src", tmp_path / "out", valid_fraction=0.1, test_fraction=0.3), False, listing
         )
-    # a folder written before the options existed resumes with their defaults as no change
+    # a folder of a pre-release format (no record of the options) is refused in one sentence naming its
+    # version, never resumed under guessed options
     write_shards(_cfg(tmp_path / "src", tmp_path / "old"), False, listing)
     manifest = mf.read_manifest(tmp_path / "old")
     del manifest["options"]["valid_fraction"], manifest["options"]["test_fraction"]
     mf.write_manifest(tmp_path / "old", manifest)
-    assert write_shards(_cfg(tmp_path / "src", tmp_path / "old"), False, listing)["resumed"] == 30
-    assert set(mf.read_manifest(tmp_path / "old")["splits"]) == {"all"}
+    with pytest.raises(ValueError, match=r"written by muser .* does not record valid_fraction.*--overwrite"):
+        write_shards(_cfg(tmp_path / "src", tmp_path / "old"), False, listing)
 
 
 @pytest.mark.parametrize(
