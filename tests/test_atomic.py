@@ -196,13 +196,19 @@ def writers():
     w.close()
 
 
-def _kill_many(writers: _Writers, kind: str, folder: Path, kills: int, seed: int) -> tuple[set[int], int]:
-    """Kill a writing child `kills` times; returns the versions found and how many kills left a temp file
-    (so the test knows it hit writes in the middle, not only the gaps between them)."""
+def _kill_many(
+    writers: _Writers, kind: str, folder: Path, kills: int, seed: int, mid_writes: int = 1
+) -> tuple[set[int], int]:
+    """Kill a writing child `kills` times, and more (up to ten times as many) until `mid_writes` kills have
+    left a temp file; returns the versions found and how many kills left a temp file (so the test knows it
+    hit writes in the middle, not only the gaps between them). A fast write (JSON: milliseconds, most of
+    its loop spent serialising before the temp file opens) is hit mid-write by only some kills, so a fixed
+    count would make the test a coin toss on a busy machine."""
     rng = random.Random(seed)
     _write(kind, folder, 0)
-    found, mid_write = set(), 0
-    for i in range(1, kills + 1):
+    found, mid_write, i = set(), 0, 0
+    while i < kills or (mid_write < mid_writes and i < 10 * kills):
+        i += 1
         writers.kill_during_a_write(kind, folder, i * 10_000, rng)
         found.add(_read(kind, folder))  # old or new, never torn
         leftovers = [p for p in folder.iterdir() if temp_target(p.name) is not None]
@@ -235,7 +241,7 @@ def test_the_kills_do_tear_a_file_written_in_place(writers, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_many_kills(writers, tmp_path, kind):
-    found, mid_write = _kill_many(writers, kind, tmp_path, kills=100, seed=100 + KINDS.index(kind))
+    found, mid_write = _kill_many(writers, kind, tmp_path, kills=100, seed=100 + KINDS.index(kind), mid_writes=11)
     assert len(found) > 10 and mid_write > 10
 
 
