@@ -119,8 +119,12 @@ def test_embed_throughput(tmp_path):
         print(dict(row))
 
 
-CASES = {"100kx128": (100_000, 128), "1Mx128": (1_000_000, 128), "1Mx512": (1_000_000, 512)}
-CASES["10Mx128"] = (10_000_000, 128)
+CASES = {
+    "100kx128": (100_000, 128),
+    "1Mx128": (1_000_000, 128),
+    "1Mx512": (1_000_000, 512),
+    "10Mx128": (10_000_000, 128),
+}
 DEFAULT_CASES = ("100kx128",)
 QUERIES = 200
 BLOCK = 100_000  # rows generated, and added to an index, at a time (as parts are)

@@ -241,7 +241,9 @@ def test_the_kills_do_tear_a_file_written_in_place(writers, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_many_kills(writers, tmp_path, kind):
-    found, mid_write = _kill_many(writers, kind, tmp_path, kills=100, seed=100 + KINDS.index(kind), mid_writes=11)
+    found, mid_write = _kill_many(
+        writers, kind, tmp_path, kills=100, seed=100 + KINDS.index(kind), mid_writes=11
+    )
     assert len(found) > 10 and mid_write > 10
 
 
