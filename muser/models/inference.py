@@ -6,6 +6,9 @@ eval-mode model up to float rounding, computed with less work.
 - The mel front end's STFT runs through torch.stft (an FFT) instead of nnAudio's dense convolution with
   1024-tap kernels, with the very window nnAudio uses (the k = 0 cosine kernel is the window itself);
   only for a fixed (non-trainable) mel front end, whose kernels are exactly window x cos / sin.
+- On the CPU the spectrogram tower's 2-D convolutions run channels-last (NHWC), where oneDNN's kernels
+  are about 2.5x faster than on NCHW tensors for these narrow (16-128 channel) layers (measured on this
+  project's 2-core machine, one thread: 169 -> 70 ms for a batch of 32 3-s chunks); same values to ~1e-7.
 
 The original model is left untouched (training, export and `muser eval` keep their exact numerics).
 """
@@ -96,10 +99,23 @@ def _fold_batchnorms(module: nn.Module) -> int:
     return folded
 
 
+class _ChannelsLast(nn.Module):
+    """Runs `conv` on its input made channels-last; the layers after it keep that layout (each convolution
+    follows its input's, and the weights are channels-last too)."""
+
+    def __init__(self, conv: nn.Module) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.contiguous(memory_format=torch.channels_last))
+
+
 def inference_copy(model: nn.Module) -> nn.Module:
     """An eval-mode copy of `model` (a MUSER) for bulk embedding: BatchNorms folded into the preceding
-    convolutions, and the mel front end through an FFT when its kernels are the fixed DFT ones. Its
-    embeddings equal the model's up to float rounding (about 1e-6)."""
+    convolutions, the mel front end through an FFT when its kernels are the fixed DFT ones, and on the
+    CPU the spectrogram tower's convolutions channels-last. Its embeddings equal the model's up to float
+    rounding (about 1e-6)."""
     fast = copy.deepcopy(model).eval()
     for p in fast.parameters():
         p.requires_grad_(False)
@@ -107,4 +123,9 @@ def inference_copy(model: nn.Module) -> nn.Module:
     spec = getattr(fast, "spectrogram", None)
     if spec is not None and isinstance(spec.frontend, MelSpectrogram) and _fft_matches(spec.frontend):
         spec.frontend = FFTMelSpectrogram.from_mel(spec.frontend)
+    on_cpu = all(p.device.type == "cpu" for p in fast.parameters())
+    if spec is not None and on_cpu and isinstance(spec.stem[0], nn.Conv2d):
+        spec.stem.to(memory_format=torch.channels_last)
+        spec.stages.to(memory_format=torch.channels_last)
+        spec.stem[0] = _ChannelsLast(spec.stem[0])
     return fast

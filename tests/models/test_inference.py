@@ -15,6 +15,8 @@ def test_inference_copy_embeds_like_the_model_padded_or_not():
     fast = inference_copy(model)
     assert isinstance(fast.spectrogram.frontend, FFTMelSpectrogram)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.spectrogram.stages.modules())
+    convs = [m for m in fast.spectrogram.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
     wave = torch.randn(4, 16000) * 0.3
     length = torch.tensor([16000, 9000, 4000, 16000])
     wave[1, 9000:] = 0
