@@ -166,12 +166,21 @@ def run_jobs(plan: Plan, jobs: list[Job], model: Any, device: torch.device, labe
     """Embed the shards of `jobs`: the reader's chunks are regrouped per shard (`_Shard`: forwards that
     depend on the shard alone), run through an inference copy of the model (BatchNorm folded, FFT mel
     front end) and each shard's part committed as soon as all of its tracks are pooled (a shard with an
-    unreadable track waits for the end of the pass). Returns counts and where the time went."""
-    cfg, rate = plan.config, plan.info["sample_rate"]
+    unreadable track waits for the end of the pass); on the CPU each batch runs in parts across the
+    cores (feat.row_parallel). Returns counts and where the time went."""
     if not jobs:
         return {"tracks": 0, "seconds": 0.0, "unreadable": 0, "data_wait_s": 0.0, "model_s": 0.0}
     model = model.to(device).eval()
     chunk_fn = feat.model_chunk_fn(inference_copy(model), device, plan.info["tower"])
+    if device.type == "cpu":
+        with feat.row_parallel(chunk_fn, torch.get_num_threads()) as rows:
+            return _run_jobs(plan, jobs, model, rows, label)
+    return _run_jobs(plan, jobs, model, chunk_fn, label)
+
+
+def _run_jobs(plan: Plan, jobs: list[Job], model: Any, chunk_fn: feat.ChunkFn, label: str) -> dict:
+    """run_jobs with the chunk function fixed."""
+    cfg, rate = plan.config, plan.info["sample_rate"]
     chunk = max(1, round(cfg.chunk_seconds * rate))
     floor = min(chunk, rate)  # as the reader pads: a batch of very short chunks still feeds the towers
     owner = {key: j for j, job in enumerate(jobs) for key in job.keys}

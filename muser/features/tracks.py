@@ -12,6 +12,8 @@ import json
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,6 +245,40 @@ def align(ts: TrackSet, keys: list[str]) -> np.ndarray:
             f"{len(missing)} tracks have no features (e.g. {missing[0]}); delete the feature cache"
         )
     return ts.x[[pos[k] for k in keys]]
+
+
+PART_ROWS = 16  # rows per part of a batch split across CPU threads (a fixed size: the same bits everywhere)
+
+
+@contextmanager
+def row_parallel(chunk_fn: ChunkFn, threads: int) -> Iterator[ChunkFn]:
+    """chunk_fn with each batch cut into parts of PART_ROWS rows, each part run at one intra-op thread, on
+    up to `threads` Python threads at once (for the CPU). Measured on this project's 2-core machine (tiny
+    preset, 32 3-s chunks): 136 ms this way against 192 ms for one forward on two intra-op threads, whose
+    many small convolutions leave the second core mostly idle. Neither the parts nor the intra-op thread
+    count depend on `threads`, so the vectors are the same bits on any core count. The caller's intra-op
+    thread count is restored after each batch (text encoding and the rest of a run keep it)."""
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="muser-rows") if threads > 1 else None
+    mapper = pool.map if pool is not None else map
+
+    def part(audio: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():  # grad mode is per thread: a pool thread starts with it on
+            return chunk_fn(audio, length)
+
+    def run(audio: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        n = -(-audio.shape[0] // PART_ROWS)
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return torch.cat(list(mapper(part, audio.tensor_split(n), length.tensor_split(n))))
+        finally:
+            torch.set_num_threads(before)
+
+    try:
+        yield run
+    finally:
+        if pool is not None:
+            pool.shutdown()
 
 
 def model_chunk_fn(model: torch.nn.Module, device: torch.device, which: str | None = None) -> ChunkFn:

@@ -6,7 +6,18 @@ import numpy as np
 import torch
 
 from muser.eval.baselines import MFCCStats, mfcc_finalize
-from muser.features.tracks import TrackSet, cached, load_trackset, pool_chunks, save_trackset
+from muser.features.tracks import (
+    PART_ROWS,
+    TrackSet,
+    cached,
+    load_trackset,
+    model_chunk_fn,
+    pool_chunks,
+    row_parallel,
+    save_trackset,
+)
+from muser.models.inference import inference_copy
+from muser.models.muser import MUSER
 
 
 def test_trackset_round_trip_without_pickle(tmp_path):
@@ -97,3 +108,27 @@ def test_a_truncated_cache_is_recomputed(tmp_path):
     ts, was_cached = cached(path, compute)
     assert not was_cached and ts.keys == ["k", "l"] and len(calls) == 2
     assert cached(path, compute)[1] is True  # and the rewritten file reads back
+
+
+def test_row_parallel_gives_the_same_bits_on_any_thread_count():
+    """`muser embed` on the CPU cuts each batch into PART_ROWS-row parts run across threads: every thread
+    count gives the bits of running those parts one by one, each row is its own chunk's embedding, and the
+    intra-op thread count is back after each batch."""
+    torch.manual_seed(0)
+    fast = inference_copy(MUSER.from_preset("tiny").eval())
+    fn = model_chunk_fn(fast, torch.device("cpu"))
+    rows = PART_ROWS + 5  # two parts, the second one short
+    audio = torch.randn(rows, 16000) * 0.3
+    length = torch.full((rows,), 16000)
+    length[3], length[-1] = 9000, 5000
+    audio[3, 9000:], audio[-1, 5000:] = 0, 0
+    threads = torch.get_num_threads()
+    got = {}
+    for n in (1, 2, 3):
+        with torch.no_grad(), row_parallel(fn, n) as run:
+            got[n] = run(audio, length)
+            assert torch.get_num_threads() == threads
+    assert torch.equal(got[1], got[2]) and torch.equal(got[1], got[3])
+    with torch.no_grad():
+        alone = torch.cat([fn(audio[i : i + 1], length[i : i + 1]) for i in (0, 3, rows - 1)])
+    assert (got[2][[0, 3, rows - 1]] - alone).abs().max() < 1e-5
