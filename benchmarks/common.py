@@ -79,8 +79,9 @@ def cpu_model() -> str:
 
 @functools.cache  # one code version per process: a benchmark session does not edit its own code
 def code_version() -> str:
-    """The commit the code was measured at, "+dirty.<hash of the diff>" when muser/ or benchmarks/ have
-    uncommitted changes (two dirty trees of one commit are different code), or "unknown" outside git."""
+    """The last commit that changed muser/ or benchmarks/ (results aside), "+dirty.<hash of the diff>" when
+    they have uncommitted changes (two dirty trees of one commit are different code), or "unknown" outside
+    git. A commit of README, tests or results alone is the same code: rows measured before it still count."""
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -88,8 +89,9 @@ def code_version() -> str:
         ).stdout
 
     try:
-        head = git("rev-parse", "--short=12", "HEAD").strip()
-        diff = git("diff", "HEAD", "--", "muser", "benchmarks", ":!benchmarks/results")
+        code = ("--", "muser", "benchmarks", ":!benchmarks/results")
+        head = git("log", "-1", "--format=%H", *code).strip()[:12]
+        diff = git("diff", "HEAD", *code)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{head}+dirty.{hashlib.sha256(diff.encode()).hexdigest()[:8]}" if diff else head

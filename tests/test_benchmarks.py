@@ -99,6 +99,40 @@ def test_a_new_code_version_replaces_the_file(results, monkeypatch):
     assert data["code_version"] == "v2" and list(data["rows"]) == ["new"]
 
 
+def test_the_code_version_is_the_last_commit_of_the_code(tmp_path, monkeypatch):
+    """Committing README or results keeps the version (rows measured before still count); a change to
+    muser/ or benchmarks/ is a new version, dirty before its commit."""
+
+    def git(*args: str) -> str:
+        env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t"}
+        env["GIT_COMMITTER_EMAIL"] = "t@t"
+        done = subprocess.run(["git", *args], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    def version() -> str:
+        return common.code_version.__wrapped__()  # not the per-process cache
+
+    monkeypatch.setattr(common, "ROOT", tmp_path)
+    git("init", "-q")
+    for name in ("muser/a.py", "benchmarks/results/x.json", "README.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("1\n")
+    git("add", "-A")
+    git("commit", "-qm", "code")
+    first = version()
+    assert first == git("rev-parse", "--short=12", "HEAD")
+    for name in ("README.md", "benchmarks/results/x.json"):
+        (tmp_path / name).write_text("2\n")
+        git("commit", "-qam", "not code")
+        assert version() == first
+    (tmp_path / "muser/a.py").write_text("2\n")
+    dirty = version()
+    assert dirty.startswith(first + "+dirty.")
+    git("commit", "-qam", "code again")
+    assert version() == git("rev-parse", "--short=12", "HEAD") != first
+
+
 def test_a_smoke_run_judges_nothing(results, monkeypatch):
     monkeypatch.setenv(common.SMOKE_ENV, "1")
     with common.entry("b", "r") as row:
