@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from muser.models.pooling import zero_invalid
+
 _LAYERS = {1: (nn.Conv1d, nn.BatchNorm1d), 2: (nn.Conv2d, nn.BatchNorm2d)}
 
 
@@ -35,7 +37,7 @@ class ResBlock(nn.Module):
         # Zero padded frames before each 3-tap conv, so the last valid frame sees the same zero its unpadded
         # clip gets from the conv's own padding, and before the pool, whose last window may straddle the
         # valid end (ceil mode): after the ReLU every valid value is >= 0, so a zero never wins the max.
-        x = x.masked_fill(~valid, 0.0)
-        y = torch.relu(self.bn1(self.conv1(x))).masked_fill(~valid, 0.0)
+        x = zero_invalid(x, valid)
+        y = zero_invalid(torch.relu(self.bn1(self.conv1(x))), valid)
         y = self.bn2(self.conv2(y))
-        return self.pool(torch.relu(y + self.shortcut(x)).masked_fill(~valid, 0.0))
+        return self.pool(zero_invalid(torch.relu(y + self.shortcut(x)), valid))

@@ -16,7 +16,7 @@ from torch import nn
 
 from muser.config import SAMPLE_RATE
 from muser.models.blocks import ResBlock
-from muser.models.pooling import frame_mask, is_full, mean_max_pool
+from muser.models.pooling import frame_mask, is_full, mean_max_pool, zero_invalid
 from muser.models.recompute import run_stage
 
 LOG_EPS = 1e-6  # floor of log(power + eps): about -60 dB below a full-scale bin, keeps silence finite
@@ -208,7 +208,7 @@ class SpectrogramEncoder(nn.Module):
         counts = self.valid_frames(length.to(x.device), x.shape[-1])
         valid = frame_mask(counts[0], x.shape[-1])[:, None, None, :]
         conv, bn, relu, pool = self.stem  # masked as in ResBlock: before the conv and the ceil pool
-        x = pool(relu(bn(conv(x.masked_fill(~valid, 0.0)))).masked_fill(~valid, 0.0))
+        x = pool(zero_invalid(relu(bn(conv(zero_invalid(x, valid)))), valid))
         for stage, n in zip(self.stages, counts[1:], strict=False):
             x = run_stage(stage, x, frame_mask(n, x.shape[-1])[:, None, None, :], self.grad_checkpointing)
         keep = frame_mask(counts[-1], x.shape[-1])[:, None, :].expand(-1, x.shape[2], -1)

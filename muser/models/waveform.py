@@ -60,7 +60,8 @@ class WaveformEncoder(nn.Module):
         samples, then floor division by each stage's pool (MaxPool1d drops a trailing partial window).
         """
         conv = self.frontend[0]
-        k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+        # [-1]: the time axis, also in the inference copy's (1, k) 2-D front end (models/inference.py)
+        k, s, p = conv.kernel_size[-1], conv.stride[-1], conv.padding[-1]
         n = torch.div(length.long() + 2 * p - k, s, rounding_mode="floor") + 1
         counts = [n.clamp(1, frames)]
         for _ in self.stages:
@@ -75,12 +76,19 @@ class WaveformEncoder(nn.Module):
         Padded frames still enter BatchNorm's batch statistics in training (only the pooling and the
         conv inputs are masked); in eval mode a padded clip embeds like the unpadded clip.
         """
-        x = self.frontend(wave.unsqueeze(1))
+        x = self.frontend(self.lift(wave))
         if is_full(length, wave.shape[-1]):
             for stage in self.stages:
                 x = run_stage(stage, x, None, self.grad_checkpointing)
-            return mean_max_pool(x)
+            return mean_max_pool(x.flatten(2))
         counts = self.valid_frames(length.to(x.device), x.shape[-1])
+        ones = (1,) * (x.dim() - 2)  # masks broadcast over channels (and the planar copy's unit axis)
         for stage, n in zip(self.stages, counts, strict=False):
-            x = run_stage(stage, x, frame_mask(n, x.shape[-1])[:, None, :], self.grad_checkpointing)
-        return mean_max_pool(x, frame_mask(counts[-1], x.shape[-1]))
+            valid = frame_mask(n, x.shape[-1]).view(x.shape[0], *ones, x.shape[-1])
+            x = run_stage(stage, x, valid, self.grad_checkpointing)
+        return mean_max_pool(x.flatten(2), frame_mask(counts[-1], x.shape[-1]))
+
+    def lift(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, T) audio -> the front end's input, (B, 1, T). The inference copy's planar tower
+        (models/inference.py) lifts to (B, 1, 1, T) instead; everything after follows the rank."""
+        return wave.unsqueeze(1)
