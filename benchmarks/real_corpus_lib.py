@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,11 @@ class Variant:
     text_encoder: str | None = None  # None: the built-in text tower
     protocols: str = "probe,zeroshot,retrieval"
     fractions: tuple[float, ...] = FRACTIONS
+    # Recipe rows: PT with one choice changed (ModelConfig / DataConfig / TrainConfig field overrides).
+    model: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    step_scale: float = 1.0  # steps = $MUSER_REAL_STEPS x this (a bigger batch at the same samples seen)
 
 
 MINILM = Path(__file__).resolve().parent.parent.parent / "shared" / "models" / "all-MiniLM-L6-v2"
@@ -57,10 +62,34 @@ VARIANTS = (
         fractions=(1.0,),
     ),
 )
+
+
+def _recipe(key: str, name: str, **overrides: Any) -> Variant:
+    return Variant(key, name, ("at", "st"), "both", fractions=(1.0,), **overrides)
+
+
+# The recipe study: each row is PT with one choice changed, run at PT's seeds and budget, so a row and PT
+# at the same seed differ in that choice only (the paired difference in the recipe table).
+RECIPE = (
+    _recipe("sigmoid", "PT, sigmoid loss (SigLIP)", train={"loss": "sigmoid"}),
+    _recipe("nodrop", "PT, no field dropout (0.2 -> 0)", data={"field_dropout": 0.0}),
+    _recipe("nospecaug", "PT, no SpecAugment", model={"specaugment": False}),
+    _recipe(
+        "waveaug",
+        "PT + waveform gain ±6 dB, shift, mix ≤ 0.3",
+        model={"wave_gain_db": 6.0, "wave_shift": True, "wave_mix": 0.3},
+    ),
+    _recipe("crop15", "PT, 1.5-s crops (3 -> 1.5)", data={"crop_seconds": 1.5}),
+    _recipe(
+        "batch32", "PT, batch 32 at half the steps (same samples)", data={"batch_size": 32}, step_scale=0.5
+    ),
+)
+VARIANTS = VARIANTS + RECIPE
 PT_FT = "PT+FT (PT, then contrastive fine-tuning on train labels)"
 RANDOM = "random weights (PT architecture)"
 MFCC = "MFCC mean+std (40-d)"
-TABLE_ORDER = ["ae", "nospec", "pt", "ptft", "minilm", "random", "mfcc"]
+TABLE_ORDER = ["ae", "nospec", "pt", "ptft", "random", "mfcc"]
+RECIPE_ORDER = ["pt", "minilm", *(v.key for v in RECIPE)]
 LABELS = {v.key: v.name for v in VARIANTS} | {"ptft": PT_FT, "random": RANDOM, "mfcc": MFCC}
 
 
@@ -134,8 +163,8 @@ def result_name() -> str:
 
 
 def variants() -> list[Variant]:
-    """$MUSER_REAL_ROWS (comma list of pt, nospec, ae, minilm; default pt,nospec,ae, plus minilm when
-    ../shared/models/all-MiniLM-L6-v2 exists), in the order given."""
+    """$MUSER_REAL_ROWS (comma list of pt, nospec, ae, minilm and the recipe rows; default pt,nospec,ae,
+    plus minilm when ../shared/models/all-MiniLM-L6-v2 exists), in the order given."""
     default = "pt,nospec,ae" + (",minilm" if MINILM.is_dir() else "")
     keys = [k.strip() for k in os.environ.get("MUSER_REAL_ROWS", default).split(",") if k.strip()]
     by_key = {v.key: v for v in VARIANTS}
@@ -243,9 +272,6 @@ def reading(rows: dict[str, dict[str, Any]]) -> str:
     ft = cell("ptft", "finetune@1/accuracy")
     if ft and zs:
         parts.append(f"PT+FT: {_paired(ft, zs) or 'not paired'} over PT's zero-shot.")
-    mini = _paired(cell("minilm"), cell("pt"))
-    if mini:
-        parts.append(f"MiniLM-L6 text encoder vs built-in (same budget): {mini}.")
     few = []
     for frac in (0.01, 0.05, 0.1):
         k = f"probe-logistic@{frac:g}/accuracy"
@@ -255,6 +281,63 @@ def reading(rows: dict[str, dict[str, Any]]) -> str:
     if few:
         parts.append("Few-shot (fraction: PT vs MFCC logistic %): " + "; ".join(few) + ".")
     return " ".join(parts)
+
+
+def row_seeds(data: dict[str, Any], key: str) -> list[int]:
+    """The pretraining seed of each of a row's per-seed values, in order (random weights and PT+FT come
+    from PT's runs)."""
+    source = "pt" if key in ("random", "ptft") else key
+    return [r["seed"] for r in data.get("runs", []) if r["row"] == source]
+
+
+def by_seed(data: dict[str, Any], key: str, cell: str) -> dict[int, float]:
+    """seed -> a row's value of one cell."""
+    row = data.get("rows", {}).get(key)
+    if not row:
+        return {}
+    return {s: v[cell] for s, v in zip(row_seeds(data, key), row["per_seed"], strict=False) if cell in v}
+
+
+def paired_vs_pt(data: dict[str, Any], key: str, cell: str) -> str:
+    """A row minus PT at the seeds both ran, in points: mean (± std when several seeds)."""
+    a, b = by_seed(data, key, cell), by_seed(data, "pt", cell)
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return "–"
+    d = np.array([100 * (a[s] - b[s]) for s in seeds])
+    return f"{d.mean():+.1f}" + (f" ± {d.std():.1f}" if len(d) > 1 else "") + f" (seeds {seeds})"
+
+
+RECIPE_COLUMNS = (
+    ("probe-logistic@1/accuracy", "logistic"),
+    ("zeroshot/accuracy", "zero-shot"),
+    ("retrieval/mAP", "retrieval mAP"),
+)
+
+
+def recipe_table(data: dict[str, Any]) -> list[str]:
+    """The recipe study: each choice against PT at the same seeds (the paired columns are what to read;
+    PT's own seed-to-seed spread is the yardstick for a row with one seed)."""
+    rows = data.get("rows", {})
+    head = " | ".join(h for _, h in RECIPE_COLUMNS)
+    deltas = " | ".join(f"Δ {h} vs PT" for _, h in RECIPE_COLUMNS[:2])
+    lines = [f"| row | {head} | n | {deltas} | trainer samples/s |", "|---|" + "---:|" * 7]
+    for key in RECIPE_ORDER:
+        if key not in rows:
+            continue
+        rates = [r["pretrain"].get("samples_per_s") for r in data.get("runs", []) if r["row"] == key]
+        rates = [r for r in rates if r]
+        rate = "–" if not rates else f"{np.mean(rates):.1f}"
+        cells = rows[key]["cells"]
+        paired = ["–" if key == "pt" else paired_vs_pt(data, key, k) for k, _ in RECIPE_COLUMNS[:2]]
+        lines.append(
+            f"| {LABELS[key]} | "
+            + " | ".join(_cell(cells, k) for k, _ in RECIPE_COLUMNS)
+            + f" | {rows[key].get('n', '–')} | "
+            + " | ".join(paired)
+            + f" | {rate} |"
+        )
+    return lines
 
 
 def figure(rows: dict[str, dict[str, Any]], path: Path) -> None:
@@ -290,12 +373,12 @@ def figure(rows: dict[str, dict[str, Any]], path: Path) -> None:
 
 
 def write(data: dict[str, Any], name: str = NAME) -> None:
-    """<name>.json, .md and .png under benchmarks/results/ from the whole result so far."""
+    """<name>.json, .md and .png in the results folder (benchmarks/results/) from the whole result so far."""
     data["machine"] = common.machine_info()
     common.write_result(name, data)
     rows = data.get("rows", {})
-    figure(rows, common.RESULTS / f"{name}.png")
-    (common.RESULTS / f"{name}.md").write_text(markdown(data))
+    figure(rows, common.results_dir() / f"{name}.png")
+    (common.results_dir() / f"{name}.md").write_text(markdown(data))
 
 
 def merge(names: list[str], into: str = NAME) -> dict[str, Any]:
@@ -346,6 +429,20 @@ def markdown(data: dict[str, Any]) -> str:
         *table(rows),
         "",
         "![Figure 2](real_corpus.png)",
+        *(
+            [
+                "",
+                "## The recipe study: PT with one choice changed",
+                "",
+                "Each row is PT with one choice changed, at PT's budget; Δ is the row minus PT at the same "
+                "pretraining seed, in points. The trainer's samples/s excludes "
+                "evaluation; rows run two at a time on the 2 cores are slower than a quiet run.",
+                "",
+                *recipe_table(data),
+            ]
+            if any(k in rows for k in RECIPE_ORDER[1:])
+            else []
+        ),
         "",
         "**Reading (computed from the numbers).** " + reading(rows),
         "",

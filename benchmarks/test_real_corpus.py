@@ -11,7 +11,8 @@ MARBLE probes, zero-shot, text-to-audio retrieval, PT+FT; few-shot curve at 1-10
 
 Rows (same steps per row, $MUSER_REAL_SEEDS pretraining seeds each): AE only (audio-only contrastive L(A,S),
 no text, probed on the waveform tower), w/o spec (L(A,T) only), PT (L(A,T)+L(S,T)), PT+FT, random weights
-of PT's architecture (one init per seed), MFCC; optionally PT with the MiniLM-L6 text encoder.
+of PT's architecture (one init per seed), MFCC; optionally PT with the MiniLM-L6 text encoder, and the
+recipe rows (real_corpus_lib.RECIPE: PT with one choice changed, e.g. MUSER_REAL_ROWS=sigmoid,waveaug).
 Budget knob: $MUSER_REAL_STEPS (pretraining steps per run); $MUSER_REAL_ROWS picks rows.
 
 Writes benchmarks/results/real_corpus.json, .md and .png after every run, so a stopped run keeps what it
@@ -100,12 +101,13 @@ def corpus() -> dict[str, Any]:
 def _pretrain(corpus: dict[str, Any], variant: lib.Variant, seed: int, out: Path) -> dict[str, Any]:
     from muser.train import pretrain
 
-    steps = lib.steps()
-    model = dataclasses.replace(
-        preset("tiny"), audio_embedding=variant.audio_embedding, text_encoder=variant.text_encoder
+    steps = max(4, round(lib.steps() * variant.step_scale))
+    model = preset(
+        "tiny", audio_embedding=variant.audio_embedding, text_encoder=variant.text_encoder, **variant.model
     )
     shards = [str(corpus["gtzan"][0])] + [str(p) for p, _ in corpus["untagged"].values()]
     data = DataConfig(shards=shards, split=None, batch_size=BATCH, crop_seconds=CROP_SECONDS, num_workers=1)
+    data = dataclasses.replace(data, **variant.data)
     train = TrainConfig(
         output=str(out),
         steps=steps,
@@ -116,6 +118,7 @@ def _pretrain(corpus: dict[str, Any], variant: lib.Variant, seed: int, out: Path
         log_every=max(1, steps // 10),
         seed=seed,
     )
+    train = dataclasses.replace(train, **variant.train)
     t0 = time.perf_counter()
     result = pretrain(data, model, train)
     return {
@@ -264,10 +267,13 @@ def test_measure_real_corpus_table2_and_figure2(corpus: dict[str, Any], tmp_path
             data["runs"].append(run_info)
             data["wall_s"] = time.perf_counter() - t_start
             lib.write(data, lib.result_name())
-    # Sanity only: every row has its cells, every value is a probability.
-    assert {"pt", "random", "mfcc"} <= set(rows)
+    # Sanity only: every row asked for (and PT's companions when PT ran) has its cells for every seed,
+    # and every value is a probability.
+    ran = [v.key for v in variants if not v.text_encoder or Path(v.text_encoder).is_dir()]
+    assert set(ran) | ({"random", "ptft", "mfcc"} if "pt" in ran else set()) <= set(rows)
+    for key in ran:
+        assert rows[key]["n"] == seeds, key
     for row in rows.values():
         assert row["cells"], row
         for cell in row["cells"].values():
             assert all(0.0 <= v <= 1.0 for v in cell["values"]), cell
-    assert rows["pt"]["n"] == seeds

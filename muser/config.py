@@ -88,6 +88,9 @@ class ModelConfig:
     specaug_masks: int = 2  # masks of each kind (frequency, time) per example
     specaug_freq_width: int = 8  # widest frequency mask in bins
     specaug_time_width: int = 20  # widest time mask in frames
+    wave_gain_db: float = 0.0  # training-mode random gain in [-x, +x] dB per example (0 = off)
+    wave_shift: bool = False  # training-mode circular time shift within each example's valid samples
+    wave_mix: float = 0.0  # training-mode mix of another batch track at weight in [0, x] (0 = off)
     # text tower
     text_encoder: str | None = None  # transformers model dir or hub id; None = small encoder built in code
     text_hidden: int = 128  # built-in encoder width

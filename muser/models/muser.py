@@ -18,6 +18,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from muser.atomic import atomic_dir, atomic_write, atomic_write_json
 from muser.config import TOWERS, ModelConfig, from_dict, preset, to_dict
 from muser.hub import resolve_model
+from muser.models.augment import WaveAugment
 from muser.models.spectrogram import SpectrogramEncoder
 from muser.models.text import TextEncoder
 from muser.models.tokenizer import Tokenize
@@ -118,6 +119,7 @@ class MUSER(nn.Module):
             specaug_freq_width=config.specaug_freq_width,
             specaug_time_width=config.specaug_time_width,
         )
+        self.wave_augment = WaveAugment(config.wave_gain_db, config.wave_shift, config.wave_mix)
         self.text = text
         d = config.embed_dim
         # W_a, W_s, W_t: bias-free linear maps as in CLIP (a bias only shifts every embedding alike).
@@ -221,6 +223,7 @@ class MUSER(nn.Module):
         if "audio" in batch:
             wave = check_audio(batch["audio"], self.min_samples).to(self.device)
             length = check_length(batch.get("length"), wave)
+            wave = self.wave_augment(wave, length)  # identity in eval mode
             out["audio"] = self._embed_waveform(wave, length)
             out["spec"] = self._embed_spectrogram(wave, length)
         if "input_ids" in batch:
