@@ -6,7 +6,16 @@ from __future__ import annotations
 import click
 
 from muser.commands.options import override_option, user_errors
-from muser.config import DEFAULT_PRESET, LOSS_TERMS, LOSSES, PRECISIONS, PRESETS, DataConfig, TrainConfig
+from muser.config import (
+    DEFAULT_PRESET,
+    LOSS_TERMS,
+    LOSSES,
+    PRECISIONS,
+    PRESETS,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+)
 
 # option name -> (config section, field); options left at None keep the config's (or resumed run's) value.
 _PRETRAIN_FIELDS = {
@@ -16,6 +25,11 @@ _PRETRAIN_FIELDS = {
     "batch_size": ("data", "batch_size"),
     "workers": ("data", "num_workers"),
     "templates": ("data", "templates"),
+    "field_dropout": ("data", "field_dropout"),
+    "specaugment": ("model", "specaugment"),
+    "wave_gain_db": ("model", "wave_gain_db"),
+    "wave_shift": ("model", "wave_shift"),
+    "wave_mix": ("model", "wave_mix"),
     "gpus": ("train", "gpus"),
     "procs": ("train", "procs"),
     "nnodes": ("train", "nnodes"),
@@ -124,6 +138,23 @@ _PRETRAIN_FIELDS = {
 @click.option("--report-to", help="Trackers: tensorboard,wandb,trackio or none (default: tensorboard).")
 @override_option("--seed", TrainConfig, "seed", int, "Seed of the init and the data stream")
 @click.option("--templates", type=click.Path(exists=True, dir_okay=False), help="Templates file.")
+@override_option(
+    "--field-dropout", DataConfig, "field_dropout", float, "Chance of leaving out each optional caption field"
+)
+@click.option(
+    "--specaugment/--no-specaugment",
+    default=None,
+    help=f"Time/frequency masks on the spectrogram in training (default {ModelConfig.specaugment}).",
+)
+@override_option("--wave-gain-db", ModelConfig, "wave_gain_db", float, "Random gain in training, ± dB")
+@click.option(
+    "--wave-shift/--no-wave-shift",
+    default=None,
+    help=f"Circular time shift of each training clip (default {ModelConfig.wave_shift}).",
+)
+@override_option(
+    "--wave-mix", ModelConfig, "wave_mix", float, "Mix in another batch track at a weight up to this"
+)
 @override_option("--workers", DataConfig, "num_workers", int, "Data-loading processes per rank")
 @click.option("--resume", is_flag=True, help="Continue RUN from last.pt (options given again override).")
 @user_errors
@@ -158,7 +189,7 @@ def pretrain(
     from muser.train.display import summary_table
     from muser.train.run_folder import run_configs
 
-    overrides: dict[str, dict] = {"data": {}, "train": {}}
+    overrides: dict[str, dict] = {"data": {}, "model": {}, "train": {}}
     for option, (section, field_name) in _PRETRAIN_FIELDS.items():
         value = options.get(option)
         if value is None or value == ():

@@ -35,7 +35,8 @@ def run_configs(
     or, with `resume`, over the run's own config.json, so options given again win and the rest continue.
 
     model: the architecture when chosen now (a preset, a text encoder); None keeps the resumed run's, or
-    the tiny preset for a new run. Raises ValueError naming the problem.
+    the tiny preset for a new run. overrides["model"] (training-mode augmentation fields) applies on top
+    of either. Raises ValueError naming the problem.
     """
     saved: dict[str, Any] = {}
     path = RunFolder(output).config
@@ -63,6 +64,7 @@ def run_configs(
         model_dict = saved["model"]
     else:
         model_dict = to_dict(preset(DEFAULT_PRESET))
+    model_dict = {**model_dict, **overrides.get("model", {})}
     try:
         return (
             from_dict(DataConfig, sections["data"]),

@@ -242,9 +242,20 @@ def test_cli_smoke_and_resume_from_the_run_folder(shards, tmp_path):
         "at,st,as",
         "--grad-accum",
         "2",
+        "--field-dropout",
+        "0",
+        "--no-specaugment",
+        "--wave-gain-db",
+        "6",
+        "--wave-shift",
+        "--wave-mix",
+        "0.3",
     ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
+    chosen = {"specaugment": False, "wave_gain_db": 6.0, "wave_shift": True, "wave_mix": 0.3}
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["field_dropout"] == 0.0 and chosen.items() <= config["model"].items()
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["steps"] == 3 and "loss_as" in json.loads(
         (out / "metrics.jsonl").read_text().splitlines()[0]
@@ -258,8 +269,11 @@ def test_cli_smoke_and_resume_from_the_run_folder(shards, tmp_path):
         4,
         5,
     ]
+    assert chosen.items() <= json.loads((out / "config.json").read_text())["model"].items()  # kept
     fresh = CliRunner().invoke(main, args)  # the same folder without --resume must not clobber the run
     assert fresh.exit_code == 2 and "--resume" in fresh.output
+    bad = CliRunner().invoke(main, [*args[:4], str(tmp_path / "bad"), "--wave-mix", "2"])
+    assert bad.exit_code == 2 and "mix in [0, 1]" in bad.output and "Traceback" not in bad.output
 
 
 def test_sigterm_in_a_subprocess_leaves_a_loadable_checkpoint(shards, tmp_path):
