@@ -382,23 +382,40 @@ def write(data: dict[str, Any], name: str = NAME) -> None:
 
 
 def merge(names: list[str], into: str = NAME) -> dict[str, Any]:
-    """Join results files of processes that ran different pretraining seeds: per-seed values, wall times
-    and runs are concatenated and the cells recomputed; MFCC (deterministic) comes from the first file
-    that has it. The setup's seeds become the number of seeds joined; wall_s is the longest process."""
+    """Join results files of processes that ran different pretraining seeds or rows: per-seed values,
+    wall times and runs are concatenated and the cells recomputed; MFCC (deterministic) comes from the
+    first file that has it. A (row, seed) that an earlier file already holds is left out and listed under
+    "duplicates" (a rerun to check determinism must not count as another seed). Files of different step
+    budgets are refused: their rows would not be comparable. The setup's seeds become the largest n;
+    wall_s is the longest process."""
     parts = [common.read_result(n) for n in names]
+    budgets = {n: p.get("setup", {}).get("steps") for n, p in zip(names, parts, strict=True)}
+    if len(set(budgets.values())) > 1:
+        raise ValueError(f"cannot merge runs of different step budgets: {budgets}")
     out = {k: v for k, v in parts[0].items() if k not in ("rows", "runs")}
-    out["rows"], out["runs"], out["merged_from"] = {}, [], names
-    for part in parts:
-        out["runs"] += part.get("runs", [])
+    out["rows"], out["runs"], out["merged_from"], out["duplicates"] = {}, [], names, []
+    seen: set[tuple[str, int]] = set()
+    for name, part in zip(names, parts, strict=True):
+        fresh = {(r["row"], r["seed"]) for r in part.get("runs", [])} - seen
         for key, row in part.get("rows", {}).items():
             if key == "mfcc":
                 out["rows"].setdefault("mfcc", row)
                 continue
+            source = "pt" if key in ("random", "ptft") else key
             into_row = out["rows"].setdefault(key, {"per_seed": []})
-            into_row["per_seed"] += row["per_seed"]
-            for wall in ("pretrain_s",):
-                if wall in row:
-                    into_row.setdefault(wall, []).extend(row[wall])
+            walls = row.get("pretrain_s")
+            for i, (seed, values) in enumerate(zip(row_seeds(part, key), row["per_seed"], strict=True)):
+                if (source, seed) not in fresh:
+                    continue
+                into_row["per_seed"].append(values)
+                if walls:
+                    into_row.setdefault("pretrain_s", []).append(walls[i])
+        for run in part.get("runs", []):
+            if (run["row"], run["seed"]) in fresh:
+                out["runs"].append(run)
+            else:
+                out["duplicates"].append({"file": name, "row": run["row"], "seed": run["seed"]})
+        seen |= fresh
     for key, row in out["rows"].items():
         if key != "mfcc":
             row["cells"], row["n"] = summarise(row["per_seed"]), len(row["per_seed"])

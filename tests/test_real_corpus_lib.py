@@ -1,0 +1,88 @@
+"""The real-corpus report (benchmarks/real_corpus_lib.py) without the corpus: joining the results files of
+separate processes keeps one value per (row, seed) and refuses mixed step budgets, the recipe table pairs
+a row with PT at the same seeds, and recipe rows change only their own field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import common
+from benchmarks import real_corpus_lib as lib
+
+LOGISTIC, ZS = "probe-logistic@1/accuracy", "zeroshot/accuracy"
+
+
+def _part(steps: int, runs: list[tuple[str, int, float, float]]) -> dict:
+    """A results file: runs of (row, seed, logistic, zero-shot); a pt run brings random and ptft rows."""
+    rows: dict = {}
+    for row, seed, probe, zs in runs:
+        rows.setdefault(row, {"per_seed": [], "pretrain_s": []})
+        rows[row]["per_seed"].append({LOGISTIC: probe, ZS: zs})
+        rows[row]["pretrain_s"].append(60.0 + seed)
+        if row == "pt":
+            rows.setdefault("random", {"per_seed": []})["per_seed"].append({LOGISTIC: 0.3 + seed / 100})
+            rows.setdefault("ptft", {"per_seed": []})["per_seed"].append({"finetune@1/accuracy": zs})
+    for row in rows.values():
+        row["cells"], row["n"] = lib.summarise(row["per_seed"]), len(row["per_seed"])
+    return {
+        "setup": {"steps": steps, "text": ""},
+        "rows": rows,
+        "runs": [{"row": r, "seed": s, "pretrain": {"samples_per_s": 10.0}} for r, s, _, _ in runs],
+    }
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    monkeypatch.setenv("MUSER_BENCH_RESULTS", str(tmp_path))
+
+    def put(name: str, data: dict) -> None:
+        (tmp_path / f"{name}.json").write_text(json.dumps(data))
+
+    return put
+
+
+def test_merge_keeps_one_value_per_row_and_seed(results):
+    results("a", _part(800, [("pt", 0, 0.50, 0.30), ("pt", 1, 0.52, 0.34)]))
+    # b reruns pt seed 0 (a determinism check, slightly different) and adds a recipe row at seed 0.
+    results("b", _part(800, [("sigmoid", 0, 0.40, 0.20), ("pt", 0, 0.99, 0.99)]))
+    out = lib.merge(["a", "b"], into="joined")
+    assert out["rows"]["pt"]["cells"][LOGISTIC]["values"] == [0.50, 0.52]
+    assert out["rows"]["pt"]["pretrain_s"] == [60.0, 61.0]
+    assert out["rows"]["random"]["n"] == 2 and out["rows"]["ptft"]["n"] == 2
+    assert out["rows"]["sigmoid"]["n"] == 1
+    assert out["duplicates"] == [{"file": "b", "row": "pt", "seed": 0}]
+    assert [(r["row"], r["seed"]) for r in out["runs"]] == [("pt", 0), ("pt", 1), ("sigmoid", 0)]
+    assert json.loads((common.results_dir() / "joined.json").read_text())["rows"]["pt"]["n"] == 2
+
+
+def test_merge_refuses_different_budgets(results):
+    results("a", _part(800, [("pt", 0, 0.5, 0.3)]))
+    results("c", _part(2000, [("pt", 1, 0.5, 0.3)]))
+    with pytest.raises(ValueError, match="different step budgets"):
+        lib.merge(["a", "c"], into="joined")
+
+
+def test_the_recipe_table_pairs_rows_with_pt_at_the_same_seeds(results):
+    results("a", _part(800, [("pt", 0, 0.50, 0.30), ("pt", 1, 0.60, 0.40), ("pt", 2, 0.55, 0.35)]))
+    results("b", _part(800, [("nodrop", 2, 0.45, 0.45), ("nodrop", 1, 0.62, 0.50)]))
+    out = lib.merge(["a", "b"], into="joined")
+    assert lib.paired_vs_pt(out, "nodrop", LOGISTIC) == "-4.0 ± 6.0 (seeds [1, 2])"
+    assert lib.paired_vs_pt(out, "nodrop", ZS) == "+10.0 ± 0.0 (seeds [1, 2])"
+    table = "\n".join(lib.recipe_table(out))
+    assert "PT, no field dropout (0.2 -> 0)" in table and "-4.0 ± 6.0 (seeds [1, 2])" in table
+    assert "## The recipe study" in (common.results_dir() / "joined.md").read_text()
+
+
+def test_recipe_rows_are_pt_with_one_choice_changed():
+    pt = next(v for v in lib.VARIANTS if v.key == "pt")
+    for row in lib.RECIPE:
+        assert (row.loss_terms, row.audio_embedding, row.text_encoder) == (
+            pt.loss_terms,
+            pt.audio_embedding,
+            pt.text_encoder,
+        )
+        assert len(row.model) + len(row.data) + len(row.train) >= 1, row.key
+    keys = [v.key for v in lib.VARIANTS]
+    assert len(keys) == len(set(keys))
