@@ -83,6 +83,7 @@ RECIPE = (
     _recipe(
         "batch32", "PT, batch 32 at half the steps (same samples)", data={"batch_size": 32}, step_scale=0.5
     ),
+    _recipe("lr1e3", "PT, lr 1e-3 (2e-3 -> 1e-3)", train={"lr": 1e-3}),
 )
 VARIANTS = VARIANTS + RECIPE
 PT_FT = "PT+FT (PT, then contrastive fine-tuning on train labels)"
