@@ -80,6 +80,13 @@ RECIPE = (
         model={"wave_gain_db": 6.0, "wave_shift": True, "wave_mix": 0.3},
     ),
     _recipe("crop15", "PT, 1.5-s crops (3 -> 1.5)", data={"crop_seconds": 1.5}),
+    # Half-length crops run about 1.5x as many steps per CPU-second: this row spends PT's CPU time.
+    _recipe(
+        "crop15x",
+        "PT, 1.5-s crops at 1.5x the steps (same CPU time)",
+        data={"crop_seconds": 1.5},
+        step_scale=1.5,
+    ),
     _recipe(
         "batch32", "PT, batch 32 at half the steps (same samples)", data={"batch_size": 32}, step_scale=0.5
     ),
