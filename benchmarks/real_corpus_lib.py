@@ -386,7 +386,7 @@ def write(data: dict[str, Any], name: str = NAME) -> None:
     common.write_result(name, data)
     rows = data.get("rows", {})
     figure(rows, common.results_dir() / f"{name}.png")
-    (common.results_dir() / f"{name}.md").write_text(markdown(data))
+    (common.results_dir() / f"{name}.md").write_text(markdown(data, name))
 
 
 def merge(names: list[str], into: str = NAME) -> dict[str, Any]:
@@ -394,12 +394,13 @@ def merge(names: list[str], into: str = NAME) -> dict[str, Any]:
     wall times and runs are concatenated and the cells recomputed; MFCC (deterministic) comes from the
     first file that has it. A (row, seed) that an earlier file already holds is left out and listed under
     "duplicates" (a rerun to check determinism must not count as another seed). Files of different step
-    budgets are refused: their rows would not be comparable. The setup's seeds become the largest n;
-    wall_s is the longest process."""
+    budgets or base recipes (batch, crop, lr) are refused: their rows would not be comparable. The setup's
+    seeds become the largest n; wall_s is the longest process."""
     parts = [common.read_result(n) for n in names]
-    budgets = {n: p.get("setup", {}).get("steps") for n, p in zip(names, parts, strict=True)}
+    recipe = ("steps", "batch_size", "crop_seconds", "lr")
+    budgets = {n: tuple(p.get("setup", {}).get(k) for k in recipe) for n, p in zip(names, parts, strict=True)}
     if len(set(budgets.values())) > 1:
-        raise ValueError(f"cannot merge runs of different step budgets: {budgets}")
+        raise ValueError(f"cannot merge runs of different budgets or recipes {recipe}: {budgets}")
     out = {k: v for k, v in parts[0].items() if k not in ("rows", "runs")}
     out["rows"], out["runs"], out["merged_from"], out["duplicates"] = {}, [], names, []
     seen: set[tuple[str, int]] = set()
@@ -435,7 +436,7 @@ def merge(names: list[str], into: str = NAME) -> dict[str, Any]:
     return out
 
 
-def markdown(data: dict[str, Any]) -> str:
+def markdown(data: dict[str, Any], name: str = NAME) -> str:
     rows = data.get("rows", {})
     setup = data.get("setup", {})
     m = data.get("machine", {})
@@ -453,7 +454,7 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         *table(rows),
         "",
-        "![Figure 2](real_corpus.png)",
+        f"![Figure 2]({name}.png)",
         *(
             [
                 "",

@@ -60,7 +60,7 @@ def test_merge_keeps_one_value_per_row_and_seed(results):
 def test_merge_refuses_different_budgets(results):
     results("a", _part(800, [("pt", 0, 0.5, 0.3)]))
     results("c", _part(2000, [("pt", 1, 0.5, 0.3)]))
-    with pytest.raises(ValueError, match="different step budgets"):
+    with pytest.raises(ValueError, match="different budgets or recipes"):
         lib.merge(["a", "c"], into="joined")
 
 
