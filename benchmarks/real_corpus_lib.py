@@ -404,6 +404,8 @@ def merge(names: list[str], into: str = NAME) -> dict[str, Any]:
     out = {k: v for k, v in parts[0].items() if k not in ("rows", "runs")}
     out["rows"], out["runs"], out["merged_from"], out["duplicates"] = {}, [], names, []
     seen: set[tuple[str, int]] = set()
+    kept: dict[tuple[str, int], dict[str, float]] = {}
+    same: dict[tuple[str, int], bool] = {}  # (run's row, seed) of a rerun -> all its values equal
     for name, part in zip(names, parts, strict=True):
         fresh = {(r["row"], r["seed"]) for r in part.get("runs", [])} - seen
         for key, row in part.get("rows", {}).items():
@@ -415,7 +417,11 @@ def merge(names: list[str], into: str = NAME) -> dict[str, Any]:
             walls = row.get("pretrain_s")
             for i, (seed, values) in enumerate(zip(row_seeds(part, key), row["per_seed"], strict=True)):
                 if (source, seed) not in fresh:
+                    if (key, seed) in kept:  # a rerun: PT's random and PT+FT values count as PT's
+                        equal = kept[(key, seed)] == values
+                        same[(source, seed)] = same.get((source, seed), True) and equal
                     continue
+                kept[(key, seed)] = values
                 into_row["per_seed"].append(values)
                 if walls:
                     into_row.setdefault("pretrain_s", []).append(walls[i])
@@ -425,6 +431,8 @@ def merge(names: list[str], into: str = NAME) -> dict[str, Any]:
             else:
                 out["duplicates"].append({"file": name, "row": run["row"], "seed": run["seed"]})
         seen |= fresh
+    for dup in out["duplicates"]:
+        dup["identical"] = same.get((dup["row"], dup["seed"]))
     for key, row in out["rows"].items():
         if key != "mfcc":
             row["cells"], row["n"] = summarise(row["per_seed"]), len(row["per_seed"])
@@ -471,6 +479,20 @@ def markdown(data: dict[str, Any], name: str = NAME) -> str:
         ),
         "",
         "**Reading (computed from the numbers).** " + reading(rows),
+        *(
+            [
+                "",
+                "Reruns left out of the rows (a seed already held): "
+                + "; ".join(
+                    f"{d['row']} seed {d['seed']} from {d['file']}, "
+                    + ("every value identical" if d.get("identical") else "values differ")
+                    for d in data["duplicates"]
+                )
+                + ".",
+            ]
+            if data.get("duplicates")
+            else []
+        ),
         "",
         f"Budget: {setup.get('steps')} steps x batch {setup.get('batch_size')} per pretraining run, "
         f"{setup.get('crop_seconds')}-s crops, lr {setup.get('lr')}; up to {setup.get('seeds')} pretraining "

@@ -52,9 +52,18 @@ def test_merge_keeps_one_value_per_row_and_seed(results):
     assert out["rows"]["pt"]["pretrain_s"] == [60.0, 61.0]
     assert out["rows"]["random"]["n"] == 2 and out["rows"]["ptft"]["n"] == 2
     assert out["rows"]["sigmoid"]["n"] == 1
-    assert out["duplicates"] == [{"file": "b", "row": "pt", "seed": 0}]
+    assert out["duplicates"] == [{"file": "b", "row": "pt", "seed": 0, "identical": False}]
+    assert "pt seed 0 from b, values differ" in (common.results_dir() / "joined.md").read_text()
     assert [(r["row"], r["seed"]) for r in out["runs"]] == [("pt", 0), ("pt", 1), ("sigmoid", 0)]
     assert json.loads((common.results_dir() / "joined.json").read_text())["rows"]["pt"]["n"] == 2
+
+
+def test_an_identical_rerun_is_recorded_as_such(results):
+    results("a", _part(800, [("pt", 0, 0.50, 0.30)]))
+    results("b", _part(800, [("pt", 0, 0.50, 0.30)]))
+    out = lib.merge(["a", "b"], into="joined")
+    assert out["duplicates"] == [{"file": "b", "row": "pt", "seed": 0, "identical": True}]
+    assert out["rows"]["pt"]["n"] == 1
 
 
 def test_merge_refuses_different_budgets(results):
