@@ -22,7 +22,10 @@ class WaveAugment(nn.Module):
     def __init__(self, gain_db: float = 0.0, shift: bool = False, mix: float = 0.0) -> None:
         super().__init__()
         if gain_db < 0 or not 0.0 <= mix <= 1.0:
-            raise ValueError(f"wave augmentation needs gain_db >= 0 and mix in [0, 1], got {gain_db}, {mix}")
+            raise ValueError(
+                f"--wave-gain-db must be >= 0 and --wave-mix in [0, 1] (ModelConfig wave_gain_db, wave_mix), "
+                f"got {gain_db:g} and {mix:g}"
+            )
         self.gain_db, self.shift, self.mix = gain_db, shift, mix
 
     @property

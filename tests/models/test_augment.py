@@ -70,9 +70,9 @@ def test_gain_scales_each_row_within_its_range():
 
 
 def test_bad_settings_are_refused():
-    with pytest.raises(ValueError, match="gain_db"):
+    with pytest.raises(ValueError, match="--wave-gain-db must be >= 0"):
         WaveAugment(gain_db=-1.0)
-    with pytest.raises(ValueError, match="mix"):
+    with pytest.raises(ValueError, match=r"--wave-mix in \[0, 1\]"):
         WaveAugment(mix=1.5)
 
 

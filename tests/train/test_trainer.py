@@ -273,7 +273,7 @@ def test_cli_smoke_and_resume_from_the_run_folder(shards, tmp_path):
     fresh = CliRunner().invoke(main, args)  # the same folder without --resume must not clobber the run
     assert fresh.exit_code == 2 and "--resume" in fresh.output
     bad = CliRunner().invoke(main, [*args[:4], str(tmp_path / "bad"), "--wave-mix", "2"])
-    assert bad.exit_code == 2 and "mix in [0, 1]" in bad.output and "Traceback" not in bad.output
+    assert bad.exit_code == 2 and "--wave-mix in [0, 1]" in bad.output and "Traceback" not in bad.output
 
 
 def test_sigterm_in_a_subprocess_leaves_a_loadable_checkpoint(shards, tmp_path):
