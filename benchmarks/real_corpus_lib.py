@@ -188,6 +188,13 @@ def variants() -> list[Variant]:
 # --- a run_eval result -> per-seed values --------------------------------------------------------------
 
 
+def setup_value(data: dict[str, Any], key: str) -> Any:
+    """A results file's setup value; files written before the probes read the towers (no probe_features
+    recorded) probed the embedding."""
+    setup = data.get("setup", {})
+    return setup.get(key, "embedding" if key == "probe_features" else None)
+
+
 def seed_values(result: dict[str, Any], model: str) -> dict[str, float]:
     """'protocol@fraction/metric' -> the mean over probe seeds of one eval of one model."""
     out = {}
@@ -213,8 +220,11 @@ def summarise(per_seed: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
 
 # --- report ------------------------------------------------------------------------------------------
 
+EMBEDDING_PROBE = "probe-logistic-embedding"  # the logistic probe on the shared embedding (towers default)
+
 COLUMNS = (
     ("probe-logistic@1/accuracy", "logistic"),
+    (f"{EMBEDDING_PROBE}@1/accuracy", "logistic on the embedding"),
     ("probe-mlp@1/accuracy", "MLP"),
     ("probe-marble@1/accuracy", "MARBLE probe"),
     ("zeroshot/accuracy", "zero-shot"),
@@ -397,11 +407,12 @@ def merge(names: list[str], into: str = NAME) -> dict[str, Any]:
     wall times and runs are concatenated and the cells recomputed; MFCC (deterministic) comes from the
     first file that has it. A (row, seed) that an earlier file already holds is left out and listed under
     "duplicates" (a rerun to check determinism must not count as another seed). Files of different step
-    budgets or base recipes (batch, crop, lr) are refused: their rows would not be comparable. The setup's
+    budgets or base recipes (batch, crop, lr) or probe features are refused: their rows would not be
+    comparable. The setup's
     seeds become the largest n; wall_s is the longest process."""
     parts = [common.read_result(n) for n in names]
-    recipe = ("steps", "batch_size", "crop_seconds", "lr")
-    budgets = {n: tuple(p.get("setup", {}).get(k) for k in recipe) for n, p in zip(names, parts, strict=True)}
+    recipe = ("steps", "batch_size", "crop_seconds", "lr", "probe_features")
+    budgets = {n: tuple(setup_value(p, k) for k in recipe) for n, p in zip(names, parts, strict=True)}
     if len(set(budgets.values())) > 1:
         raise ValueError(f"cannot merge runs of different budgets or recipes {recipe}: {budgets}")
     out = {k: v for k, v in parts[0].items() if k not in ("rows", "runs")}
@@ -447,6 +458,15 @@ def merge(names: list[str], into: str = NAME) -> dict[str, Any]:
     return out
 
 
+PROBE_WORDS = {
+    "towers": "The probes (logistic, MLP, MARBLE; Figure 2) read both audio towers' pooled outputs before "
+    "their projection heads (`muser eval`'s default); 'logistic on the embedding' is the same logistic "
+    "probe on the shared text-audio embedding that zero-shot and retrieval use.",
+    "embedding": "The probes read the shared text-audio embedding (written before `muser eval`'s probes "
+    "read the towers' outputs by default).",
+}
+
+
 def markdown(data: dict[str, Any], name: str = NAME) -> str:
     rows = data.get("rows", {})
     setup = data.get("setup", {})
@@ -456,7 +476,8 @@ def markdown(data: dict[str, Any], name: str = NAME) -> str:
         "",
         "Written by `pytest benchmarks/test_real_corpus.py -m slow`. Accuracy / mAP in %, mean ± std over "
         "pretraining seeds (each seed's value is the mean over its probe seeds); n = pretraining seeds. "
-        "MFCC has no pretraining: its n counts probe seeds.",
+        "MFCC has no pretraining: its n counts probe seeds. "
+        + PROBE_WORDS[setup_value(data, "probe_features")],
         "",
         # The n column, not the planned seed count, says how many pretraining seeds each row finished.
         re.sub(

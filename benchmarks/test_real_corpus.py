@@ -7,7 +7,8 @@ the test skips when it is absent. Its GTZAN clips are sharded once (cached under
 0.3); pretraining reads the GTZAN train split plus every other real music folder there is (Medley-solos-DB,
 librosa's recordings, Debian game music from the corpus or get-soundtracks.sh), none of which carries a
 genre label. Evaluation on the GTZAN test clips (valid chooses probe hyperparameters): logistic, MLP and
-MARBLE probes, zero-shot, text-to-audio retrieval, PT+FT; few-shot curve at 1-100 % of the training clips.
+MARBLE probes on the towers' outputs (`muser eval`'s default) and the logistic probe on the embedding,
+zero-shot, text-to-audio retrieval, PT+FT; few-shot curve at 1-100 % of the training clips.
 
 Rows (same steps per row, $MUSER_REAL_SEEDS pretraining seeds each): AE only (audio-only contrastive L(A,S),
 no text, probed on the waveform tower), w/o spec (L(A,T) only), PT (L(A,T)+L(S,T)), PT+FT, random weights
@@ -172,6 +173,7 @@ def test_measure_real_corpus_table2_and_figure2(corpus: dict[str, Any], tmp_path
             "batch_size": BATCH,
             "crop_seconds": CROP_SECONDS,
             "lr": LR,
+            "probe_features": EvalConfig.probe_features,
             "seeds": seeds,
             "probe_seeds": PROBE_SEEDS,
             "rows": [v.key for v in variants],
@@ -225,19 +227,46 @@ def test_measure_real_corpus_table2_and_figure2(corpus: dict[str, Any], tmp_path
                 fractions=(1.0,),
                 random_baseline=first_pt,
             )
-            values = lib.seed_values(result, "muser") | lib.seed_values(heads, "muser")
+            # The logistic probe once more on the shared embedding: what the towers' features add.
+            embedding = _eval(
+                corpus,
+                run / "model",
+                tmp_path / f"eval-{variant.key}-s{seed}-embedding",
+                seed,
+                protocol="probe",
+                probes=("logistic",),
+                fractions=(1.0,),
+                probe_features="embedding",
+                random_baseline=first_pt,
+            )
+            on_embedding = {
+                model: {
+                    k.replace("probe-logistic", lib.EMBEDDING_PROBE): v
+                    for k, v in lib.seed_values(embedding, model).items()
+                }
+                for model in ("muser", "random")
+            }
+            values = (
+                lib.seed_values(result, "muser") | lib.seed_values(heads, "muser") | on_embedding["muser"]
+            )
             _add(rows, variant.key, values, pretrain_s=pre["wall_s"])
             run_info = {
                 "row": variant.key,
                 "seed": seed,
                 "pretrain": pre,
-                "eval_s": result["eval_s"] + heads["eval_s"],
+                "eval_s": result["eval_s"] + heads["eval_s"] + embedding["eval_s"],
                 "counts": result["counts"],
                 "split_scheme": result["split_scheme"],
                 "load_average": machine_info()["load_average"],
             }
             if first_pt:
-                _add(rows, "random", lib.seed_values(result, "random") | lib.seed_values(heads, "random"))
+                _add(
+                    rows,
+                    "random",
+                    lib.seed_values(result, "random")
+                    | lib.seed_values(heads, "random")
+                    | on_embedding["random"],
+                )
                 if seed == seed_list[0]:
                     # MFCC is deterministic: one evaluation, its spread is over probe seeds only.
                     mfcc = [r for r in result["results"] if r["model"] == "mfcc"]

@@ -160,6 +160,11 @@ class EvalConfig:
     data: str | None = None  # raw dataset root or a shard folder; default $MUSER_DATA/<task>
     protocol: str = "all"  # probe | zeroshot | finetune | retrieval | all
     probes: tuple[str, ...] = ("logistic", "mlp")  # probe heads: logistic | mlp | marble (MARBLE's protocol)
+    # What the probes read: towers = both audio towers' pooled outputs before the projection heads
+    # (MUSER.encode_towers; on real music ahead of the embedding on every checkpoint tried, README, Real
+    # music) | embedding =
+    # the shared-space vectors that zero-shot, retrieval and search use. MFCC is unaffected.
+    probe_features: str = "towers"
     fractions: tuple[float, ...] = (1.0,)  # training fractions for few-shot curves
     seeds: int = 3
     folds: int = 5  # stratified K-fold when the dataset has no split
@@ -179,6 +184,7 @@ class EvalConfig:
     split_dir: str | None = None  # GTZAN fault-filtered lists; default: *_filtered.txt found in the data root
 
 
+PROBE_FEATURES = ("towers", "embedding")  # EvalConfig.probe_features
 TOWERS = ("waveform", "spectrogram", "both")  # the audio tower(s) a model embeds with (and a catalogue)
 INDEX_KINDS = ("auto", "flat", "hnsw")  # the catalogue's FAISS index kinds (auto: from size and memory)
 

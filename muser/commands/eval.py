@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from muser.commands.options import config_option, user_errors
-from muser.config import EVAL_TASKS, PRESETS, EvalConfig
+from muser.config import EVAL_TASKS, PRESETS, PROBE_FEATURES, EvalConfig
 
 
 def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
@@ -52,6 +52,13 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
     callback=lambda ctx, param, value: tuple(v.strip() for v in value.split(",") if v.strip()),
     help="Probe heads, a comma list: logistic, mlp, marble (MARBLE's protocol: 512 hidden, dropout 0.2, "
     "batch 64, lr chosen on validation, early stopping).",
+)
+@config_option(
+    EvalConfig,
+    "--probe-features",
+    click.Choice(PROBE_FEATURES),
+    "What the probes read: towers (both audio towers before their projection heads) or embedding (the "
+    "shared text-audio space that zero-shot, retrieval and search use).",
 )
 @config_option(EvalConfig, "--seeds", click.IntRange(1), "Probe seeds per fold.")
 @config_option(EvalConfig, "--folds", click.IntRange(2), "Stratified K-fold when the data has no test split.")

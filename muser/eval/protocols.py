@@ -48,11 +48,12 @@ class Candidate:
     """One model of the report: its name, its features over Prepared.keys, and what it is run through."""
 
     name: str  # muser | random | mfcc
-    x: np.ndarray  # (N, D) track features
+    x: np.ndarray  # (N, D) track embeddings (zero-shot, retrieval)
     model: Any = None  # the MUSER model; None (MFCC) means no text tower: no zero-shot, retrieval, PT+FT
     heads: tuple[str, ...] | None = None  # probe heads; None = those asked for (EvalConfig.probes)
     evaluated: bool = False  # the checkpoint under evaluation (fine-tuned, its predictions plotted)
     protocols: tuple[str, ...] | None = None  # what it always runs (MFCC: the probe); None = what was asked
+    probe_x: np.ndarray | None = None  # (N, D') what the probes read (EvalConfig.probe_features); None = x
 
 
 @dataclass
@@ -128,7 +129,7 @@ def run_protocols(
 def _probe(
     rows: Rows, cand: Candidate, data: Prepared, head: str, fractions: list[float], seeds: int
 ) -> None:
-    x, y = cand.x, data.y
+    x, y = cand.x if cand.probe_x is None else cand.probe_x, data.y
     for fraction in fractions:
         for fold in data.folds:
             for seed in range(seeds):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from muser.config import EvalConfig, to_dict
+from muser.config import PROBE_FEATURES, EvalConfig, to_dict
 from muser.console import make_console
 from muser.distributed import choose_device
 from muser.eval.baselines import MFCCStats, mfcc_finalize, random_model
@@ -59,6 +59,10 @@ def _check(cfg: EvalConfig) -> tuple[TaskSpec, list[str]]:
         raise ValueError(f"--seeds must be at least 1, got {cfg.seeds}")
     if not cfg.probes or set(cfg.probes) - set(PROBE_HEADS):
         raise ValueError(f"--probe must be a comma list of {', '.join(PROBE_HEADS)}, got {cfg.probes}")
+    if cfg.probe_features not in PROBE_FEATURES:
+        raise ValueError(
+            f"unknown --probe-features {cfg.probe_features!r}; use one of {', '.join(PROBE_FEATURES)}"
+        )
     if cfg.baseline not in (None, "mfcc"):
         raise ValueError(f"unknown --baseline {cfg.baseline!r}; the only baseline is mfcc")
     return spec, protocols
@@ -96,6 +100,27 @@ def _model_features(
 ) -> feat.TrackSet:
     key = f"{fp[:16]}-{model.config.audio_embedding}"
     return _features(cfg, folder, splits, key, feat.model_chunk_fn(model, model.device))
+
+
+def _candidate(
+    cfg: EvalConfig,
+    protocols: list[str],
+    data: Prepared,
+    name: str,
+    model: Any,
+    fp: str,
+    ts: feat.TrackSet,
+    **kw: Any,
+) -> Candidate:
+    """A MUSER model (trained or random) as a report candidate: its embeddings, and the features its probes
+    read (cfg.probe_features: the towers' outputs are a second feature pass, cached like the first)."""
+    probe_x = None
+    if "probe" in protocols and cfg.probe_features == "towers":
+        towers = _features(
+            cfg, data.folder, data.splits, f"{fp[:16]}-towers", feat.tower_chunk_fn(model, model.device)
+        )
+        probe_x = feat.align(towers, data.keys)
+    return Candidate(name, feat.align(ts, data.keys), model, probe_x=probe_x, **kw)
 
 
 def _prepare(
@@ -162,15 +187,15 @@ def _with_excluded(err: Exception, excluded: list[dict[str, str]], out: Path) ->
 
 
 def _baselines(
-    cfg: EvalConfig, data: Prepared, model: Any, main: str, device: torch.device
+    cfg: EvalConfig, protocols: list[str], data: Prepared, model: Any, main: str, device: torch.device
 ) -> list[Candidate]:
     """Random weights of the same architecture (for a real checkpoint) and, with --baseline mfcc, MFCCs."""
     out = []
     if main != "random" and cfg.random_baseline:
         rnd = random_model(model, cfg.seed).to(device)
         fp = random_fingerprint(model.config, cfg.seed)
-        x = feat.align(_model_features(cfg, data.folder, data.splits, rnd, fp), data.keys)
-        out.append(Candidate("random", x, rnd))
+        ts = _model_features(cfg, data.folder, data.splits, rnd, fp)
+        out.append(_candidate(cfg, protocols, data, "random", rnd, fp, ts))
     if cfg.baseline == "mfcc":
         mfcc = MFCCStats(data.folder.sample_rate)
         x = feat.align(_features(cfg, data.folder, data.splits, "mfcc", mfcc), data.keys)
@@ -215,8 +240,8 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> dict[str, Any]:
 
     # Run: the same protocols, folds and seeds over the evaluated model and its baselines.
     rows = Rows()
-    evaluated = Candidate(main, feat.align(ts, data.keys), model, evaluated=True)
-    for cand in [evaluated, *_baselines(cfg, data, model, main, device)]:
+    evaluated = _candidate(cfg, protocols, data, main, model, ckpt_fp, ts, evaluated=True)
+    for cand in [evaluated, *_baselines(cfg, protocols, data, model, main, device)]:
         run_protocols(rows, cand, data, cfg, protocols, device)
 
     # Report: results.json, the two plots and the table.

@@ -100,7 +100,8 @@ def test_pretrained_model_beats_random_weights(pretrained, shards, tmp_path):
     # Features are cached: a second run reads them back and gives identical zero-shot values.
     again = run_eval(EvalConfig(**{**cfg.__dict__, "protocol": "zeroshot", "random_baseline": False}))
     assert _row(again, "muser", "zeroshot")["values"] == zeroshot["values"]
-    assert len(list((tmp_path / ".muser_cache" / "features").glob("*.npz"))) == 2  # muser, random
+    # muser and random, each its embedding and (for the probe) its towers' outputs
+    assert len(list((tmp_path / ".muser_cache" / "features").glob("*.npz"))) == 4
 
 
 def test_cli_from_raw_dataset_with_mfcc_baseline(corpus, tmp_path):
