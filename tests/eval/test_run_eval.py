@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from muser.cli import main
@@ -162,6 +163,42 @@ def test_cli_marble_probe_beside_logistic(shards, tmp_path):
     assert res.exit_code == 2 and "--probe must be a comma list of logistic, mlp, marble" in res.output
 
 
+def test_probes_read_the_towers_unless_told_the_embedding(shards, tmp_path):
+    from muser.features.tracks import load_trackset
+    from muser.models.load import load_model
+
+    base = ["eval", "gtzan", "--data", str(shards), "--checkpoint", "random", "--protocol", "probe,zeroshot"]
+    base += ["--seeds", "1", "--folds", "2", "--cache-dir", str(tmp_path / "cache")]
+    results = {}
+    for kind in ("towers", "embedding"):
+        out = tmp_path / kind
+        res = CliRunner().invoke(
+            main, [*base, "--probe", "logistic", "--probe-features", kind, "--output", str(out)]
+        )
+        assert res.exit_code == 0, res.output
+        results[kind] = json.loads((out / "results.json").read_text())
+        assert results[kind]["config"]["probe_features"] == kind
+    # One feature file each: the embedding (zero-shot, and the probe when told) and the towers' outputs,
+    # as wide as both towers together (not the embedding's width).
+    files = sorted((tmp_path / "cache" / "features").glob("*.npz"))
+    assert len(files) == 2
+    towers = load_trackset(next(f for f in files if "-towers-" in f.name))
+    model = load_model("random", "tiny", 0, torch.device("cpu"))[0]
+    assert towers.x.shape[1] == model.proj_audio.in_features + model.proj_spec.in_features
+    assert towers.x.shape[1] != model.config.embed_dim
+    # The probes differ with their features; zero-shot reads the embedding either way.
+    probe = {k: _row(r, "random", "probe-logistic")["runs"] for k, r in results.items()}
+    assert [r["value"] for r in probe["towers"]] != [r["value"] for r in probe["embedding"]] or [
+        r["hparams"] for r in probe["towers"]
+    ] != [r["hparams"] for r in probe["embedding"]]
+    zeroshot = {k: _row(r, "random", "zeroshot")["values"] for k, r in results.items()}
+    assert zeroshot["towers"] == zeroshot["embedding"]
+    res = CliRunner().invoke(main, [*base, "--probe-features", "mel", "--output", str(tmp_path / "bad")])
+    assert res.exit_code == 2 and "--probe-features" in res.output
+    with pytest.raises(ValueError, match="unknown --probe-features 'mel'; use one of towers, embedding"):
+        run_eval(EvalConfig(task="gtzan", data=str(shards), probe_features="mel", output=str(tmp_path / "b")))
+
+
 @pytest.mark.slow
 def test_cli_all_protocols_with_fractions(shards, tmp_path):
     out = tmp_path / "all"
@@ -228,5 +265,6 @@ def test_help_has_examples_and_every_option():
         "--seed",
         "--baseline",
         "--folds",
+        "--probe-features",
     ):
         assert option in res.output

@@ -50,6 +50,23 @@ def test_encode_audio_variants(model, wave):
         model.encode_audio(wave, "mel")
 
 
+def test_encode_towers_is_both_towers_before_their_projections(model, wave):
+    length = torch.tensor([SR, SR // 2, SR])
+    with torch.no_grad():
+        towers = model.encode_towers(wave, length)
+        w, s = model.waveform(wave, length), model.spectrogram(wave, length)
+        embedding = model.encode_audio(wave, length=length)
+    assert towers.shape == (3, model.proj_audio.in_features + model.proj_spec.in_features)
+    assert torch.equal(towers, torch.cat([w, s], dim=-1))
+    # The projections of these very features are the shared embedding: nothing else sits between them.
+    projected = torch.nn.functional.normalize(model.proj_audio(w), dim=-1) + torch.nn.functional.normalize(
+        model.proj_spec(s), dim=-1
+    )
+    assert torch.allclose(torch.nn.functional.normalize(projected, dim=-1), embedding, atol=1e-6)
+    with pytest.raises(ValueError, match="float"):
+        model.encode_towers((wave * 32767).to(torch.int16))
+
+
 def test_eval_mode_is_deterministic(model, wave):
     with torch.no_grad():
         assert torch.equal(model.encode_audio(wave), model.encode_audio(wave))
