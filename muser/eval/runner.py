@@ -117,7 +117,11 @@ def _candidate(
     probe_x = None
     if "probe" in protocols and cfg.probe_features == "towers":
         towers = _features(
-            cfg, data.folder, data.splits, f"{fp[:16]}-towers", feat.tower_chunk_fn(model, model.device)
+            cfg,
+            data.folder,
+            data.splits,
+            f"{fp[:16]}-towers-{model.config.audio_embedding}",
+            feat.tower_chunk_fn(model, model.device),
         )
         probe_x = feat.align(towers, data.keys)
     return Candidate(name, feat.align(ts, data.keys), model, probe_x=probe_x, **kw)

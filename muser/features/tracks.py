@@ -293,8 +293,8 @@ def model_chunk_fn(model: torch.nn.Module, device: torch.device, which: str | No
 
 
 def tower_chunk_fn(model: torch.nn.Module, device: torch.device) -> ChunkFn:
-    """Chunk features from model.encode_towers (both towers before their projections): (B, T), length
-    (B,) -> (B, waveform + spectrogram width); what `muser eval`'s probes read by default."""
+    """Chunk features from model.encode_towers (the model's audio towers before their projections):
+    (B, T), length (B,) -> (B, tower widths); what `muser eval`'s probes read by default."""
 
     def run(audio: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
         return model.encode_towers(audio.to(device), length=length)

@@ -252,18 +252,29 @@ class MUSER(nn.Module):
         both = self._embed_waveform(wave, length) + self._embed_spectrogram(wave, length)
         return F.normalize(both, dim=-1)
 
-    def encode_towers(self, wave: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
-        """wave: (B, T) -> (B, waveform width + spectrogram width): both audio towers' pooled outputs before
-        the projection heads, concatenated (waveform first), not normalised.
+    def encode_towers(
+        self, wave: torch.Tensor, which: str | None = None, length: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """wave: (B, T) -> the audio towers' pooled outputs before the projection heads, not normalised:
+        (B, waveform width + spectrogram width) for which=both (concatenated, waveform first), one tower's
+        width for waveform | spectrogram; default config.audio_embedding (the towers encode_audio uses).
 
         These are the features linear probes read: a contrastive projection head keeps what the loss needs
         and drops the rest (SimCLR, Chen et al. 2020, measured +10 points of linear-probe accuracy before
         the head), and on real music the probe on them beat the probe on the shared embedding
         (README, Real music). Search, zero-shot and retrieval use encode_audio, the shared space.
         """
+        which = which or self.config.audio_embedding
+        if which not in AUDIO_EMBEDDINGS:
+            raise ValueError(f"which must be one of {', '.join(AUDIO_EMBEDDINGS)}, not {which!r}")
         wave = check_audio(wave, self.min_samples).to(self.device)
         length = check_length(length, wave)
-        return torch.cat([self.waveform(wave, length), self.spectrogram(wave, length)], dim=-1)
+        towers = []
+        if which in ("waveform", "both"):
+            towers.append(self.waveform(wave, length))
+        if which in ("spectrogram", "both"):
+            towers.append(self.spectrogram(wave, length))
+        return torch.cat(towers, dim=-1)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Sentences -> (B, embed_dim) L2-normalised (wrap in torch.no_grad() for inference)."""

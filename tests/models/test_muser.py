@@ -53,7 +53,7 @@ def test_encode_audio_variants(model, wave):
 def test_encode_towers_is_both_towers_before_their_projections(model, wave):
     length = torch.tensor([SR, SR // 2, SR])
     with torch.no_grad():
-        towers = model.encode_towers(wave, length)
+        towers = model.encode_towers(wave, length=length)
         w, s = model.waveform(wave, length), model.spectrogram(wave, length)
         embedding = model.encode_audio(wave, length=length)
     assert towers.shape == (3, model.proj_audio.in_features + model.proj_spec.in_features)
@@ -63,6 +63,12 @@ def test_encode_towers_is_both_towers_before_their_projections(model, wave):
         model.proj_spec(s), dim=-1
     )
     assert torch.allclose(torch.nn.functional.normalize(projected, dim=-1), embedding, atol=1e-6)
+    # One tower alone for a model that embeds with one (w/o spec, AE only are probed on the waveform tower).
+    with torch.no_grad():
+        assert torch.equal(model.encode_towers(wave, "waveform", length), w)
+        assert torch.equal(model.encode_towers(wave, "spectrogram", length), s)
+    with pytest.raises(ValueError, match="which"):
+        model.encode_towers(wave, "mel")
     with pytest.raises(ValueError, match="float"):
         model.encode_towers((wave * 32767).to(torch.int16))
 
