@@ -115,6 +115,18 @@ class ModelConfig:
     audio_embedding: str = "both"  # what encode_audio returns: waveform | spectrogram | both
 
 
+# ModelConfig fields that act in training mode only (no weights, no shapes): a resumed run may change them.
+AUGMENTATION_FIELDS = (
+    "specaugment",
+    "specaug_masks",
+    "specaug_freq_width",
+    "specaug_time_width",
+    "wave_gain_db",
+    "wave_shift",
+    "wave_mix",
+)
+
+
 @dataclass
 class TrainConfig:
     output: str = "runs/muser"  # run folder: config.json, metrics.jsonl, last.pt, init/, model/ (trained)

@@ -139,7 +139,11 @@ _PRETRAIN_FIELDS = {
 @override_option("--seed", TrainConfig, "seed", int, "Seed of the init and the data stream")
 @click.option("--templates", type=click.Path(exists=True, dir_okay=False), help="Templates file.")
 @override_option(
-    "--field-dropout", DataConfig, "field_dropout", float, "Chance of leaving out each optional caption field"
+    "--field-dropout",
+    DataConfig,
+    "field_dropout",
+    click.FloatRange(0.0, 1.0, max_open=True),
+    "Chance of leaving out each optional caption field",
 )
 @click.option(
     "--specaugment/--no-specaugment",

@@ -3,6 +3,7 @@ L2-normalised space, and save/load as safetensors + JSON (nothing is ever unpick
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,10 +17,10 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from muser.atomic import atomic_dir, atomic_write, atomic_write_json
-from muser.config import TOWERS, ModelConfig, from_dict, preset, to_dict
+from muser.config import AUGMENTATION_FIELDS, TOWERS, ModelConfig, from_dict, preset, to_dict
 from muser.hub import resolve_model
 from muser.models.augment import WaveAugment
-from muser.models.spectrogram import SpectrogramEncoder
+from muser.models.spectrogram import SpecAugment, SpectrogramEncoder
 from muser.models.text import TextEncoder
 from muser.models.tokenizer import Tokenize
 from muser.models.waveform import WaveformEncoder
@@ -178,6 +179,19 @@ class MUSER(nn.Module):
     def min_samples(self) -> int:
         """Shortest clip (samples) the waveform tower accepts."""
         return self.waveform.min_samples
+
+    def set_augmentation(self, config: ModelConfig) -> None:
+        """Take config's training-mode augmentation (config.AUGMENTATION_FIELDS: SpecAugment, waveform gain,
+        shift, mix) and keep the rest of this model's config: how a resumed run applies the options given
+        again. These modules hold no weights, so the state dict is unchanged."""
+        self.config = dataclasses.replace(
+            self.config, **{name: getattr(config, name) for name in AUGMENTATION_FIELDS}
+        )
+        c = self.config
+        self.wave_augment = WaveAugment(c.wave_gain_db, c.wave_shift, c.wave_mix)
+        self.spectrogram.specaugment = SpecAugment(
+            c.specaug_masks if c.specaugment else 0, c.specaug_freq_width, c.specaug_time_width
+        )
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters by group (frozen text layers are left out), for per-group learning rates."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
 import signal
 import sys
 import time
@@ -101,12 +102,23 @@ class _PretrainRun:
 
     def _build(self) -> int:
         """Model, loss, optimiser, schedule and data stream of this rank; returns the step to start at."""
+        fresh = self.rank == 0 and not self.out.exists()
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._build_in_folder()
+        except BaseException:
+            # A run refused while building (a bad model option, an unreadable corpus) leaves no folder
+            # behind that it made itself: nothing was trained, and an empty RUN would look like a run.
+            if fresh:
+                shutil.rmtree(self.out, ignore_errors=True)
+            raise
+
+    def _build_in_folder(self) -> int:
         from muser.losses import TriModalLoss
         from muser.shards.reader import make_loader
 
         train, data, device = self.train, self.data, self.device
-        if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
         if device.type == "cpu" and _cuda_visible():
             print0(
                 "muser pretrain: a CUDA device is visible but --gpus is 0: training runs on the CPU "
@@ -198,6 +210,8 @@ class _PretrainRun:
                     )
                 raise RuntimeError(f"{init_dir} is missing; the run folder {self.out} is incomplete")
             model = MUSER.from_pretrained(init_dir)
+            # The architecture is the run's own; its augmentation options given again (--resume) apply.
+            model.set_augmentation(self.model_cfg)
         return model
 
     # ---- the loop -----------------------------------------------------------------------------------

@@ -274,6 +274,19 @@ def test_cli_smoke_and_resume_from_the_run_folder(shards, tmp_path):
     assert fresh.exit_code == 2 and "--resume" in fresh.output
     bad = CliRunner().invoke(main, [*args[:4], str(tmp_path / "bad"), "--wave-mix", "2"])
     assert bad.exit_code == 2 and "--wave-mix in [0, 1]" in bad.output and "Traceback" not in bad.output
+    assert not (tmp_path / "bad").exists()  # refused while building: no empty run folder left behind
+    bad = CliRunner().invoke(main, [*args[:4], str(tmp_path / "bad"), "--field-dropout", "1"])
+    assert bad.exit_code == 2 and "--field-dropout" in bad.output and "Traceback" not in bad.output
+    # Augmentation given again on --resume applies (the architecture stays the run's); a refused value
+    # keeps the run it was pointed at.
+    resume = ["pretrain", "--output", str(out), "--resume", "--steps", "6"]
+    again = CliRunner().invoke(main, [*resume, "--specaugment", "--wave-mix", "0.1"])
+    assert again.exit_code == 0, again.output
+    config = json.loads((out / "config.json").read_text())["model"]
+    assert config["specaugment"] is True and config["wave_mix"] == 0.1 and config["wave_gain_db"] == 6.0
+    bad = CliRunner().invoke(main, [*resume[:-1], "7", "--wave-mix", "2"])
+    assert bad.exit_code == 2 and "--wave-mix in [0, 1]" in bad.output
+    assert (out / "last.pt").is_file() and (out / "model" / "config.json").is_file()
 
 
 def test_sigterm_in_a_subprocess_leaves_a_loadable_checkpoint(shards, tmp_path):
