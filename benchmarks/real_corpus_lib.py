@@ -241,8 +241,10 @@ def _cell(cells: dict[str, Any], key: str) -> str:
 
 
 def table(rows: dict[str, dict[str, Any]]) -> list[str]:
-    lines = ["| row | " + " | ".join(h for _, h in COLUMNS) + " | n | pretrain wall / run |"]
-    lines.append("|---|" + "---:|" * (len(COLUMNS) + 2))
+    # A column no row has (the embedding probe, in files from before the probes read the towers) is left out.
+    columns = [(k, h) for k, h in COLUMNS if any(k in r.get("cells", {}) for r in rows.values())]
+    lines = ["| row | " + " | ".join(h for _, h in columns) + " | n | pretrain wall / run |"]
+    lines.append("|---|" + "---:|" * (len(columns) + 2))
     for key in TABLE_ORDER:
         if key not in rows:
             continue
@@ -251,7 +253,7 @@ def table(rows: dict[str, dict[str, Any]]) -> list[str]:
         wall_s = "–" if not wall else f"{np.mean(wall) / 60:.1f} min"
         lines.append(
             f"| {LABELS[key]} | "
-            + " | ".join(_cell(row["cells"], k) for k, _ in COLUMNS)
+            + " | ".join(_cell(row["cells"], k) for k, _ in columns)
             + f" | {row.get('n', '–')} | {wall_s} |"
         )
     return lines

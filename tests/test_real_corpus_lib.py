@@ -73,6 +73,24 @@ def test_merge_refuses_different_budgets(results):
         lib.merge(["a", "c"], into="joined")
 
 
+def test_merge_refuses_probes_of_different_features_and_the_report_says_which(results):
+    old = _part(800, [("pt", 0, 0.5, 0.3)])  # written before the probes read the towers: no field
+    towers = _part(800, [("pt", 1, 0.6, 0.3)])
+    towers["setup"]["probe_features"] = "towers"
+    towers["rows"]["pt"]["per_seed"][0][f"{lib.EMBEDDING_PROBE}@1/accuracy"] = 0.55
+    towers["rows"]["pt"]["cells"] = lib.summarise(towers["rows"]["pt"]["per_seed"])
+    results("old", old)
+    results("towers", towers)
+    with pytest.raises(ValueError, match="probe_features"):
+        lib.merge(["old", "towers"], into="joined")
+    assert "read both audio towers" in lib.markdown(towers) and "logistic on the embedding" in lib.markdown(
+        towers
+    )
+    # The embedding-probe column shows only where some row has it.
+    assert "read the shared text-audio embedding" in lib.markdown(old)
+    assert "logistic on the embedding" not in "\n".join(lib.table(old["rows"]))
+
+
 def test_the_recipe_table_pairs_rows_with_pt_at_the_same_seeds(results):
     results("a", _part(800, [("pt", 0, 0.50, 0.30), ("pt", 1, 0.60, 0.40), ("pt", 2, 0.55, 0.35)]))
     results("b", _part(800, [("nodrop", 2, 0.45, 0.45), ("nodrop", 1, 0.62, 0.50)]))
