@@ -172,10 +172,9 @@ class EvalConfig:
     data: str | None = None  # raw dataset root or a shard folder; default $MUSER_DATA/<task>
     protocol: str = "all"  # probe | zeroshot | finetune | retrieval | all
     probes: tuple[str, ...] = ("logistic", "mlp")  # probe heads: logistic | mlp | marble (MARBLE's protocol)
-    # What the probes read: towers = both audio towers' pooled outputs before the projection heads
-    # (MUSER.encode_towers; on real music ahead of the embedding on every checkpoint tried, README, Real
-    # music) | embedding =
-    # the shared-space vectors that zero-shot, retrieval and search use. MFCC is unaffected.
+    # What the probes read: towers = the audio towers' pooled outputs before the projection heads
+    # (MUSER.encode_towers; on real music ahead of the embedding on every checkpoint tried: README, Real
+    # music) | embedding = the shared-space vectors that zero-shot, retrieval and search use. MFCC: as is.
     probe_features: str = "towers"
     fractions: tuple[float, ...] = (1.0,)  # training fractions for few-shot curves
     seeds: int = 3

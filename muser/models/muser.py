@@ -20,7 +20,7 @@ from muser.atomic import atomic_dir, atomic_write, atomic_write_json
 from muser.config import AUGMENTATION_FIELDS, TOWERS, ModelConfig, from_dict, preset, to_dict
 from muser.hub import resolve_model
 from muser.models.augment import WaveAugment
-from muser.models.spectrogram import SpecAugment, SpectrogramEncoder
+from muser.models.spectrogram import SpectrogramEncoder, make_specaugment
 from muser.models.text import TextEncoder
 from muser.models.tokenizer import Tokenize
 from muser.models.waveform import WaveformEncoder
@@ -189,8 +189,8 @@ class MUSER(nn.Module):
         )
         c = self.config
         self.wave_augment = WaveAugment(c.wave_gain_db, c.wave_shift, c.wave_mix)
-        self.spectrogram.specaugment = SpecAugment(
-            c.specaug_masks if c.specaugment else 0, c.specaug_freq_width, c.specaug_time_width
+        self.spectrogram.specaugment = make_specaugment(
+            c.specaugment, c.specaug_masks, c.specaug_freq_width, c.specaug_time_width
         )
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -246,6 +246,16 @@ class MUSER(nn.Module):
             out["text"] = self._embed_text(batch["input_ids"], batch["attention_mask"])
         return out
 
+    def _audio_input(
+        self, wave: torch.Tensor, which: str | None, length: torch.Tensor | None
+    ) -> tuple[str, torch.Tensor, torch.Tensor | None]:
+        """The checked (tower choice, wave on the model's device, length) of encode_audio/encode_towers."""
+        which = which or self.config.audio_embedding
+        if which not in AUDIO_EMBEDDINGS:
+            raise ValueError(f"which must be one of {', '.join(AUDIO_EMBEDDINGS)}, not {which!r}")
+        wave = check_audio(wave, self.min_samples).to(self.device)
+        return which, wave, check_length(length, wave)
+
     def encode_audio(
         self, wave: torch.Tensor, which: str | None = None, length: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -254,11 +264,7 @@ class MUSER(nn.Module):
         which: waveform | spectrogram | both (the normalised mean); default config.audio_embedding.
         length: (B,) valid samples per row (the rest zero padding, left out of the pooling); None: all.
         """
-        which = which or self.config.audio_embedding
-        if which not in AUDIO_EMBEDDINGS:
-            raise ValueError(f"which must be one of {', '.join(AUDIO_EMBEDDINGS)}, not {which!r}")
-        wave = check_audio(wave, self.min_samples).to(self.device)
-        length = check_length(length, wave)
+        which, wave, length = self._audio_input(wave, which, length)
         if which == "waveform":
             return self._embed_waveform(wave, length)
         if which == "spectrogram":
@@ -278,11 +284,7 @@ class MUSER(nn.Module):
         the head), and on real music the probe on them beat the probe on the shared embedding
         (README, Real music). Search, zero-shot and retrieval use encode_audio, the shared space.
         """
-        which = which or self.config.audio_embedding
-        if which not in AUDIO_EMBEDDINGS:
-            raise ValueError(f"which must be one of {', '.join(AUDIO_EMBEDDINGS)}, not {which!r}")
-        wave = check_audio(wave, self.min_samples).to(self.device)
-        length = check_length(length, wave)
+        which, wave, length = self._audio_input(wave, which, length)
         towers = []
         if which in ("waveform", "both"):
             towers.append(self.waveform(wave, length))

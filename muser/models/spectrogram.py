@@ -109,6 +109,11 @@ class SpecAugment(nn.Module):
         return x.masked_fill(freq | time, 0.0)
 
 
+def make_specaugment(on: bool, masks: int, freq_width: int, time_width: int) -> SpecAugment:
+    """The SpecAugment of ModelConfig's specaugment fields (off: no masks, the identity)."""
+    return SpecAugment(masks if on else 0, freq_width, time_width)
+
+
 class SpectrogramEncoder(nn.Module):
     """Raw audio (B, T) float in [-1, 1] -> features (B, out_dim) through a log spectrogram."""
 
@@ -139,8 +144,8 @@ class SpectrogramEncoder(nn.Module):
         # Per-band normalisation: BatchNorm1d over the frequency axis learns each band's mean/variance of
         # log power over the data (affine), so quiet high bands are not drowned by the bass.
         self.band_norm = nn.BatchNorm1d(self.n_bins)
-        self.specaugment = SpecAugment(
-            specaug_masks if specaugment else 0, specaug_freq_width, specaug_time_width
+        self.specaugment = make_specaugment(
+            specaugment, specaug_masks, specaug_freq_width, specaug_time_width
         )
         self.stem = nn.Sequential(
             nn.Conv2d(1, channels[0], 3, padding=1, bias=False),

@@ -188,9 +188,7 @@ def test_probes_read_the_towers_unless_told_the_embedding(shards, tmp_path):
     assert towers.x.shape[1] != model.config.embed_dim
     # The probes differ with their features; zero-shot reads the embedding either way.
     probe = {k: _row(r, "random", "probe-logistic")["runs"] for k, r in results.items()}
-    assert [r["value"] for r in probe["towers"]] != [r["value"] for r in probe["embedding"]] or [
-        r["hparams"] for r in probe["towers"]
-    ] != [r["hparams"] for r in probe["embedding"]]
+    assert [r["value"] for r in probe["towers"]] != [r["value"] for r in probe["embedding"]]
     zeroshot = {k: _row(r, "random", "zeroshot")["values"] for k, r in results.items()}
     assert zeroshot["towers"] == zeroshot["embedding"]
     res = CliRunner().invoke(main, [*base, "--probe-features", "mel", "--output", str(tmp_path / "bad")])
