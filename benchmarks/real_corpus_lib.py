@@ -189,11 +189,23 @@ def variants() -> list[Variant]:
 # --- a run_eval result -> per-seed values --------------------------------------------------------------
 
 
+# What a results file without the field was written with: the probes read the embedding before they read
+# the towers; the captions came from the templates of before 2026-12-04 (fingerprint below).
+_OLD_SETUP = {"probe_features": "embedding", "captions": "f7bba8ec"}
+
+
+def captions_id() -> str:
+    """Fingerprint of the caption templates (muser.shards.text.TEMPLATES): they shape both the training
+    captions and the zero-shot prompts, so results of different templates are different recipes."""
+    from muser.shards.text import TEMPLATES
+
+    return hashlib.sha256("\n".join(t.text for t in TEMPLATES).encode()).hexdigest()[:8]
+
+
 def setup_value(data: dict[str, Any], key: str) -> Any:
-    """A results file's setup value; files written before the probes read the towers (no probe_features
-    recorded) probed the embedding."""
-    setup = data.get("setup", {})
-    return setup.get(key, "embedding" if key == "probe_features" else None)
+    """A results file's setup value; a file older than the field gets what was true when it was written
+    (_OLD_SETUP)."""
+    return data.get("setup", {}).get(key, _OLD_SETUP.get(key))
 
 
 def seed_values(result: dict[str, Any], model: str) -> dict[str, float]:
@@ -410,11 +422,10 @@ def merge(names: list[str], into: str = NAME) -> dict[str, Any]:
     wall times and runs are concatenated and the cells recomputed; MFCC (deterministic) comes from the
     first file that has it. A (row, seed) that an earlier file already holds is left out and listed under
     "duplicates" (a rerun to check determinism must not count as another seed). Files of different step
-    budgets or base recipes (batch, crop, lr) or probe features are refused: their rows would not be
-    comparable. The setup's
-    seeds become the largest n; wall_s is the longest process."""
+    budgets or base recipes (batch, crop, lr, caption templates) or probe features are refused: their rows
+    would not be comparable. The setup's seeds become the largest n; wall_s is the longest process."""
     parts = [common.read_result(n) for n in names]
-    recipe = ("steps", "batch_size", "crop_seconds", "lr", "probe_features")
+    recipe = ("steps", "batch_size", "crop_seconds", "lr", "probe_features", "captions")
     budgets = {n: tuple(setup_value(p, k) for k in recipe) for n, p in zip(names, parts, strict=True)}
     if len(set(budgets.values())) > 1:
         raise ValueError(f"cannot merge runs of different budgets or recipes {recipe}: {budgets}")
@@ -470,6 +481,14 @@ PROBE_WORDS = {
 }
 
 
+CAPTION_WORDS = {
+    "f7bba8ec": "Captions from the templates of before 2026-12-04 (two of the five a GTZAN clip can use name "
+    "its genre); zero-shot scores one sentence per genre.",
+    "d1b6706f": "Captions from the templates of 2026-12-04 (seven of ten name the genre); zero-shot averages "
+    "each genre over its four genre-only sentences.",
+}
+
+
 def markdown(data: dict[str, Any], name: str = NAME) -> str:
     rows = data.get("rows", {})
     setup = data.get("setup", {})
@@ -480,7 +499,11 @@ def markdown(data: dict[str, Any], name: str = NAME) -> str:
         "Written by `pytest benchmarks/test_real_corpus.py -m slow`. Accuracy / mAP in %, mean ± std over "
         "pretraining seeds (each seed's value is the mean over its probe seeds); n = pretraining seeds. "
         "MFCC has no pretraining: its n counts probe seeds. "
-        + PROBE_WORDS[setup_value(data, "probe_features")],
+        + PROBE_WORDS[setup_value(data, "probe_features")]
+        + " "
+        + CAPTION_WORDS.get(
+            setup_value(data, "captions"), f"Caption templates {setup_value(data, 'captions')}."
+        ),
         "",
         # The n column, not the planned seed count, says how many pretraining seeds each row finished.
         re.sub(

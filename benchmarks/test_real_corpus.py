@@ -174,6 +174,7 @@ def test_measure_real_corpus_table2_and_figure2(corpus: dict[str, Any], tmp_path
             "crop_seconds": CROP_SECONDS,
             "lr": LR,
             "probe_features": EvalConfig.probe_features,
+            "captions": lib.captions_id(),
             "seeds": seeds,
             "probe_seeds": PROBE_SEEDS,
             "rows": [v.key for v in variants],

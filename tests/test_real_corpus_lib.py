@@ -91,6 +91,19 @@ def test_merge_refuses_probes_of_different_features_and_the_report_says_which(re
     assert "logistic on the embedding" not in "\n".join(lib.table(old["rows"]))
 
 
+def test_merge_refuses_different_caption_templates_and_the_report_says_which(results):
+    old = _part(800, [("pt", 0, 0.5, 0.3)])  # written before the captions were recorded: the old templates
+    new = _part(800, [("pt", 1, 0.6, 0.3)])
+    new["setup"]["captions"] = lib.captions_id()
+    results("old", old)
+    results("new", new)
+    with pytest.raises(ValueError, match="captions"):
+        lib.merge(["old", "new"], into="joined")
+    # Changing the templates means saying in words what changed: the current fingerprint must be described.
+    assert lib.captions_id() in lib.CAPTION_WORDS
+    assert "before 2026-12-04" in lib.markdown(old) and "four genre-only" in lib.markdown(new)
+
+
 def test_the_recipe_table_pairs_rows_with_pt_at_the_same_seeds(results):
     results("a", _part(800, [("pt", 0, 0.50, 0.30), ("pt", 1, 0.60, 0.40), ("pt", 2, 0.55, 0.35)]))
     results("b", _part(800, [("nodrop", 2, 0.45, 0.45), ("nodrop", 1, 0.62, 0.50)]))
