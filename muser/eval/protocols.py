@@ -21,7 +21,7 @@ from muser.eval.probe import fit_predict
 from muser.eval.splits import Fold, fraction_subset
 from muser.features import tracks as feat
 from muser.features.retrieval import relevance_from_captions, text_to_audio
-from muser.features.text import class_scores, encode_classes, encode_texts
+from muser.features.text import class_scores, encode_texts, prompts
 from muser.shards.manifest import ShardFolder
 
 PROTOCOLS = ("probe", "zeroshot", "finetune", "retrieval")
@@ -105,7 +105,7 @@ def run_protocols(
     if cand.model is None:
         return
     if "zeroshot" in protocols:
-        text = encode_classes(cand.model, data.label_task, data.classes)
+        text = encode_texts(cand.model, prompts(data.label_task, data.classes))
         for fold in data.folds:
             s = class_scores(cand.x[fold.test], text)
             rows.add(
@@ -189,7 +189,7 @@ def _finetune(
         description=f"finetune {fold.name} features",
     )
     x = feat.align(ts, data.keys)
-    s = class_scores(x[fold.test], encode_classes(tuned, data.label_task, data.classes))
+    s = class_scores(x[fold.test], encode_texts(tuned, prompts(data.label_task, data.classes)))
     where = {"fold": fold.name, "seed": cfg.seed, "train": int(len(train)), "final_loss": losses[-1]}
     rows.add(cand.name, "finetune", fraction, score(data.y[fold.test], s, data.multilabel), **where)
     if fraction == max(cfg.fractions):

@@ -1,7 +1,7 @@
 """Text features: sentences through the text tower in batches (the one batching helper every application
-uses), and zero-shot classification: each class label becomes sentences through the caption templates
-that use its field alone, their embeddings are averaged into one class vector, and a track is scored by
-the cosine similarity of its chunk-averaged audio embedding with every class vector.
+uses), and zero-shot classification: each class label becomes a sentence through the caption templates,
+and a track is scored by the cosine similarity of its chunk-averaged audio embedding with every label
+sentence.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from muser.shards.text import label_prompt, label_prompts
+from muser.shards.text import label_prompt
 
 
 def prompts(label_task: str, classes: list[str], template: str | None = None) -> list[str]:
@@ -27,24 +27,6 @@ def encode_texts(model: torch.nn.Module, texts: list[str], batch_size: int = 64)
         model.encode_text(texts[i : i + batch_size]).float().cpu() for i in range(0, len(texts), batch_size)
     ]
     return torch.nn.functional.normalize(torch.cat(out), dim=-1)
-
-
-@torch.no_grad()
-def encode_classes(
-    model: torch.nn.Module, label_task: str, classes: list[str], batch_size: int = 64
-) -> torch.Tensor:
-    """classes -> (C, D) L2-normalised class vectors: the mean of each label's prompt embeddings
-    (label_prompts). Averaging several phrasings of one label is steadier than any one of them (CLIP's
-    prompt ensembling): no single sentence carries the whole class."""
-    sets = [label_prompts(label_task, c) for c in classes]
-    flat = encode_texts(model, [t for s in sets for t in s], batch_size)
-    out, at = [], 0
-    for s in sets:
-        out.append(flat[at : at + len(s)].mean(dim=0))
-        at += len(s)
-    if not out:
-        return flat
-    return torch.nn.functional.normalize(torch.stack(out), dim=-1)
 
 
 def class_scores(audio: np.ndarray, text: torch.Tensor) -> np.ndarray:

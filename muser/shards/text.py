@@ -69,15 +69,7 @@ TEMPLATES: tuple[Template, ...] = tuple(
         "A {mood} {genre} song.",
         "A {genre} song by {artist} from the album {album}.",
         "A {genre} recording from {year}.",
-        "A {genre} song by {artist}.",
-        "A {genre} song called {title}.",
-        # The genre alone, several ways: a track with a genre names it in most of its captions (on GTZAN
-        # clips with artist and title, 7 of 10 usable templates instead of 2 of 5), and zero-shot averages
-        # its class sentence over these (label_prompts), as CLIP averages prompts.
         "A song of {genre}.",
-        "A {genre} song.",
-        "A {genre} track.",
-        "{genre} music.",
         "Music tagged {tags}.",
         "A track that sounds {mood}.",
         "{title} by {artist}.",
@@ -300,28 +292,13 @@ def caption_id(text: str) -> int:
 _TASK_FIELD = {"genre": "genre", "genre_top": "genre", "tags": "tags", "mood": "mood", "instrument": "tags"}
 
 
-def _label_field(task: str) -> str:
-    return _TASK_FIELD.get(task, "genre" if "genre" in task else "tags" if "tag" in task else "genre")
-
-
-def label_prompts(task: str, label: str) -> list[str]:
-    """Every zero-shot sentence for one class label: the label through each built-in template that uses
-    its field alone ("A song of jazz.", "A jazz song.", ...); label_prompt's sentence comes first."""
-    name = _label_field(task)
-    first = label_prompt(task, label)
-    meta = {"genres": [label]} if name == "genre" else {name: [label]}
-    fields = fields_of(meta)
-    rest = [_fill(t, fields) for t in TEMPLATES if t.fields == {name}]
-    return [first] + [t for t in rest if t != first]
-
-
 def label_prompt(task: str, label: str, template: str | None = None) -> str:
     """Zero-shot sentence for one class label, rendered with the same templates as the training captions.
 
     The task picks the field the label fills (genre tasks -> {genre}, tag tasks -> {tags}, others -> {genre});
     a custom template may use that field or {label}.
     """
-    name = _label_field(task)
+    name = _TASK_FIELD.get(task, "genre" if "genre" in task else "tags" if "tag" in task else "genre")
     if template is not None and "{label}" in template:
         template = template.replace("{label}", "{" + name + "}")
     meta = {"genres": [label]} if name == "genre" else {name: [label]}

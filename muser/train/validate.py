@@ -17,7 +17,7 @@ import torch
 from muser.config import DataConfig, EvalConfig, TrainConfig
 from muser.features import tracks as feat
 from muser.features.retrieval import relevance_from_captions, text_to_audio
-from muser.features.text import class_scores, encode_classes, encode_texts
+from muser.features.text import class_scores, encode_texts, prompts
 from muser.shards.manifest import ShardFolder
 from muser.shards.text import render
 
@@ -75,6 +75,6 @@ def evaluate(
         rows = [i for i, v in enumerate(values) if isinstance(v, str) and v in index]
         if rows:
             targets = np.array([index[values[i]] for i in rows])
-            text = encode_classes(model, task, classes, batch_size)
+            text = encode_texts(model, prompts(task, classes), batch_size)
             out[f"zs_{task}"] = float(np.mean(class_scores(ts.x[rows], text).argmax(axis=1) == targets))
     return out

@@ -1,12 +1,10 @@
-"""encode_texts: the one text-batching helper (eval, validation and the catalogue use it); encode_classes:
-the zero-shot class vectors."""
+"""encode_texts: the one text-batching helper (eval, validation and the catalogue use it)."""
 
 from __future__ import annotations
 
 import torch
 
-from muser.features.text import class_scores, encode_classes, encode_texts, prompts
-from muser.shards.text import label_prompts
+from muser.features.text import class_scores, encode_texts, prompts
 from tests.models.small import small_model
 
 
@@ -26,17 +24,3 @@ def test_zero_shot_scores_rank_a_track_by_its_own_label_sentence():
     text = encode_texts(model, prompts("genre", ["blues", "rock"]))
     scores = class_scores(text.numpy()[[1, 0]] * 0.5, text)  # shorter vectors: re-normalised
     assert scores.shape == (2, 2) and list(scores.argmax(axis=1)) == [1, 0]
-
-
-def test_class_vectors_are_the_normalised_mean_of_each_labels_prompts():
-    model = small_model()
-    classes = ["blues", "rock", "jazz"]
-    vectors = encode_classes(model, "genre", classes, batch_size=5)
-    assert vectors.shape == (3, model.config.embed_dim)
-    assert torch.allclose(vectors.norm(dim=-1), torch.ones(3), atol=1e-5)
-    for row, label in zip(vectors, classes, strict=True):
-        mean = encode_texts(model, label_prompts("genre", label)).mean(dim=0)
-        assert torch.allclose(row, mean / mean.norm(), atol=1e-5)
-    single = encode_texts(model, prompts("genre", classes))
-    assert not torch.allclose(vectors, single, atol=1e-3)  # several phrasings, not only the first
-    assert encode_classes(model, "genre", []).shape == (0, model.config.embed_dim)
