@@ -92,16 +92,17 @@ def test_merge_refuses_probes_of_different_features_and_the_report_says_which(re
 
 
 def test_merge_refuses_different_caption_templates_and_the_report_says_which(results):
-    old = _part(800, [("pt", 0, 0.5, 0.3)])  # written before the captions were recorded: the old templates
+    old = _part(800, [("pt", 0, 0.5, 0.3)])  # written before the captions were recorded: built-in templates
     new = _part(800, [("pt", 1, 0.6, 0.3)])
-    new["setup"]["captions"] = lib.captions_id()
+    new["setup"]["captions"] = "d1b6706f"  # the genre-rich templates tried on 2026-12-04
     results("old", old)
     results("new", new)
     with pytest.raises(ValueError, match="captions"):
         lib.merge(["old", "new"], into="joined")
     # Changing the templates means saying in words what changed: the current fingerprint must be described.
     assert lib.captions_id() in lib.CAPTION_WORDS
-    assert "before 2026-12-04" in lib.markdown(old) and "four genre-only" in lib.markdown(new)
+    assert "built-in templates" in lib.markdown(old) and "four genre-only" in lib.markdown(new)
+    assert lib.setup_value(old, "captions") == lib.captions_id()
 
 
 def test_the_recipe_table_pairs_rows_with_pt_at_the_same_seeds(results):
