@@ -90,6 +90,13 @@ _PRETRAIN_FIELDS = {
     help="A transformers model folder or hub id org/name[@rev] (cached: offline); trained at a lower lr.",
 )
 @click.option(
+    "--text-freeze-layers",
+    type=click.IntRange(0),
+    default=None,
+    help="Freeze --text-encoder's embeddings and this many lower blocks; all of them (6 for MiniLM-L6) "
+    "locks the text tower as LiT does: only its projection trains.",
+)
+@click.option(
     "--batch-size",
     type=int,
     default=None,
@@ -168,6 +175,7 @@ def pretrain(
     no_duplicate_aware: bool,
     preset_name: str | None,
     text_encoder: str | None,
+    text_freeze_layers: int | None,
     **options,
 ) -> None:
     """Tri-modal contrastive pretraining on shard folders (CPU, one GPU, or many through torchrun).
@@ -205,11 +213,14 @@ def pretrain(
         overrides[section][field_name] = value
     if no_duplicate_aware:
         overrides["train"]["duplicate_aware"] = False
+    if text_freeze_layers is not None and not text_encoder:
+        raise ValueError("--text-freeze-layers freezes a pretrained encoder: give it with --text-encoder")
     model = None
     if preset_name or text_encoder:
-        model = preset(
-            preset_name or DEFAULT_PRESET, **({"text_encoder": text_encoder} if text_encoder else {})
-        )
+        chosen = {"text_encoder": text_encoder} if text_encoder else {}
+        if text_freeze_layers is not None:
+            chosen["text_freeze_layers"] = text_freeze_layers
+        model = preset(preset_name or DEFAULT_PRESET, **chosen)
     data, model_cfg, train = run_configs(output, overrides, resume, model)
     result = run_pretrain(data, model_cfg, train)
     if result.get("steps") is not None:

@@ -342,6 +342,29 @@ def test_pretrained_text_encoder_trains_at_a_lower_lr(shards, tmp_path, minilm_d
     assert first["lr"] == pytest.approx(1e-3) and first["lr_text"] == pytest.approx(1e-4)
 
 
+def test_a_locked_text_encoder_from_the_cli_trains_only_its_projection(shards, tmp_path, minilm_dir):
+    from muser.models.muser import MUSER
+
+    run = tmp_path / "run"
+    args = ["pretrain", "--shards", str(shards), "--output", str(run), "--steps", "2", "--workers", "0"]
+    locked = [*args, "--batch-size", "4", "--text-encoder", str(minilm_dir), "--text-freeze-layers", "6"]
+    done = CliRunner().invoke(main, locked)
+    assert done.exit_code == 0, done.output
+    assert json.loads((run / "config.json").read_text())["model"]["text_freeze_layers"] == 6
+    before, after = MUSER.from_pretrained(run / "init"), MUSER.from_pretrained(run / "model")
+    text = {k: v for k, v in after.state_dict().items() if k.startswith("text.")}
+    assert text and all(torch.equal(v, before.state_dict()[k]) for k, v in text.items())
+    moved = [k for k, v in after.state_dict().items() if not torch.equal(v, before.state_dict()[k])]
+    assert any(k.startswith("proj_text.") for k in moved) and any(k.startswith("waveform.") for k in moved)
+    # Without a pretrained encoder, or with more blocks than it has: one sentence, exit 2, no run folder.
+    alone = CliRunner().invoke(main, [*args[:4], str(tmp_path / "alone"), "--text-freeze-layers", "2"])
+    assert alone.exit_code == 2 and "--text-encoder" in alone.output and not (tmp_path / "alone").exists()
+    deep = [*locked[:4], str(tmp_path / "deep"), *locked[5:-1], "7"]
+    too_deep = CliRunner().invoke(main, deep)
+    assert too_deep.exit_code == 2 and "6 layers" in too_deep.output, too_deep.output
+    assert not (tmp_path / "deep").exists()
+
+
 def test_sigmoid_loss_trains_from_the_cli_with_falling_loss(shards, tmp_path):
     run = tmp_path / "run"
     args = ["pretrain", "--shards", str(shards), "--output", str(run), "--loss", "sigmoid", "--steps", "24"]
