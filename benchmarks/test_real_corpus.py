@@ -65,7 +65,10 @@ def _shard(src: Path, metadata: Path | None, name: str, **fractions: float) -> t
     key = lib.listing_hash(src, name, sorted(fractions.items()), 16000)
     dst = lib.SHARD_CACHE / f"{name}-{key}"
     t0 = time.perf_counter()
-    if not (dst / "manifest.json").is_file():
+    # A manifest is written when sharding starts: only a complete one means the cache holds the folder
+    # (an interrupted run left complete=false; write_shards resumes it).
+    done = (dst / "manifest.json").is_file() and json.loads((dst / "manifest.json").read_text())["complete"]
+    if not done:
         cfg = ShardConfig(
             src=str(src),
             dst=str(dst),
