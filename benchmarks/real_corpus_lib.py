@@ -9,6 +9,7 @@ seeds, and the table shows the mean ± std of those per-seed values (n = pretrai
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -151,6 +152,14 @@ def untagged_folders(corpus: Path) -> list[tuple[str, Path, Path | None]]:
     if env and Path(env).expanduser().is_dir():
         out.append(("soundtracks", Path(env).expanduser(), None))
     return out
+
+
+def shards_complete(folder: Path) -> bool:
+    """Whether a shard cache folder holds a finished sharding. The writer saves its manifest when it
+    starts (complete=false) and again at the end: a folder an interrupted run left behind has a manifest
+    too, and taking it as cached would pretrain without that folder's music, silently."""
+    manifest = folder / "manifest.json"
+    return manifest.is_file() and json.loads(manifest.read_text()).get("complete") is True
 
 
 def listing_hash(folder: Path, *extra: object) -> str:

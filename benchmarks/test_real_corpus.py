@@ -65,10 +65,7 @@ def _shard(src: Path, metadata: Path | None, name: str, **fractions: float) -> t
     key = lib.listing_hash(src, name, sorted(fractions.items()), 16000)
     dst = lib.SHARD_CACHE / f"{name}-{key}"
     t0 = time.perf_counter()
-    # A manifest is written when sharding starts: only a complete one means the cache holds the folder
-    # (an interrupted run left complete=false; write_shards resumes it).
-    done = (dst / "manifest.json").is_file() and json.loads((dst / "manifest.json").read_text())["complete"]
-    if not done:
+    if not lib.shards_complete(dst):  # write_shards resumes an interrupted folder
         cfg = ShardConfig(
             src=str(src),
             dst=str(dst),

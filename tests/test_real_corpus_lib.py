@@ -126,3 +126,15 @@ def test_recipe_rows_are_pt_with_one_choice_changed():
         assert changed >= 1, row.key
     keys = [v.key for v in lib.VARIANTS]
     assert len(keys) == len(set(keys))
+
+
+def test_a_shard_cache_counts_only_when_its_manifest_says_complete(tmp_path):
+    """The writer saves a manifest when it starts: a folder an interrupted sharding left behind must be
+    sharded again (resumed), not pretrained on with its music missing."""
+    folder = tmp_path / "soundtracks-0123"
+    assert not lib.shards_complete(folder)
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"complete": False, "splits": {}}))
+    assert not lib.shards_complete(folder)
+    (folder / "manifest.json").write_text(json.dumps({"complete": True, "splits": {"all": {"samples": 3}}}))
+    assert lib.shards_complete(folder)
