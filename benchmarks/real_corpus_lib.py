@@ -105,14 +105,6 @@ RECIPE = (
         text_encoder=str(MINILM),
         model={"text_freeze_layers": 6},
     ),
-    # Between the two: MiniLM's embeddings and lower 5 blocks locked, its top block trains (at lr / 10, the
-    # pretrained text tower's rate), so the caption words can move a little toward the audio.
-    _recipe(
-        "minilmtop",
-        "PT, MiniLM-L6 text encoder, top block trainable",
-        text_encoder=str(MINILM),
-        model={"text_freeze_layers": 5},
-    ),
 )
 VARIANTS = VARIANTS + RECIPE
 PT_FT = "PT+FT (PT, then contrastive fine-tuning on train labels)"
