@@ -453,6 +453,9 @@ def merge(names: list[str], into: str = NAME) -> dict[str, Any]:
     kept: dict[tuple[str, int], dict[str, float]] = {}
     same: dict[tuple[str, int], bool] = {}  # (run's row, seed) of a rerun -> all its values equal
     for name, part in zip(names, parts, strict=True):
+        # A run without its own machine (files written before runs recorded it) ran on its file's.
+        for run in part.get("runs", []):
+            run.setdefault("machine", part.get("machine", {}).get("device"))
         fresh = {(r["row"], r["seed"]) for r in part.get("runs", [])} - seen
         for key, row in part.get("rows", {}).items():
             if key == "mfcc":
@@ -505,6 +508,26 @@ CAPTION_WORDS = {
     "d1b6706f": "Captions from the genre-rich templates tried on 2026-12-04 and not adopted (seven of ten "
     "name the genre); zero-shot averaged each genre over its four genre-only sentences.",
 }
+
+
+def machines_line(data: dict[str, Any]) -> str | None:
+    """Which machine ran which rows, when a merged file holds runs of more than one (its "machine" is only
+    the machine that wrote it); None when every run names the same machine or none does."""
+    by_machine: dict[str, dict[str, list[int]]] = {}
+    for run in data.get("runs", []):
+        if run.get("machine"):
+            by_machine.setdefault(run["machine"], {}).setdefault(run["row"], []).append(run["seed"])
+    if len(by_machine) < 2:
+        return None
+    parts = [
+        f"{device}: " + ", ".join(f"{row} seeds {sorted(seeds)}" for row, seeds in rows.items())
+        for device, rows in by_machine.items()
+    ]
+    return (
+        "Runs by machine (a row's seeds and PT, its pairing, may have run on different CPUs): "
+        + "; ".join(parts)
+        + "."
+    )
 
 
 def markdown(data: dict[str, Any], name: str = NAME) -> str:
@@ -571,6 +594,7 @@ def markdown(data: dict[str, Any], name: str = NAME) -> str:
         f"1/5/15-min load average at the last write {[round(x, 2) for x in m.get('load_average') or []]}, "
         f"at the start {[round(x, 2) for x in data.get('load_average_start') or []]} (the machine was "
         "shared: above the core count means other jobs took CPU, which lengthens wall times).",
+        *(["", line] if (line := machines_line(data)) else []),
     ]
     return "\n".join(lines) + "\n"
 

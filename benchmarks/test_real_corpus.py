@@ -259,6 +259,7 @@ def test_measure_real_corpus_table2_and_figure2(corpus: dict[str, Any], tmp_path
                 "counts": result["counts"],
                 "split_scheme": result["split_scheme"],
                 "load_average": machine_info()["load_average"],
+                "machine": machine_info()["device"],  # merged files can hold runs of several machines
             }
             if first_pt:
                 _add(

@@ -66,6 +66,26 @@ def test_an_identical_rerun_is_recorded_as_such(results):
     assert out["rows"]["pt"]["n"] == 1
 
 
+def test_a_merged_report_says_which_machine_ran_which_runs(results):
+    """A file's "machine" is the machine that wrote it; runs joined from another machine keep their own,
+    and the report names both (a file without per-run machines lends its runs the file's)."""
+    amd = _part(800, [("pt", 0, 0.5, 0.3), ("pt", 1, 0.5, 0.3)])
+    amd["machine"] = {"device": "cpu (AMD EPYC)"}
+    intel = _part(800, [("nospec", 0, 0.4, 0.3)])
+    intel["machine"] = {"device": "cpu (Intel Xeon)"}
+    results("amd", amd)
+    results("intel", intel)
+    out = lib.merge(["amd", "intel"], into="joined")
+    assert [r["machine"] for r in out["runs"]] == ["cpu (AMD EPYC)"] * 2 + ["cpu (Intel Xeon)"]
+    text = (common.results_dir() / "joined.md").read_text()
+    assert "cpu (AMD EPYC): pt seeds [0, 1]; cpu (Intel Xeon): nospec seeds [0]." in text
+    # Re-merging the joined file keeps each run's machine, not the machine doing the merge.
+    again = lib.merge(["joined"], into="again")
+    assert [r["machine"] for r in again["runs"]] == [r["machine"] for r in out["runs"]]
+    results("amd2", _part(800, [("sigmoid", 0, 0.4, 0.3)]) | {"machine": {"device": "cpu (AMD EPYC)"}})
+    assert "Runs by machine" not in lib.markdown(lib.merge(["amd", "amd2"], into="one"))
+
+
 def test_merge_refuses_different_budgets(results):
     results("a", _part(800, [("pt", 0, 0.5, 0.3)]))
     results("c", _part(2000, [("pt", 1, 0.5, 0.3)]))
