@@ -590,7 +590,8 @@ def markdown(data: dict[str, Any], name: str = NAME) -> str:
         f"seeds per row (seeds run: {setup.get('seed_list', 'see runs')}). "
         f"Whole run so far: {data.get('wall_s', 0) / 60:.1f} min.",
         "",
-        f"Machine: {m.get('cpu_count')} x {m.get('cpu')}, torch {m.get('torch')}, device {m.get('device')}, "
+        ("Written by a merge on: " if data.get("merged_from") else "Machine: ")
+        + f"{m.get('cpu_count')} x {m.get('cpu')}, torch {m.get('torch')}, device {m.get('device')}, "
         f"1/5/15-min load average at the last write {[round(x, 2) for x in m.get('load_average') or []]}, "
         f"at the start {[round(x, 2) for x in data.get('load_average_start') or []]} (the machine was "
         "shared: above the core count means other jobs took CPU, which lengthens wall times).",

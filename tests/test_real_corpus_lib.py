@@ -79,6 +79,7 @@ def test_a_merged_report_says_which_machine_ran_which_runs(results):
     assert [r["machine"] for r in out["runs"]] == ["cpu (AMD EPYC)"] * 2 + ["cpu (Intel Xeon)"]
     text = (common.results_dir() / "joined.md").read_text()
     assert "cpu (AMD EPYC): pt seeds [0, 1]; cpu (Intel Xeon): nospec seeds [0]." in text
+    assert "Written by a merge on: " in text and "\nMachine: " not in text
     # Re-merging the joined file keeps each run's machine, not the machine doing the merge.
     again = lib.merge(["joined"], into="again")
     assert [r["machine"] for r in again["runs"]] == [r["machine"] for r in out["runs"]]
