@@ -478,7 +478,8 @@ def merge(names: list[str], into: str = NAME) -> dict[str, Any]:
             if (run["row"], run["seed"]) in fresh:
                 out["runs"].append(run)
             else:
-                out["duplicates"].append({"file": name, "row": run["row"], "seed": run["seed"]})
+                dup = {"file": name, "row": run["row"], "seed": run["seed"]}
+                out["duplicates"].append(dup | ({"machine": run["machine"]} if run.get("machine") else {}))
         seen |= fresh
     for dup in out["duplicates"]:
         dup["identical"] = same.get((dup["row"], dup["seed"]))
@@ -575,7 +576,10 @@ def markdown(data: dict[str, Any], name: str = NAME) -> str:
                 "",
                 "Reruns left out of the rows (a seed already held): "
                 + "; ".join(
-                    f"{d['row']} seed {d['seed']} from {d['file']}, "
+                    f"{d['row']} seed {d['seed']} from {d['file']}"
+                    # A rerun on another CPU tells how far floating-point differences move a seed.
+                    + (f" (run on {d['machine']})" if d.get("machine") and machines_line(data) else "")
+                    + ", "
                     + ("every value identical" if d.get("identical") else "values differ")
                     for d in data["duplicates"]
                 )

@@ -83,6 +83,14 @@ def test_a_merged_report_says_which_machine_ran_which_runs(results):
     # Re-merging the joined file keeps each run's machine, not the machine doing the merge.
     again = lib.merge(["joined"], into="again")
     assert [r["machine"] for r in again["runs"]] == [r["machine"] for r in out["runs"]]
+    # A rerun of a seed on the other machine is listed with that machine.
+    rerun = _part(800, [("pt", 0, 0.45, 0.35)]) | {"machine": {"device": "cpu (Intel Xeon)"}}
+    results("rerun", rerun)
+    lib.merge(["amd", "intel", "rerun"], into="reruns")
+    assert (
+        "pt seed 0 from rerun (run on cpu (Intel Xeon)), values differ"
+        in (common.results_dir() / "reruns.md").read_text()
+    )
     results("amd2", _part(800, [("sigmoid", 0, 0.4, 0.3)]) | {"machine": {"device": "cpu (AMD EPYC)"}})
     assert "Runs by machine" not in lib.markdown(lib.merge(["amd", "amd2"], into="one"))
 
