@@ -54,10 +54,11 @@ def test_finetuning_learns_its_training_labels(tmp_path):
     torch.manual_seed(0)
     model = small_model()
     before = _prompt_accuracy(model, tracks, classes)
-    tuned, losses = finetune(model, folder, ["train"], labels, "genre", epochs=8, lr=2e-3, batch_size=6)
+    tuned, losses = finetune(model, folder, ["train"], labels, "genre", epochs=8, lr=1e-2, batch_size=6)
     after = _prompt_accuracy(tuned, tracks, classes)
-    # It learnt, not just ran: the loss falls (measured 3.95 -> 3.43 over the first and last four steps)
-    # and the label prompts pick the right genre for more training tracks (measured 4/12 -> 5/12).
-    assert len(losses) == 8 * 2 and np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.3, losses
-    assert after > before, (before, after)
+    # It learnt, not just ran: the loss falls (measured 4.10 -> 2.78 over the first and last four steps)
+    # and the label prompts pick the right genre for more training tracks (measured 4/12 -> 9/12). At lr
+    # 2e-3 the gain was one track on one CPU and none on another: the margin must outlast floating point.
+    assert len(losses) == 8 * 2 and np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.5, losses
+    assert after >= before + 3 / 12 - 1e-6, (before, after)
     assert _prompt_accuracy(model, tracks, classes) == before  # the original model was left untouched
