@@ -535,6 +535,7 @@ def markdown(data: dict[str, Any], name: str = NAME) -> str:
     rows = data.get("rows", {})
     setup = data.get("setup", {})
     m = data.get("machine", {})
+    machines = machines_line(data)
     lines = [
         "# The paper's Table 2 and Figure 2 on real music (held-out GTZAN clips)",
         "",
@@ -578,7 +579,7 @@ def markdown(data: dict[str, Any], name: str = NAME) -> str:
                 + "; ".join(
                     f"{d['row']} seed {d['seed']} from {d['file']}"
                     # A rerun on another CPU tells how far floating-point differences move a seed.
-                    + (f" (run on {d['machine']})" if d.get("machine") and machines_line(data) else "")
+                    + (f" (run on {d['machine']})" if d.get("machine") and machines else "")
                     + ", "
                     + ("every value identical" if d.get("identical") else "values differ")
                     for d in data["duplicates"]
@@ -599,7 +600,7 @@ def markdown(data: dict[str, Any], name: str = NAME) -> str:
         f"1/5/15-min load average at the last write {[round(x, 2) for x in m.get('load_average') or []]}, "
         f"at the start {[round(x, 2) for x in data.get('load_average_start') or []]} (the machine was "
         "shared: above the core count means other jobs took CPU, which lengthens wall times).",
-        *(["", line] if (line := machines_line(data)) else []),
+        *(["", machines] if machines else []),
     ]
     return "\n".join(lines) + "\n"
 
