@@ -80,6 +80,11 @@ RECIPE = (
         "PT + waveform gain ±6 dB, shift, mix ≤ 0.3",
         model={"wave_gain_db": 6.0, "wave_shift": True, "wave_mix": 0.3},
     ),
+    # The three waveform augmentations one at a time: together they cost 10.8 probe points at 800 steps, and
+    # that row cannot say which of them did it, nor whether a lever helps on its own at the longer budget.
+    _recipe("wavegain", "PT + waveform gain ±6 dB", model={"wave_gain_db": 6.0}),
+    _recipe("waveshift", "PT + circular time shift", model={"wave_shift": True}),
+    _recipe("wavemix", "PT + mix of another track ≤ 0.3", model={"wave_mix": 0.3}),
     _recipe("crop15", "PT, 1.5-s crops (3 -> 1.5)", data={"crop_seconds": 1.5}),
     # Half-length crops run about 1.5x as many steps per CPU-second: this row spends PT's CPU time.
     _recipe(
