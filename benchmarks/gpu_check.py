@@ -155,12 +155,14 @@ def main(argv: list[str]) -> int:
         "capability": "sm_{}{}".format(*torch.cuda.get_device_capability(0)),
         "machine": machine_info(),
     }
-    report["kernel_tests"] = kernel_tests()
-    report["gpu_tests"] = gpu_tests()
-    report["loss_benchmark"] = loss_benchmark()
-    report["pretrain"] = pretrain_stage()
-    report["seconds"] = round(time.perf_counter() - start, 1)
-    write_result("gpu_check", report)
+    stages = {"kernel_tests": kernel_tests, "gpu_tests": gpu_tests, "loss_benchmark": loss_benchmark}
+    for name, stage in {**stages, "pretrain": pretrain_stage}.items():
+        report[name] = stage()
+        report["seconds"] = round(time.perf_counter() - start, 1)
+        # Written after every stage: device time is scarce, and a lease that ends mid-check keeps the
+        # stages it finished.
+        write_result("gpu_check", report)
+        print(f"{name}: {report[name]['status']} ({report[name].get('seconds')} s)", flush=True)
     failed = [name for name in LIMITS if report[name]["status"] != "passed"]
     print(json.dumps({k: v.get("status") if isinstance(v, dict) else v for k, v in report.items()}, indent=1))
     print(f"wrote {OUT.relative_to(ROOT)}" + (f"; not passed: {', '.join(failed)}" if failed else ""))

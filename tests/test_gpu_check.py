@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from benchmarks import gpu_check
@@ -52,3 +53,28 @@ def test_the_gpu_stages_run_every_gpu_test(monkeypatch):
     assert rest == ["tests", "-m", "gpu", "--ignore=tests/kernels"]
     marked = {p.parent.name for p in (ROOT / "tests").rglob("test_*.py") if "mark.gpu" in p.read_text()}
     assert {"kernels", "train", "models"} <= marked  # the tile configs, the training steps, the front end
+
+
+def test_the_report_is_written_after_every_stage(monkeypatch):
+    """A lease that ends mid-check keeps the stages it finished: the JSON is rewritten after each one."""
+    from benchmarks import common
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=0: (9, 0))
+    writes = []
+    monkeypatch.setattr(common, "write_result", lambda name, report: writes.append(dict(report)))
+    monkeypatch.setattr(gpu_check, "kernel_tests", lambda: {"status": "passed", "seconds": 1.0})
+    monkeypatch.setattr(gpu_check, "gpu_tests", lambda: {"status": "failed (exit 1)", "seconds": 2.0})
+
+    def lease_ends():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gpu_check, "loss_benchmark", lease_ends)
+    with pytest.raises(KeyboardInterrupt):
+        gpu_check.main([])
+    assert [sorted(k for k in w if k in gpu_check.LIMITS) for w in writes] == [
+        ["kernel_tests"],
+        ["gpu_tests", "kernel_tests"],
+    ]
+    assert writes[-1]["device"] == "Fake GPU" and writes[-1]["gpu_tests"]["status"] == "failed (exit 1)"
