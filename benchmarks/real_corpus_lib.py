@@ -9,7 +9,6 @@ seeds, and the table shows the mean ± std of those per-seed values (n = pretrai
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import common
+from muser.shards import manifest as mf
 
 CACHE = Path.home() / ".cache" / "muser"
 DEFAULT_CORPUS = CACHE / "real-corpus"
@@ -155,8 +155,11 @@ def shards_complete(folder: Path) -> bool:
     """Whether a shard cache folder holds a finished sharding. The writer saves its manifest when it
     starts (complete=false) and again at the end: a folder an interrupted run left behind has a manifest
     too, and taking it as cached would pretrain without that folder's music, silently."""
-    manifest = folder / "manifest.json"
-    return manifest.is_file() and json.loads(manifest.read_text()).get("complete") is True
+    if not mf.is_shard_folder(folder):
+        return False
+    # Read through the one validated manifest reader: a damaged file is refused naming the folder and the
+    # fix, not taken for an unfinished sharding (the writer would refuse it again) or raised as raw JSON.
+    return mf.read_manifest(folder).get("complete") is True
 
 
 def listing_hash(folder: Path, *extra: object) -> str:
@@ -598,7 +601,9 @@ def markdown(data: dict[str, Any], name: str = NAME) -> str:
         f"Budget: {setup.get('steps')} steps x batch {setup.get('batch_size')} per pretraining run, "
         f"{setup.get('crop_seconds')}-s crops, lr {setup.get('lr')}; up to {setup.get('seeds')} pretraining "
         f"seeds per row (seeds run: {setup.get('seed_list', 'see runs')}). "
-        f"Whole run so far: {data.get('wall_s', 0) / 60:.1f} min.",
+        # A merge joins processes that ran side by side or on other days: their wall times do not add up.
+        + ("Longest of the merged processes: " if data.get("merged_from") else "Whole run so far: ")
+        + f"{data.get('wall_s', 0) / 60:.1f} min.",
         "",
         ("Written by a merge on: " if data.get("merged_from") else "Machine: ")
         + f"{m.get('cpu_count')} x {m.get('cpu')}, torch {m.get('torch')}, device {m.get('device')}, "

@@ -23,7 +23,6 @@ finished. Assertions are sanity checks only: which row wins is what this measure
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import pytest
 from benchmarks import real_corpus_lib as lib
 from benchmarks.common import machine_info
 from muser.config import DataConfig, EvalConfig, ShardConfig, TrainConfig, preset, to_dict
+from muser.shards import manifest as mf
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +75,7 @@ def _shard(src: Path, metadata: Path | None, name: str, **fractions: float) -> t
             **fractions,
         )
         write_shards(cfg, progress=False)
-    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest = mf.read_manifest(dst)
     splits = {k: v["samples"] for k, v in manifest["splits"].items()}
     hours = sum(v["seconds"] for v in manifest["splits"].values()) / 3600
     return dst, {"folder": str(src), "splits": splits, "hours": hours, "shard_s": time.perf_counter() - t0}

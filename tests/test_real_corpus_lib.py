@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks import common
 from benchmarks import real_corpus_lib as lib
+from muser.shards import manifest as mf
 
 LOGISTIC, ZS = "probe-logistic@1/accuracy", "zeroshot/accuracy"
 
@@ -80,6 +81,8 @@ def test_a_merged_report_says_which_machine_ran_which_runs(results):
     text = (common.results_dir() / "joined.md").read_text()
     assert "cpu (AMD EPYC): pt seeds [0, 1]; cpu (Intel Xeon): nospec seeds [0]." in text
     assert "Written by a merge on: " in text and "\nMachine: " not in text
+    # Processes that ran side by side: the report gives the longest one, not a "whole run" it never timed.
+    assert "Longest of the merged processes: " in text and "Whole run so far" not in text
     # Re-merging the joined file keeps each run's machine, not the machine doing the merge.
     again = lib.merge(["joined"], into="again")
     assert [r["machine"] for r in again["runs"]] == [r["machine"] for r in out["runs"]]
@@ -163,7 +166,12 @@ def test_a_shard_cache_counts_only_when_its_manifest_says_complete(tmp_path):
     folder = tmp_path / "soundtracks-0123"
     assert not lib.shards_complete(folder)
     folder.mkdir()
-    (folder / "manifest.json").write_text(json.dumps({"complete": False, "splits": {}}))
+    manifest = mf.new_manifest(16000, "flac", [str(tmp_path / "music")], {})
+    mf.write_manifest(folder, manifest)
     assert not lib.shards_complete(folder)
-    (folder / "manifest.json").write_text(json.dumps({"complete": True, "splits": {"all": {"samples": 3}}}))
+    mf.write_manifest(folder, manifest | {"complete": True})
     assert lib.shards_complete(folder)
+    # A torn or hand-edited manifest is refused with the folder's name and the fix, not raw JSON.
+    (folder / "manifest.json").write_text('{"complete": tru')
+    with pytest.raises(ValueError, match="soundtracks-0123.*--overwrite"):
+        lib.shards_complete(folder)

@@ -117,8 +117,13 @@ def _resolve(impl: str, device: torch.device, loss: str = "contrastive") -> str:
         # The interpreter is for testing only: "auto" uses Triton when it runs natively on a CUDA tensor.
         if device.type != "cuda":
             return "reference"
-        native = _triton_mode()[0] == "native"
-        return "triton" if native and _self_check(str(device), loss) else "reference"
+        if _triton_mode()[0] != "native":
+            return "reference"
+        if device.index is None:
+            # "cuda" and the tensors' "cuda:0" are one GPU: one self-check (and one outcome) for both, so
+            # what resolved_impl reports is what the loss calls then run (seen on an H200: two checks).
+            device = torch.device("cuda", torch.cuda.current_device())
+        return "triton" if _self_check(str(device), loss) else "reference"
     mode, reason = _triton_mode()
     if mode is None:
         raise RuntimeError(f"{loss}_loss: impl='triton' cannot run here ({reason}); use impl='reference'")

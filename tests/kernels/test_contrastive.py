@@ -155,6 +155,19 @@ def test_auto_dispatch_and_override(monkeypatch):
     assert calls == ["reference", "reference"]
 
 
+def test_auto_checks_one_gpu_once_whatever_its_name(monkeypatch):
+    """resolved_impl("cuda") (what the trainer records) and a loss on "cuda:0" tensors are one GPU: the
+    self-check runs under one key, so both see the same outcome (on an H200 they had run it twice)."""
+    checked = []
+    monkeypatch.setattr(kernels, "_triton_mode", lambda: ("native", ""))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(kernels, "_self_check", lambda device, loss="contrastive": checked.append(device))
+    for device in ("cuda", "cuda:0", torch.device("cuda", 0)):
+        kernels.resolved_impl(device)
+    kernels.resolved_impl("cuda", "sigmoid")
+    assert checked == ["cuda:0"] * 4
+
+
 @needs_triton
 def test_override_hook_forces_triton(monkeypatch):
     q, k, scale, _, _ = unit_inputs("override", 6, 6, 16, torch.float32, None)

@@ -176,4 +176,14 @@ def test_frontend_on_the_gpu_equals_the_cpu(kind):
     # log magnitudes: an absolute bound (in log units) over the whole band
     torch.testing.assert_close(gpu, cpu, rtol=0, atol=1e-3 * cpu.abs().max().item())
     with torch.no_grad():
-        torch.testing.assert_close(enc(wave.cuda()).cpu(), enc.cpu()(wave), rtol=1e-3, atol=1e-4)
+        want = enc.cpu()(wave)
+        # The tower alone, on the CPU's spectrogram, without TF32 convolutions (cuDNN's default on
+        # Ampere and later): the same function to fp32 rounding.
+        enc.cuda().log_spectrogram = lambda w: cpu.to(w.device)
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            torch.testing.assert_close(enc(wave.cuda()).cpu(), want, rtol=1e-3, atol=1e-4)
+        del enc.log_spectrogram
+        # End to end with the defaults: the front end's differences (bounded above) and TF32 propagate
+        # through the tower. On an H200 the outputs differed by at most 2.3e-4 (mel) and 7.2e-4 (CQT) on
+        # values of order 1, which the 1e-4 bound above had failed.
+        torch.testing.assert_close(enc(wave.cuda()).cpu(), want, rtol=1e-2, atol=2e-3)
