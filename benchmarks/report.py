@@ -45,7 +45,9 @@ def targets_table(files: dict[str, dict[str, Any]]) -> str:
     ]
     for name, data in files.items():
         for key, row in data["rows"].items():
-            where = f"{data['code_version']}, {_when(row)}"
+            # A row joined from a run of other code (the GPU rows of one lease beside the CPU rows) keeps
+            # its own version.
+            where = f"{row.get('code_version', data['code_version'])}, {_when(row)}"
             if row.get("measure_only"):
                 lines.append(f"| {name} / {key} | (measure-only) | | | {row['status']} | {where} |")
             elif not row.get("targets"):

@@ -178,6 +178,9 @@ def test_the_render_shows_verdicts_and_valid_timings_only(results):
     assert "| b / ok | ratio | 2 | >= 1.5 | passed | v1," in targets
     assert "| b / loaded | | | | skipped: too loaded |" in targets
     assert "| b / ok | x | 2 | 1 | 1.00 | 2 | passed |" in timing and "b / loaded" not in timing
+    # A row joined from another code version (GPU rows of one lease beside CPU rows) shows its own.
+    files["b"]["rows"]["ok"]["code_version"] = "gpu1"
+    assert "| b / ok | ratio | 2 | >= 1.5 | passed | gpu1," in report.targets_table(files)
 
 
 CONFTEST = "from benchmarks.conftest import *  # noqa: F403\n"
