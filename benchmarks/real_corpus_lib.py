@@ -162,6 +162,18 @@ def shards_complete(folder: Path) -> bool:
     return mf.read_manifest(folder).get("complete") is True
 
 
+def check_pretrained(result: dict[str, Any], steps: int, where: str) -> None:
+    """Refuse a pretraining run that stopped before its budget. The trainer saves and returns on SIGTERM
+    (and stops on a non-finite loss) as a user wants; here that model would be evaluated and recorded as a
+    full-budget row. Seen: runs killed at step ~570 of 2,000 were evaluated and written as 2,000-step rows."""
+    if result.get("stopped") or result.get("steps") != steps:
+        raise RuntimeError(
+            f"{where}: pretraining ran {result.get('steps')} of {steps} steps (stopped: "
+            f"{result.get('stopped') or 'no reason given'}); not recorded, since its row would claim the "
+            "full budget. Run it again."
+        )
+
+
 def listing_hash(folder: Path, *extra: object) -> str:
     """A hash of a folder's file names and sizes plus `extra`: the shard cache key."""
     h = hashlib.sha256(repr(extra).encode())

@@ -122,6 +122,7 @@ def _pretrain(corpus: dict[str, Any], variant: lib.Variant, seed: int, out: Path
     train = dataclasses.replace(train, **variant.train)
     t0 = time.perf_counter()
     result = pretrain(data, model, train)
+    lib.check_pretrained(result, steps, str(out))
     return {
         "wall_s": time.perf_counter() - t0,
         **{k: result.get(k) for k in ("steps", "first_loss", "last_loss", "samples_per_s")},

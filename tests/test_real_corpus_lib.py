@@ -175,3 +175,13 @@ def test_a_shard_cache_counts_only_when_its_manifest_says_complete(tmp_path):
     (folder / "manifest.json").write_text('{"complete": tru')
     with pytest.raises(ValueError, match="soundtracks-0123.*--overwrite"):
         lib.shards_complete(folder)
+
+
+def test_a_run_stopped_before_its_budget_is_not_recorded():
+    """SIGTERM makes the trainer save and return normally: the benchmark must not evaluate that model as a
+    full-budget row (killed runs at step ~570 of 2,000 had been written as 2,000-step rows)."""
+    lib.check_pretrained({"steps": 2000, "stopped": None}, 2000, "pt-s0")
+    with pytest.raises(RuntimeError, match="pt-s1: pretraining ran 568 of 2000 steps .stopped: SIGTERM"):
+        lib.check_pretrained({"steps": 568, "stopped": "SIGTERM"}, 2000, "pt-s1")
+    with pytest.raises(RuntimeError, match="ran 1999 of 2000"):
+        lib.check_pretrained({"steps": 1999}, 2000, "pt-s2")
