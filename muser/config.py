@@ -96,7 +96,9 @@ class ModelConfig:
     specaug_freq_width: int = 8  # widest frequency mask in bins
     specaug_time_width: int = 20  # widest time mask in frames
     # Waveform augmentations, training mode only; off because gain ±6 dB + shift + mix <= 0.3 together was
-    # well behind plain PT in the real-music recipe study (README, Real music) at the tiny budget.
+    # well behind plain PT in the real-music recipe study (README, Real music) at the tiny budget, and one at
+    # a time at 2,000 steps neither gain (3 seeds: -1.9 probe, -1.4 zero-shot) nor shift (1 seed: +1.7
+    # probe, -5.8 zero-shot) lifted both.
     wave_gain_db: float = 0.0  # random gain in [-x, +x] dB per example (0 = off)
     wave_shift: bool = False  # circular time shift within each example's valid samples
     wave_mix: float = 0.0  # mix of another batch track at a weight in [0, x] (0 = off)
