@@ -446,12 +446,114 @@ def figure(rows: dict[str, dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+# Issue 19's target for the default recipe at 30 CPU minutes: a logistic probe this many points above MFCC's,
+# and zero-shot accuracy at least this (10 genres, chance 10 %).
+TARGET_OVER_MFCC = 0.10
+TARGET_ZEROSHOT = 0.50
+LOGISTIC, ZEROSHOT = "probe-logistic@1/accuracy", "zeroshot/accuracy"
+
+
+def tried(rows: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, Any], int]]:
+    """(key, logistic cell, zero-shot cell, n) of every pretrained row that has both: what was tried."""
+    out = []
+    for key in ["nospec", *RECIPE_ORDER]:
+        cells = rows.get(key, {}).get("cells", {})
+        if LOGISTIC in cells and ZEROSHOT in cells:
+            out.append((key, cells[LOGISTIC], cells[ZEROSHOT], rows[key].get("n", 0)))
+    return out
+
+
+def target_lines(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """The target, and each tried row's distance from both halves of it, computed from the cells."""
+    mfcc = rows.get("mfcc", {}).get("cells", {}).get(LOGISTIC)
+    points = tried(rows)
+    if mfcc is None or not points:
+        return []
+    need = mfcc["mean"] + TARGET_OVER_MFCC
+    lines = [
+        f"Target for the default recipe: logistic probe >= MFCC + {100 * TARGET_OVER_MFCC:.0f} = "
+        f"{100 * need:.1f} % and zero-shot >= {100 * TARGET_ZEROSHOT:.0f} %, both on the mean over "
+        "pretraining seeds. Distance of each row (points; + = past the target):",
+        "",
+        "| row | n | logistic - target | zero-shot - target | meets both |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for key, probe, zs, n in points:
+        dp, dz = 100 * (probe["mean"] - need), 100 * (zs["mean"] - TARGET_ZEROSHOT)
+        met = "yes" if dp >= 0 and dz >= 0 else "no"
+        lines.append(f"| {LABELS[key]} | {n} | {dp:+.1f} | {dz:+.1f} | {met} |")
+    return lines
+
+
+def tried_figure(rows: dict[str, dict[str, Any]], path: Path) -> bool:
+    """Every tried row as a point (logistic probe, zero-shot; bars: std over pretraining seeds) against the
+    target's corner; False (nothing drawn) without MFCC or a tried row."""
+    mfcc = rows.get("mfcc", {}).get("cells", {}).get(LOGISTIC)
+    points = tried(rows)
+    if mfcc is None or not points:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    need = 100 * (mfcc["mean"] + TARGET_OVER_MFCC)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    xs = [100 * p["mean"] for _, p, _, _ in points] + [need]
+    ys = [100 * z["mean"] for _, _, z, _ in points] + [100 * TARGET_ZEROSHOT]
+    lo_x, hi_x = min(xs) - 4, max(xs) + 4
+    lo_y, hi_y = min(ys) - 8, max(ys) + 8
+    ax.axvspan(
+        need,
+        hi_x,
+        ymin=(100 * TARGET_ZEROSHOT - lo_y) / (hi_y - lo_y),
+        color="tab:green",
+        alpha=0.12,
+        label="target: probe >= MFCC + 10, zero-shot >= 50 %",
+    )
+    ax.axvline(
+        100 * mfcc["mean"], color="grey", linestyle=":", label=f"MFCC probe ({100 * mfcc['mean']:.1f} %)"
+    )
+    for key, probe, zs, n in points:
+        style = {"color": "black", "marker": "s"} if key == "pt" else {"marker": "o"}
+        ax.errorbar(
+            100 * probe["mean"],
+            100 * zs["mean"],
+            xerr=100 * probe["std"],
+            yerr=100 * zs["std"],
+            capsize=3,
+            linestyle="none",
+            **style,
+        )
+        ax.annotate(
+            f"{key} (n={n})",
+            (100 * probe["mean"], 100 * zs["mean"]),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    ax.set_xlim(lo_x, hi_x)
+    ax.set_ylim(lo_y, hi_y)
+    ax.set_xlabel("logistic probe, held-out GTZAN (%)")
+    ax.set_ylabel("zero-shot, held-out GTZAN (%)")
+    ax.set_title("What was tried against the target (mean ± std over pretraining seeds)")
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def write(data: dict[str, Any], name: str = NAME) -> None:
     """<name>.json, .md and .png in the results folder (benchmarks/results/) from the whole result so far."""
     data["machine"] = common.machine_info()
     common.write_result(name, data)
     rows = data.get("rows", {})
     figure(rows, common.results_dir() / f"{name}.png")
+    # A stale curve of an earlier write must not stand beside a report that no longer draws it.
+    tried_png = common.results_dir() / f"{name}_tried.png"
+    if not tried_figure(rows, tried_png):
+        tried_png.unlink(missing_ok=True)
     (common.results_dir() / f"{name}.md").write_text(markdown(data, name))
 
 
@@ -588,6 +690,11 @@ def markdown(data: dict[str, Any], name: str = NAME) -> str:
                 *recipe_table(data),
             ]
             if any(k in rows for k in RECIPE_ORDER[1:])
+            else []
+        ),
+        *(
+            ["", "## The target", "", *target_lines(rows), "", f"![What was tried]({name}_tried.png)"]
+            if target_lines(rows)
             else []
         ),
         "",

@@ -185,3 +185,26 @@ def test_a_run_stopped_before_its_budget_is_not_recorded():
         lib.check_pretrained({"steps": 568, "stopped": "SIGTERM"}, 2000, "pt-s1")
     with pytest.raises(RuntimeError, match="ran 1999 of 2000"):
         lib.check_pretrained({"steps": 1999}, 2000, "pt-s2")
+
+
+def test_the_target_section_measures_each_tried_row_against_mfcc_plus_ten(results):
+    part = _part(2000, [("pt", 0, 0.58, 0.44), ("pt", 1, 0.60, 0.46), ("minilmlocked", 0, 0.62, 0.52)])
+    part["rows"]["mfcc"] = {"per_seed": [{LOGISTIC: 0.5}], "n": 1}
+    part["rows"]["mfcc"]["cells"] = lib.summarise(part["rows"]["mfcc"]["per_seed"])
+    results("a", part)
+    lib.merge(["a"], into="joined")
+    lines = lib.target_lines(common.read_result("joined")["rows"])
+    assert "= 60.0 %" in lines[0]
+    assert "| PT: L(A,T)+L(S,T) | 2 | -1.0 | -5.0 | no |" in lines
+    assert "| PT, MiniLM-L6 text encoder locked (LiT) | 1 | +2.0 | +2.0 | yes |" in lines
+    assert (common.results_dir() / "joined_tried.png").stat().st_size > 0
+    assert "![What was tried](joined_tried.png)" in (common.results_dir() / "joined.md").read_text()
+
+
+def test_no_target_curve_without_mfcc_and_a_stale_one_is_removed(results):
+    (common.results_dir() / "joined_tried.png").write_bytes(b"stale")
+    results("a", _part(2000, [("pt", 0, 0.58, 0.44)]))
+    out = lib.merge(["a"], into="joined")
+    assert lib.target_lines(out["rows"]) == []
+    assert not (common.results_dir() / "joined_tried.png").exists()
+    assert "## The target" not in (common.results_dir() / "joined.md").read_text()
