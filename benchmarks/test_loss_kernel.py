@@ -203,6 +203,8 @@ def _case(row, n: int, d: int, loss: str, device: str, dtype: torch.dtype, repea
         _judge(row, errs, f"{loss} n{n} d{d} {name} vs {ref_name}", TOL[dtype])
     if "seconds" in row.get("triton", {}):
         tri = row["triton"]["seconds"]
+        if device == "cuda":  # which tiles won: the backward's D-slices say how often s was recomputed
+            row["triton"]["tuned"] = kernels._triton(loss)._launcher(False).tuned(n, n, d)
         row["triton_over_floor"] = tri / row["floor_4_matmuls"]["seconds"]
         for name in ("naive", "chunked"):
             if "seconds" in row.get(name, {}):

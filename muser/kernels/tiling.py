@@ -254,6 +254,26 @@ class Launcher:
             _recording.append(Launch(self.names[kind], kind, types, tuple(sorted(host_constexprs.items()))))
         kernel[grid](*args, **host_constexprs, **launch_options(kind, args[0].dtype, self.interpret))
 
+    def tuned(self, m: int, n: int, d: int) -> list[dict]:
+        """The tile shape the autotuner chose per kernel launched at (M, N, D) so far, with the backward's
+        number of D-slices (each recomputes every tile of s: the work is (1 + 2 (slices + 1)) M N D
+        multiply-adds against the 4 M N D of four matmuls). [] under the interpreter (fixed blocks)."""
+        if self.interpret:
+            return []
+        out = []
+        for (kind, itemsize), kernel in self.kernels.items():
+            # Triton's Autotuner keeps its choices in `cache`, keyed by the key arguments' values followed by
+            # the argument dtypes; tests/kernels/test_tiling.py fails if a Triton release renames it.
+            for key, cfg in getattr(kernel, "cache", {}).items():
+                if tuple(key[:3]) != (m, n, d) and tuple(key[:3]) != (n, m, d):
+                    continue
+                row = {"kernel": self.names[kind], "bytes_per_element": itemsize, "m_n_d": list(key[:3])}
+                row.update(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                if "BLOCK_DV" in cfg.kwargs:
+                    row["d_slices"] = triton.cdiv(int(key[2]), cfg.kwargs["BLOCK_DV"])
+                out.append(row)
+        return out
+
 
 def launch_options(kind: str, dtype: torch.dtype, interpret: bool) -> dict:
     """PRECISION and DOT_FP32 for inputs of this dtype (plus fixed blocks under the interpreter)."""
