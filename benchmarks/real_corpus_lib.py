@@ -74,7 +74,10 @@ def _recipe(key: str, name: str, **overrides: Any) -> Variant:
 RECIPE = (
     _recipe("sigmoid", "PT, sigmoid loss (SigLIP)", train={"loss": "sigmoid"}),
     _recipe("nodrop", "PT, no field dropout (0.2 -> 0)", data={"field_dropout": 0.0}),
+    # Rows are relative to the base recipe of their results file (setup "specaugment"): nospecaug was measured
+    # while SpecAugment was on by default; since it is off, specaug is the row that measures it.
     _recipe("nospecaug", "PT, no SpecAugment", model={"specaugment": False}),
+    _recipe("specaug", "PT + SpecAugment (on by default until 2026-12-04)", model={"specaugment": True}),
     _recipe(
         "waveaug",
         "PT + waveform gain ±6 dB, shift, mix ≤ 0.3",
@@ -229,7 +232,8 @@ def variants() -> list[Variant]:
 
 # What a results file without the field was written with: the probes read the embedding before they read
 # the towers; the captions came from the built-in templates (the fingerprint they still have).
-_OLD_SETUP = {"probe_features": "embedding", "captions": "f7bba8ec"}
+# SpecAugment was on in every run before its default turned off (2026-12-04, session 12).
+_OLD_SETUP = {"probe_features": "embedding", "captions": "f7bba8ec", "specaugment": True}
 
 
 def captions_id() -> str:
@@ -562,10 +566,11 @@ def merge(names: list[str], into: str = NAME) -> dict[str, Any]:
     wall times and runs are concatenated and the cells recomputed; MFCC (deterministic) comes from the
     first file that has it. A (row, seed) that an earlier file already holds is left out and listed under
     "duplicates" (a rerun to check determinism must not count as another seed). Files of different step
-    budgets or base recipes (batch, crop, lr, caption templates) or probe features are refused: their rows
-    would not be comparable. The setup's seeds become the largest n; wall_s is the longest process."""
+    budgets or base recipes (batch, crop, lr, caption templates, SpecAugment) or probe features are refused:
+    their rows would not be comparable. The setup's seeds become the largest n; wall_s is the longest
+    process."""
     parts = [common.read_result(n) for n in names]
-    recipe = ("steps", "batch_size", "crop_seconds", "lr", "probe_features", "captions")
+    recipe = ("steps", "batch_size", "crop_seconds", "lr", "probe_features", "captions", "specaugment")
     budgets = {n: tuple(setup_value(p, k) for k in recipe) for n, p in zip(names, parts, strict=True)}
     if len(set(budgets.values())) > 1:
         raise ValueError(f"cannot merge runs of different budgets or recipes {recipe}: {budgets}")
@@ -718,8 +723,10 @@ def markdown(data: dict[str, Any], name: str = NAME) -> str:
         ),
         "",
         f"Budget: {setup.get('steps')} steps x batch {setup.get('batch_size')} per pretraining run, "
-        f"{setup.get('crop_seconds')}-s crops, lr {setup.get('lr')}; up to {setup.get('seeds')} pretraining "
-        f"seeds per row (seeds run: {setup.get('seed_list', 'see runs')}). "
+        f"{setup.get('crop_seconds')}-s crops, lr {setup.get('lr')}, SpecAugment "
+        f"{'on' if setup_value(data, 'specaugment') else 'off'} in the base recipe; "
+        f"up to {setup.get('seeds')} pretraining seeds per row "
+        f"(seeds run: {setup.get('seed_list', 'see runs')}). "
         # A merge joins processes that ran side by side or on other days: their wall times do not add up.
         + ("Longest of the merged processes: " if data.get("merged_from") else "Whole run so far: ")
         + f"{data.get('wall_s', 0) / 60:.1f} min.",

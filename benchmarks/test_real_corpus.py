@@ -31,7 +31,7 @@ import pytest
 
 from benchmarks import real_corpus_lib as lib
 from benchmarks.common import machine_info
-from muser.config import DataConfig, EvalConfig, ShardConfig, TrainConfig, preset, to_dict
+from muser.config import DataConfig, EvalConfig, ModelConfig, ShardConfig, TrainConfig, preset, to_dict
 from muser.shards import manifest as mf
 
 pytestmark = pytest.mark.slow
@@ -176,6 +176,7 @@ def test_measure_real_corpus_table2_and_figure2(corpus: dict[str, Any], tmp_path
             "lr": LR,
             "probe_features": EvalConfig.probe_features,
             "captions": lib.captions_id(),
+            "specaugment": ModelConfig.specaugment,
             "seeds": seeds,
             "probe_seeds": PROBE_SEEDS,
             "rows": [v.key for v in variants],

@@ -208,3 +208,15 @@ def test_no_target_curve_without_mfcc_and_a_stale_one_is_removed(results):
     assert lib.target_lines(out["rows"]) == []
     assert not (common.results_dir() / "joined_tried.png").exists()
     assert "## The target" not in (common.results_dir() / "joined.md").read_text()
+
+
+def test_merge_refuses_runs_with_and_without_specaugment_in_the_base_recipe(results):
+    old = _part(2000, [("pt", 0, 0.5, 0.3)])  # written before the field: SpecAugment was on
+    new = _part(2000, [("pt", 1, 0.6, 0.4)])
+    new["setup"]["specaugment"] = False
+    results("old", old)
+    results("new", new)
+    with pytest.raises(ValueError, match="specaugment"):
+        lib.merge(["old", "new"], into="joined")
+    assert "SpecAugment on in the base recipe" in lib.markdown(old)
+    assert "SpecAugment off in the base recipe" in lib.markdown(new)
