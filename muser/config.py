@@ -92,7 +92,7 @@ class ModelConfig:
     # Time/frequency masks on the spectrogram, training mode only. Off: at the 30-minute budget (2,000 steps,
     # 3 seeds, one CPU) PT without them was ahead on the probe (+5.0 ± 2.5 points) and on zero-shot (+4.7 ±
     # 1.7), in 3 of 3 seeds on both (README, Real music); the 800-step, one-seed row that had kept them on
-    # (-2.5 / -3.3) was within that row's spread. Turn on (--specaugment) where data, not steps, is short.
+    # (-2.5 / -3.3) was within that row's spread. Measured on the tiny preset only; --specaugment turns it on.
     specaugment: bool = False
     specaug_masks: int = 2  # masks of each kind (frequency, time) per example
     specaug_freq_width: int = 8  # widest frequency mask in bins
