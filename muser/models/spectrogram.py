@@ -14,7 +14,7 @@ import torch
 from nnAudio.features import CQT1992v2, MelSpectrogram
 from torch import nn
 
-from muser.config import SAMPLE_RATE
+from muser.config import SAMPLE_RATE, ModelConfig
 from muser.models.blocks import ResBlock
 from muser.models.pooling import frame_mask, is_full, mean_max_pool, zero_invalid
 from muser.models.recompute import run_stage
@@ -120,19 +120,19 @@ class SpectrogramEncoder(nn.Module):
     def __init__(
         self,
         sample_rate: int = SAMPLE_RATE,
-        kind: str = "mel",
-        n_fft: int = 1024,
-        hop_length: int = 256,
-        n_mels: int = 64,
-        fmin: float = 0.0,
-        fmax: float | None = None,
-        trainable_filters: bool = False,
-        channels: tuple[int, ...] = (16, 32, 64, 128),
-        cqt_bins_per_octave: int = 12,
-        specaugment: bool = True,
-        specaug_masks: int = 2,
-        specaug_freq_width: int = 8,
-        specaug_time_width: int = 20,
+        kind: str = ModelConfig.spec_kind,
+        n_fft: int = ModelConfig.n_fft,
+        hop_length: int = ModelConfig.hop_length,
+        n_mels: int = ModelConfig.n_mels,
+        fmin: float = ModelConfig.fmin,
+        fmax: float | None = ModelConfig.fmax,
+        trainable_filters: bool = ModelConfig.trainable_filters,
+        channels: tuple[int, ...] = ModelConfig.spec_channels,
+        cqt_bins_per_octave: int = ModelConfig.cqt_bins_per_octave,
+        specaugment: bool = ModelConfig.specaugment,
+        specaug_masks: int = ModelConfig.specaug_masks,
+        specaug_freq_width: int = ModelConfig.specaug_freq_width,
+        specaug_time_width: int = ModelConfig.specaug_time_width,
     ) -> None:
         super().__init__()
         if not channels:

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torchaudio
 
+from muser.config import ModelConfig
 from muser.models.spectrogram import SpecAugment, SpectrogramEncoder, make_frontend
 
 SR = 16000
@@ -102,7 +103,7 @@ def test_specaugment_only_in_training():
 
 
 def test_encoder_specaugment_changes_output_only_in_train():
-    enc = SpectrogramEncoder(sample_rate=SR, n_fft=256, channels=(4, 8))
+    enc = SpectrogramEncoder(sample_rate=SR, n_fft=256, channels=(4, 8), specaugment=True)
     x = _signal(1.0).repeat(4, 1)
     enc.eval()
     assert torch.equal(enc(x), enc(x))
@@ -111,6 +112,18 @@ def test_encoder_specaugment_changes_output_only_in_train():
     a = enc(x)
     torch.manual_seed(2)
     assert not torch.equal(a, enc(x))
+
+
+def test_encoder_defaults_are_the_model_config():
+    # The building block and MUSER's config are one recipe: SpecAugment off unless asked for (README).
+    enc = SpectrogramEncoder(sample_rate=SR, n_fft=256, channels=(4,)).train()
+    assert enc.specaugment.masks == (ModelConfig.specaug_masks if ModelConfig.specaugment else 0)
+    assert not ModelConfig.specaugment  # the measured default (README "Real music"): no masks in train
+    x = _signal(1.0).repeat(4, 1)
+    torch.manual_seed(1)
+    a = enc(x)
+    torch.manual_seed(2)
+    assert torch.equal(a, enc(x))
 
 
 # Masked pooling. Tolerance 1e-5 on pooled features: the centred transform's frames of the valid
