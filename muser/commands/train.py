@@ -122,7 +122,8 @@ _PRETRAIN_FIELDS = {
 @click.option(
     "--loss-terms",
     default=None,
-    help=f"Comma list of {', '.join(LOSS_TERMS)} (default {','.join(TrainConfig.loss_terms)}).",
+    help=f"Comma list of {', '.join(LOSS_TERMS)} (default {','.join(TrainConfig.loss_terms)}); "
+    "a tower no term reads is not computed.",
 )
 @click.option(
     "--loss",

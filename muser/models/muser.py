@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from muser.atomic import atomic_dir, atomic_write, atomic_write_json
-from muser.config import AUGMENTATION_FIELDS, TOWERS, ModelConfig, from_dict, preset, to_dict
+from muser.config import AUGMENTATION_FIELDS, MODALITIES, TOWERS, ModelConfig, from_dict, preset, to_dict
 from muser.hub import resolve_model
 from muser.models.augment import WaveAugment
 from muser.models.spectrogram import SpectrogramEncoder, make_specaugment
@@ -229,18 +229,29 @@ class MUSER(nn.Module):
         dev = self.device
         return F.normalize(self.proj_text(self.text(input_ids.to(dev), attention_mask.to(dev))), dim=-1)
 
-    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def forward(
+        self, batch: dict[str, Any], outputs: Collection[str] | None = None
+    ) -> dict[str, torch.Tensor]:
         """batch: audio (B, T) float in [-1, 1] (optional length (B,) valid samples, the rest zero
         padding, pooled out) and/or input_ids, attention_mask (B, L) ->
-        {"audio", "spec", "text"}: (B, embed_dim) L2-normalised, each present when its input is."""
+        {"audio", "spec", "text"}: (B, embed_dim) L2-normalised, each present when its input is.
+
+        outputs: compute only these of audio/spec/text (None: all the batch has inputs for). Training
+        with --loss-terms at runs no spectrogram tower this way (it gets no gradient either way).
+        """
+        wanted = set(MODALITIES if outputs is None else outputs)
+        if wanted - set(MODALITIES):
+            raise ValueError(f"outputs must be among {', '.join(MODALITIES)}, got {sorted(outputs or ())}")
         out = {}
-        if "audio" in batch:
+        if "audio" in batch and wanted & {"audio", "spec"}:
             wave = check_audio(batch["audio"], self.min_samples).to(self.device)
             length = check_length(batch.get("length"), wave)
             wave = self.wave_augment(wave, length)  # identity in eval mode
-            out["audio"] = self._embed_waveform(wave, length)
-            out["spec"] = self._embed_spectrogram(wave, length)
-        if "input_ids" in batch:
+            if "audio" in wanted:
+                out["audio"] = self._embed_waveform(wave, length)
+            if "spec" in wanted:
+                out["spec"] = self._embed_spectrogram(wave, length)
+        if "input_ids" in batch and "text" in wanted:
             if "attention_mask" not in batch:
                 raise ValueError("batch has input_ids but no attention_mask; tokenize with model.tokenize")
             out["text"] = self._embed_text(batch["input_ids"], batch["attention_mask"])

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from muser.config import LOSS_TERMS, TrainConfig
+from muser.config import LOSS_TERMS, MODALITIES, TrainConfig
 from muser.distributed import all_reduce_mean
 
 
@@ -25,13 +25,15 @@ class Objective(nn.Module):
     def __init__(self, model: nn.Module, loss: nn.Module, amp_dtype: torch.dtype | None) -> None:
         super().__init__()
         self.model, self.loss, self.amp_dtype = model, loss, amp_dtype
+        # Only the towers some loss term reads run: w/o spec (--loss-terms at) skips the spectrogram tower.
+        self.outputs = {modality for term in loss.terms for modality in LOSS_TERMS[term]}
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         device_type = self.model.device.type
         with torch.autocast(
             device_type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
         ):
-            emb = self.model(batch)
+            emb = self.model(batch, self.outputs)
         # The contrastive loss runs in fp32: its log-sum-exp over the global batch is where bf16 hurts.
         emb = {k: v.float() for k, v in emb.items()}
         return self.loss(emb, batch["caption_id"])
@@ -79,17 +81,18 @@ def build_objective(
     """
     cuda = device.type == "cuda"
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.precision) if cuda else None
-    objective: nn.Module = Objective(model, loss, amp)
+    inner = Objective(model, loss, amp)
+    used = inner.outputs
+    objective: nn.Module = inner
     if world > 1:
         if cuda and train.sync_bn:
             objective = nn.SyncBatchNorm.convert_sync_batchnorm(objective)
             model = objective.model
-        # A tower no loss term reads gets no gradient, which DDP must be told about.
-        used = {modality for term in train.loss_terms for modality in LOSS_TERMS[term]}
+        # A tower no loss term reads does not run and gets no gradient, which DDP must be told about.
         objective = DistributedDataParallel(
             objective,
             device_ids=[device.index] if cuda else None,
-            find_unused_parameters=used != {"audio", "spec", "text"},
+            find_unused_parameters=used != set(MODALITIES),
         )
     return objective, model
 

@@ -38,6 +38,19 @@ def test_forward_shapes_and_unit_norm(model, wave):
     assert set(model(model.tokenize(TEXTS))) == {"text"}
 
 
+def test_forward_computes_only_the_outputs_asked_for(model, wave, monkeypatch):
+    batch = {"audio": wave, **model.tokenize(TEXTS)}
+    full = model(batch)
+    calls = []
+    monkeypatch.setattr(model.spectrogram, "forward", lambda *a, **k: calls.append(1))
+    out = model(batch, outputs={"audio", "text"})
+    assert set(out) == {"audio", "text"} and not calls  # the spectrogram tower never ran
+    assert torch.equal(out["audio"], full["audio"]) and torch.equal(out["text"], full["text"])
+    assert set(model(batch, outputs=())) == set()
+    with pytest.raises(ValueError, match="outputs must be among audio, spec, text"):
+        model(batch, outputs={"mel"})
+
+
 def test_encode_audio_variants(model, wave):
     with torch.no_grad():
         a = model.encode_audio(wave, "waveform")

@@ -21,6 +21,20 @@ from muser.train.display import TrainDisplay
 from tests.train.conftest import small_run
 
 
+def test_wo_spec_training_never_runs_the_spectrogram_tower(shards, tmp_path, monkeypatch):
+    # --loss-terms at (the paper's "w/o spec"): the spectrogram tower is neither trained nor computed.
+    from muser.models.spectrogram import SpectrogramEncoder
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the spectrogram tower ran in a run no loss term reads it")
+
+    monkeypatch.setattr(SpectrogramEncoder, "forward", refuse)
+    data, train = small_run(shards, tmp_path / "run", steps=3, loss_terms=("at",))
+    assert pretrain(data, preset("tiny"), train)["steps"] == 3
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "loss_at" in record and "loss_st" not in record
+
+
 def _losses(run: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
