@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+MODALITIES = ("audio", "spec", "text")  # the model's outputs: waveform tower, spectrogram tower, text
 # The loss terms: term -> (row modality, column modality) of the model's output dict. The one table
 # (muser.losses reads it); here, so the CLI can name the terms without importing torch.
-MODALITIES = ("audio", "spec", "text")  # the model's outputs: waveform tower, spectrogram tower, text
 LOSS_TERMS: dict[str, tuple[str, str]] = {
     "at": ("audio", "text"),
     "st": ("spec", "text"),

@@ -82,7 +82,6 @@ def build_objective(
     cuda = device.type == "cuda"
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.precision) if cuda else None
     inner = Objective(model, loss, amp)
-    used = inner.outputs
     objective: nn.Module = inner
     if world > 1:
         if cuda and train.sync_bn:
@@ -92,7 +91,7 @@ def build_objective(
         objective = DistributedDataParallel(
             objective,
             device_ids=[device.index] if cuda else None,
-            find_unused_parameters=used != set(MODALITIES),
+            find_unused_parameters=inner.outputs != set(MODALITIES),
         )
     return objective, model
 
