@@ -123,7 +123,7 @@ _PRETRAIN_FIELDS = {
     "--loss-terms",
     default=None,
     help=f"Comma list of {', '.join(LOSS_TERMS)} (default {','.join(TrainConfig.loss_terms)}); "
-    "a tower no term reads is not computed.",
+    "a tower no term reads is not computed, nor part of the saved model's audio embedding.",
 )
 @click.option(
     "--loss",

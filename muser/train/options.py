@@ -4,6 +4,7 @@ options lower the memory a step needs, when it ran out."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from muser.config import LOSS_TERMS, LOSSES, DataConfig, ModelConfig, TrainConfig
@@ -64,6 +65,34 @@ def check_config(data: DataConfig, model: ModelConfig, train: TrainConfig, world
         raise ValueError("--save-every and the log period must be >= 1, --eval-every >= 0")
     if not (_finite(data.crop_seconds) and data.crop_seconds > 0):
         raise ValueError(f"--crop-seconds must be a finite number > 0, got {data.crop_seconds}")
+
+
+# The audio towers by the modality name the loss terms read them under.
+_TOWER_OF = {"audio": "waveform", "spec": "spectrogram"}
+
+
+def embed_with_trained_towers(model: ModelConfig, train: TrainConfig) -> tuple[ModelConfig, str | None]:
+    """(the model config whose audio embedding reads only towers some loss term trains, a note when it
+    changed). w/o spec (--loss-terms at) never trains the spectrogram tower: saved as "both", every
+    `muser embed` / eval of that run would average in a tower still at its random init. A config that names
+    an untrained tower alone is refused: its every embedding would be noise."""
+    terms = ",".join(train.loss_terms)
+    trained = [
+        tower for name, tower in _TOWER_OF.items() if any(name in LOSS_TERMS[t] for t in train.loss_terms)
+    ]
+    which = model.audio_embedding
+    if which == "both" and len(trained) == 1:
+        untrained = next(tower for tower in _TOWER_OF.values() if tower not in trained)
+        note = (
+            f"--loss-terms {terms} trains no {untrained} tower: audio is embedded by the {trained[0]} tower"
+        )
+        return dataclasses.replace(model, audio_embedding=trained[0]), note
+    if which in _TOWER_OF.values() and which not in trained:
+        raise ValueError(
+            f"audio_embedding {which!r} reads a tower --loss-terms {terms} never trains; "
+            f"use {' or '.join(trained) or 'loss terms that train it'}"
+        )
+    return model, None
 
 
 def out_of_memory(err: BaseException) -> bool:

@@ -44,7 +44,13 @@ from muser.train.data import MIN_EPOCH_BATCHES, MicroBatches, TrainSources, toke
 from muser.train.display import TrainDisplay
 from muser.train.launch import launch
 from muser.train.optim import build_optimizer, build_scheduler
-from muser.train.options import check_config, memory_advice, out_of_memory, world_of
+from muser.train.options import (
+    check_config,
+    embed_with_trained_towers,
+    memory_advice,
+    out_of_memory,
+    world_of,
+)
 from muser.train.run_folder import MetricsLog, RateWindow, load_resume, write_config, write_result
 from muser.train.signals import StopSignal
 from muser.train.step import DataBrokenOff, StepResult, TrainingState, build_objective, train_step
@@ -62,6 +68,9 @@ def pretrain(data: DataConfig, model: ModelConfig, train: TrainConfig) -> dict[s
     """
     world = world_of(train)
     check_config(data, model, train, world)
+    model, note = embed_with_trained_towers(model, train)
+    if note and not in_torchrun():  # the launcher said it; its workers get the changed config
+        print(f"muser pretrain: {note}", file=sys.stderr)
     if not in_torchrun():  # a worker's launcher has checked its node's devices already
         check_gpus(train.gpus)
     sources = TrainSources.open(data.shards, data.split)

@@ -21,8 +21,10 @@ from muser.train.display import TrainDisplay
 from tests.train.conftest import small_run
 
 
-def test_wo_spec_training_never_runs_the_spectrogram_tower(shards, tmp_path, monkeypatch):
-    # --loss-terms at (the paper's "w/o spec"): the spectrogram tower is neither trained nor computed.
+def test_wo_spec_training_never_runs_the_spectrogram_tower(shards, tmp_path, monkeypatch, capsys):
+    # --loss-terms at (the paper's "w/o spec"): the spectrogram tower is neither trained nor computed, and
+    # the saved model embeds audio without it (the preset's "both" would average in its random init).
+    from muser.models.muser import MUSER
     from muser.models.spectrogram import SpectrogramEncoder
 
     def refuse(*args: object, **kwargs: object) -> None:
@@ -33,6 +35,8 @@ def test_wo_spec_training_never_runs_the_spectrogram_tower(shards, tmp_path, mon
     assert pretrain(data, preset("tiny"), train)["steps"] == 3
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert "loss_at" in record and "loss_st" not in record
+    assert MUSER.from_pretrained(tmp_path / "run" / "model").config.audio_embedding == "waveform"
+    assert "audio is embedded by the waveform tower" in capsys.readouterr().err
 
 
 def _losses(run: Path) -> list[float]:
