@@ -153,9 +153,8 @@ class TrainConfig:
     warmup: int = 20  # linear warmup steps before the cosine decay
     weight_decay: float = 0.05
     grad_clip: float = 1.0
-    precision: str = PRECISIONS[
-        0
-    ]  # GPU autocast: bf16 (default) | fp16 (with a loss scaler) | fp32; CPU is fp32
+    # GPU autocast: bf16 (default) | fp16 (with a loss scaler) | fp32; CPU is fp32
+    precision: str = PRECISIONS[0]
     grad_accum: int = 1  # micro-batches per step; each loss sees batch_size / grad_accum negatives
     loss_terms: tuple[str, ...] = ("at", "st")  # at = L(A,T), st = L(S,T), as = L(A,S)
     # softmax: CLIP's symmetric cross-entropy | sigmoid: SigLIP's pairwise loss (behind on the probe and on
