@@ -57,7 +57,10 @@ class DataConfig:
     shards: list[str] = field(default_factory=list)  # shard folders (mixed), or shard URLs/patterns
     split: str | None = None  # split of each folder to train on; None: train, or all when it has no train
     valid_split: str = "valid"  # used by --eval-every when present
-    crop_seconds: float = 3.0  # random crop per sample in training (1.5 was behind on the probe: README)
+    # Random crop per sample in training. 3 s: on real music 1.5 s at the same steps was behind on the probe
+    # (-4.2, one seed); at the same CPU time (1.5x the steps) it was level on the probe and +5.3 ± 7.6 on
+    # zero-shot, ahead in 2 of 3 seeds: within the spread, not yet a reason to move (README, Real music).
+    crop_seconds: float = 3.0
     # Global batch (split across ranks). 16: on real music at the tiny preset's CPU budget, batch 32 at half
     # the steps (the same samples) was behind on the probe and on zero-shot (README, Real music); more
     # negatives only pay once a GPU makes steps cheap: pass --batch-size there.
