@@ -280,6 +280,7 @@ def summarise(per_seed: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
 
 EMBEDDING_PROBE = "probe-logistic-embedding"  # the logistic probe on the shared embedding (towers default)
 LOGISTIC, ZEROSHOT = "probe-logistic@1/accuracy", "zeroshot/accuracy"  # the two cells the target reads
+FINETUNE = "finetune@1/accuracy"  # PT+FT: prompt classification after contrastive fine-tuning
 
 COLUMNS = (
     (LOGISTIC, "logistic"),
@@ -287,7 +288,7 @@ COLUMNS = (
     ("probe-mlp@1/accuracy", "MLP"),
     ("probe-marble@1/accuracy", "MARBLE probe"),
     (ZEROSHOT, "zero-shot"),
-    ("finetune@1/accuracy", "PT+FT (prompt)"),
+    (FINETUNE, "PT+FT (prompt)"),
     ("retrieval/mAP", "retrieval mAP"),
     ("retrieval/R@10", "R@10"),
 )
@@ -317,18 +318,32 @@ def table(rows: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _paired(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str | None:
-    if not a or not b or len(a["values"]) != len(b["values"]):
+def _differences(
+    data: dict[str, Any], a: str, b: str, cell_a: str, cell_b: str | None = None
+) -> tuple[list[int], np.ndarray]:
+    """(seeds, row a minus row b in points at each) over the pretraining seeds both rows ran. Rows merged
+    from different batches can hold different seeds (PT at six, w/o spec at three): pairing by position
+    would compare different seeds, so only the shared ones count."""
+    va, vb = by_seed(data, a, cell_a), by_seed(data, b, cell_b or cell_a)
+    seeds = sorted(set(va) & set(vb))
+    return seeds, 100 * np.array([va[s] - vb[s] for s in seeds])
+
+
+def _paired(data: dict[str, Any], a: str, b: str, cell_a: str, cell_b: str | None = None) -> str | None:
+    """Row a minus row b in words; None when they share no seed; the seeds are named when not all."""
+    seeds, d = _differences(data, a, b, cell_a, cell_b)
+    if not seeds:
         return None
-    d = 100 * (np.asarray(a["values"]) - np.asarray(b["values"]))
     ahead = int((d > 0).sum())
     spread = "" if abs(d.mean()) > d.std() else "; within the seed-to-seed spread"
-    return f"{d.mean():+.1f} ± {d.std():.1f} points, ahead in {ahead} of {len(d)} seeds{spread}"
+    every = len(by_seed(data, a, cell_a)) == len(by_seed(data, b, cell_b or cell_a)) == len(seeds)
+    only = "" if every else f" (the seeds both ran: {seeds})"
+    return f"{d.mean():+.1f} ± {d.std():.1f} points, ahead in {ahead} of {len(d)} seeds{spread}{only}"
 
 
-def reading(rows: dict[str, dict[str, Any]]) -> str:
+def reading(data: dict[str, Any]) -> str:
     """Sentences computed from the logistic-probe and zero-shot cells; nothing is written in advance."""
-    key = LOGISTIC
+    rows, key = data.get("rows", {}), LOGISTIC
 
     def cell(row: str, k: str = key) -> dict[str, Any] | None:
         return rows.get(row, {}).get("cells", {}).get(k)
@@ -339,7 +354,7 @@ def reading(rows: dict[str, dict[str, Any]]) -> str:
         ("pt", "ae", "text supervision over audio-only contrast (PT vs AE only)"),
         ("pt", "random", "pretraining over the same network with random weights"),
     ):
-        words = _paired(cell(a), cell(b))
+        words = _paired(data, a, b, key)
         if words:
             parts.append(f"Logistic probe, {claim}: {words}.")
     pt, mfcc = cell("pt"), cell("mfcc")
@@ -351,9 +366,10 @@ def reading(rows: dict[str, dict[str, Any]]) -> str:
     zs = cell("pt", ZEROSHOT)
     if zs:
         parts.append(f"PT zero-shot: {100 * zs['mean']:.1f} ± {100 * zs['std']:.1f} % (chance 10 %).")
-    ft = cell("ptft", "finetune@1/accuracy")
-    if ft and zs:
-        parts.append(f"PT+FT: {_paired(ft, zs) or 'not paired'} over PT's zero-shot.")
+    if cell("ptft", FINETUNE) and zs:
+        parts.append(
+            f"PT+FT: {_paired(data, 'ptft', 'pt', FINETUNE, ZEROSHOT) or 'not paired'} over PT's zero-shot."
+        )
     few = []
     for frac in (0.01, 0.05, 0.1):
         k = f"probe-logistic@{frac:g}/accuracy"
@@ -382,11 +398,9 @@ def by_seed(data: dict[str, Any], key: str, cell: str) -> dict[int, float]:
 
 def paired_vs_pt(data: dict[str, Any], key: str, cell: str) -> str:
     """A row minus PT at the seeds both ran, in points: mean (± std when several seeds)."""
-    a, b = by_seed(data, key, cell), by_seed(data, "pt", cell)
-    seeds = sorted(set(a) & set(b))
+    seeds, d = _differences(data, key, "pt", cell)
     if not seeds:
         return "–"
-    d = np.array([100 * (a[s] - b[s]) for s in seeds])
     return f"{d.mean():+.1f}" + (f" ± {d.std():.1f}" if len(d) > 1 else "") + f" (seeds {seeds})"
 
 
@@ -703,7 +717,7 @@ def markdown(data: dict[str, Any], name: str = NAME) -> str:
         ),
         *(["", "## The target", "", *target, "", f"![What was tried]({name}_tried.png)"] if target else []),
         "",
-        "**Reading (computed from the numbers).** " + reading(rows),
+        "**Reading (computed from the numbers).** " + reading(data),
         *(
             [
                 "",

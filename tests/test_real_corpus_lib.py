@@ -148,6 +148,23 @@ def test_the_recipe_table_pairs_rows_with_pt_at_the_same_seeds(results):
     assert "## The recipe study" in (common.results_dir() / "joined.md").read_text()
 
 
+def test_the_reading_pairs_rows_of_different_seed_counts_at_the_seeds_both_ran(results):
+    # PT gained seeds 3-5 in a later batch; w/o spec has 0-2 (in another order): the reading still pairs.
+    results("a", _part(800, [("pt", s, 0.50 + s / 100, 0.40) for s in range(3)]))
+    results("b", _part(800, [("nospec", s, 0.40, 0.30) for s in (2, 0, 1)]))
+    results("c", _part(800, [("pt", s, 0.70, 0.50) for s in (3, 4, 5)]))
+    out = lib.merge(["a", "b", "c"], into="joined")
+    words = lib.reading(out)
+    # seeds 0, 1, 2: +10, +11, +12 points; PT's seeds 3-5 (70 %) would push the mean up if they counted
+    assert (
+        "(PT vs w/o spec): +11.0 ± 0.8 points, ahead in 3 of 3 seeds (the seeds both ran: [0, 1, 2])" in words
+    )
+    assert "pretraining over the same network with random weights: " in words  # PT and random: all six seeds
+    assert "ahead in 6 of 6 seeds." in words
+    assert "PT+FT: +0.0 ± 0.0 points, ahead in 0 of 6 seeds" in words
+    assert words in (common.results_dir() / "joined.md").read_text()
+
+
 def test_recipe_rows_are_pt_with_one_choice_changed():
     pt = next(v for v in lib.VARIANTS if v.key == "pt")
     for row in lib.RECIPE:
