@@ -92,7 +92,8 @@ RECIPE = (
     _recipe("waveshift", "PT + circular time shift", model={"wave_shift": True}),
     _recipe("wavemix", "PT + mix of another track ≤ 0.3", model={"wave_mix": 0.3}),
     _recipe("crop15", "PT, 1.5-s crops (3 -> 1.5)", data={"crop_seconds": 1.5}),
-    # Half-length crops run about 1.5x as many steps per CPU-second: this row spends PT's CPU time.
+    # Half-length crops run about 1.5x as many steps per CPU-second (test_crop15x_spends_pt_cpu_time times
+    # it): this row spends PT's CPU time. Its recipe is the default since 5 December 2026.
     _recipe(
         "crop15x",
         "PT, 1.5-s crops at 1.5x the steps (same CPU time)",

@@ -57,10 +57,12 @@ class DataConfig:
     shards: list[str] = field(default_factory=list)  # shard folders (mixed), or shard URLs/patterns
     split: str | None = None  # split of each folder to train on; None: train, or all when it has no train
     valid_split: str = "valid"  # used by --eval-every when present
-    # Random crop per sample in training. 3 s: on real music 1.5 s at the same steps was behind on the probe
-    # (-4.2, one seed); at the same CPU time (1.5x the steps) it was level on the probe and +5.3 ± 7.6 on
-    # zero-shot, ahead in 2 of 3 seeds: within the spread, not yet a reason to move (README, Real music).
-    crop_seconds: float = 3.0
+    # Random crop per sample in training. 1.5 s: on real music, at 1.5x the steps of 3-s crops (no more CPU
+    # time: half-length crops train 1.85x the samples per CPU-second), it was level on the probe (+0.4 ± 3.1)
+    # and ahead on zero-shot (+5.7 ± 5.4, in 5 of 6 seeds; README, Real music). At the same steps it is
+    # behind (-4.2 probe, one seed): the gain is more steps per CPU-second, so the study's 30-minute budget
+    # is 3,000 steps with these crops, not 2,000.
+    crop_seconds: float = 1.5
     # Global batch (split across ranks). 16: on real music at the tiny preset's CPU budget, batch 32 at half
     # the steps (the same samples) was behind on the probe and on zero-shot (README, Real music); more
     # negatives only pay once a GPU makes steps cheap: pass --batch-size there.

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from muser.config import EvalConfig
 from muser.hub import resolve_model
-
-DEFAULT_CHUNK_SECONDS = 3.0  # EvalConfig.chunk_seconds and DataConfig.crop_seconds' default
 
 
 @dataclass(frozen=True)
@@ -65,4 +64,5 @@ def chunk_seconds(located: Located) -> tuple[float, str]:
         crop = config.get("data", {}).get("crop_seconds")
         if isinstance(crop, (int, float)) and crop > 0:
             return float(crop), "the run's --crop-seconds"
-    return DEFAULT_CHUNK_SECONDS, "muser's default chunk length (the model folder does not record one)"
+    # The length `muser eval` and `muser embed` cut tracks into, where the model says nothing else.
+    return EvalConfig.chunk_seconds, "muser's default chunk length (the model folder does not record one)"
