@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from muser.commands.options import user_errors
+from muser.config import EvalConfig
 
 
 @click.command("export")
@@ -14,9 +15,18 @@ from muser.commands.options import user_errors
     "--onnx", "onnx_dir", required=True, help="Output folder for audio.onnx, text.onnx, tokenizer, onnx.json."
 )
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 17).")
+@click.option(
+    "--chunk-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help=f"Chunk length that onnx.json tells users to cut tracks into (default {EvalConfig.chunk_seconds:g}, "
+    "the length `muser embed` and `muser eval` use, so the vectors match a muser catalogue).",
+)
 @click.option("--no-check", is_flag=True, help="Skip the PyTorch-vs-onnxruntime parity check after export.")
 @user_errors
-def export_cmd(run: str, onnx_dir: str, opset: int | None, no_check: bool) -> None:
+def export_cmd(
+    run: str, onnx_dir: str, opset: int | None, chunk_seconds: float | None, no_check: bool
+) -> None:
     """Export RUN (a run folder, its model/ folder or a hub id) to ONNX for use without PyTorch.
 
     \b
@@ -26,16 +36,14 @@ def export_cmd(run: str, onnx_dir: str, opset: int | None, no_check: bool) -> No
     """
     from muser.models.muser import MUSER
     from muser.share.onnx import OPSET, PARITY_TOL, export_onnx, parity
-    from muser.share.run import chunk_seconds, locate
+    from muser.share.run import locate
 
     located = locate(run)
     model = MUSER.from_pretrained(located.model_dir)
-    seconds, source = chunk_seconds(located)
-    info = export_onnx(model, onnx_dir, seconds, opset or OPSET)
+    info = export_onnx(model, onnx_dir, chunk_seconds or EvalConfig.chunk_seconds, opset or OPSET)
     click.echo(
         f"wrote {onnx_dir}: audio.onnx ({info['sample_rate']} Hz, {info['chunk_seconds']:g}-s chunks), "
-        f"text.onnx, tokenizer.json, onnx.json (opset {info['opset']}, dimension {info['embed_dim']}); "
-        f"chunk length from {source}"
+        f"text.onnx, tokenizer.json, onnx.json (opset {info['opset']}, dimension {info['embed_dim']})"
     )
     if no_check:
         return

@@ -94,7 +94,8 @@ def export_onnx(
     """Write audio.onnx, text.onnx, tokenizer.json (+ tokenizer/ for transformers) and onnx.json into
     `out`; returns the onnx.json record. model: a MUSER (put in eval mode on the CPU here).
 
-    chunk_seconds: the clip length the model was trained on, recorded so users cut audio the same way.
+    chunk_seconds: the chunk length recorded for users to cut tracks into (`muser export` passes `muser
+    embed`'s, so ONNX track vectors match a muser catalogue); also the length of the traced example.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

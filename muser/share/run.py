@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from muser.config import EvalConfig
 from muser.hub import resolve_model
 
 
@@ -55,14 +54,3 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         if isinstance(record, dict):
             records.append(record)
     return records
-
-
-def chunk_seconds(located: Located) -> tuple[float, str]:
-    """(clip length the model was trained on, where that number comes from)."""
-    if located.run_dir is not None:
-        config = read_json(located.run_dir / "config.json") or {}
-        crop = config.get("data", {}).get("crop_seconds")
-        if isinstance(crop, (int, float)) and crop > 0:
-            return float(crop), "the run's --crop-seconds"
-    # The length `muser eval` and `muser embed` cut tracks into, where the model says nothing else.
-    return EvalConfig.chunk_seconds, "muser's default chunk length (the model folder does not record one)"

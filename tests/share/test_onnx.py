@@ -14,6 +14,7 @@ from click.testing import CliRunner
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'muser[onnx]')")
 
 from muser.cli import main  # noqa: E402
+from muser.config import EvalConfig  # noqa: E402
 from muser.models.muser import MUSER  # noqa: E402
 from muser.share.onnx import NOT_EXPORTED, PARITY_TOL, export_onnx, parity  # noqa: E402
 
@@ -106,9 +107,7 @@ def test_export_cli_writes_and_checks(tmp_path):
     assert res.exit_code == 0, res.output
     assert "parity with PyTorch" in res.output
     info = json.loads((tmp_path / "onnx" / "onnx.json").read_text())
-    assert "chunk length from muser's default chunk length" in res.output
-    # A bare model folder records no training crop: the default chunk length, said as such.
-    assert info["chunk_seconds"] == 3.0 and info["opset"] == 17
+    assert "3-s chunks" in res.output and info["chunk_seconds"] == 3.0 and info["opset"] == 17
     for name in ("audio.onnx", "text.onnx", "tokenizer.json", "tokenizer/tokenizer_config.json"):
         assert (tmp_path / "onnx" / name).is_file(), name
     audio = float(res.output.split("audio ")[1].split(",")[0])
@@ -120,9 +119,19 @@ def test_export_cli_names_a_wrong_folder(tmp_path):
     assert res.exit_code == 2 and "is not a run folder or a model folder" in res.output
 
 
-def test_export_of_a_run_records_its_training_crop(trained_run, tmp_path):
+def test_export_cuts_tracks_as_muser_embed_does_whatever_the_training_crop(trained_run, tmp_path):
+    """The run trained on 2-s crops; onnx.json says 3 s, the chunk `muser embed` and `muser eval` use, so a
+    catalogue built from the ONNX graph cuts tracks as muser's own does (the training crop used to be
+    written here, which split the two once the default crop stopped being 3 s)."""
+    assert json.loads((trained_run / "config.json").read_text())["data"]["crop_seconds"] == 2.0
     res = CliRunner().invoke(main, ["export", str(trained_run), "--onnx", str(tmp_path / "o"), "--no-check"])
     assert res.exit_code == 0, res.output
     info = json.loads((tmp_path / "o" / "onnx.json").read_text())
-    crop = json.loads((trained_run / "config.json").read_text())["data"]["crop_seconds"]
-    assert info["chunk_seconds"] == crop == 2.0 and info["chunk_samples"] == 32000
+    assert info["chunk_seconds"] == EvalConfig.chunk_seconds == 3.0 and info["chunk_samples"] == 48000
+    args = ["export", str(trained_run), "--onnx", str(tmp_path / "p"), "--no-check", "--chunk-seconds", "2"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "p" / "onnx.json").read_text())["chunk_samples"] == 32000
+    refused = ["export", str(trained_run), "--onnx", str(tmp_path / "q"), "--chunk-seconds", "0"]
+    res = CliRunner().invoke(main, refused)
+    assert res.exit_code == 2 and "--chunk-seconds" in res.output and not (tmp_path / "q").exists()
