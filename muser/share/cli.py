@@ -20,7 +20,7 @@ from muser.config import EvalConfig
     type=click.FloatRange(min=0, min_open=True),
     default=None,
     help=f"Chunk length that onnx.json tells users to cut tracks into (default {EvalConfig.chunk_seconds:g}, "
-    "the length `muser embed` and `muser eval` use, so the vectors match a muser catalogue).",
+    "the length `muser embed` and `muser eval` cut tracks into).",
 )
 @click.option("--no-check", is_flag=True, help="Skip the PyTorch-vs-onnxruntime parity check after export.")
 @user_errors
