@@ -328,8 +328,8 @@ def test_crop15x_spends_pt_cpu_time(corpus, tmp_path):
     samples per CPU-second; the default recipe rests on it (1.5-s crops at 3,000 steps). Timed quiet, the
     two recipes alternating twice on the real-corpus shards, one torch thread and one loader worker as the
     table's runs have. Writes benchmarks/results/real_corpus_rate.json."""
-    crop15x = next(v for v in lib.RECIPE if v.key == "crop15x")
-    sides = {"pt": lib.VARIANTS[0], "crop15x": crop15x}
+    sides = {v.key: v for v in (*lib.VARIANTS, *lib.RECIPE) if v.key in ("pt", "crop15x")}
+    crop15x = sides["crop15x"]
     steps = sized(RATE_STEPS, 8)
     with entry("real_corpus_rate", "crop15x_vs_pt") as row:
         quiet(row, TWO_CORES)

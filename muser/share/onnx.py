@@ -94,8 +94,8 @@ def export_onnx(
     """Write audio.onnx, text.onnx, tokenizer.json (+ tokenizer/ for transformers) and onnx.json into
     `out`; returns the onnx.json record. model: a MUSER (put in eval mode on the CPU here).
 
-    chunk_seconds: the chunk length recorded for users to cut tracks into (`muser export` passes `muser
-    embed`'s, so ONNX track vectors match a muser catalogue); also the length of the traced example.
+    chunk_seconds: the chunk length recorded for users to cut tracks into (`muser export` passes the one
+    `muser embed` and `muser eval` use); also the length of the traced example.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
